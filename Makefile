@@ -1,0 +1,27 @@
+# The two set-up commands: `make demo` and `make test`. Each creates .venv if missing and installs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.core: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.core
+
+demo: $(VENV)/.core
+	$(PY) -m hrnet_jax.demo
+
+test: $(VENV)/.dev
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV)

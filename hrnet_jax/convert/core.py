@@ -1,0 +1,177 @@
+"""Official PyTorch state_dicts <-> Flax variables, with a full report of what did not fit."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import numpy as np
+from flax import traverse_util
+
+from hrnet_jax.convert import mapping
+from hrnet_jax.models import zoo
+
+# Wrappers and prefixes that training code puts around the model's own keys.
+_WRAPPER_KEYS = ('state_dict', 'model', 'model_state', 'net')
+_STRIP_PREFIXES = ('module.', 'model.')
+
+
+class ConversionError(ValueError):
+  """A checkpoint does not fit an arch; the message lists every problem."""
+
+
+@dataclasses.dataclass
+class Report:
+  """What a conversion used and ignored."""
+  arch: str = ''
+  overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+  converted: int = 0
+  ignored: list[str] = dataclasses.field(default_factory=list)
+
+  def summary(self) -> str:
+    lines = [f'{self.arch} {self.overrides}: converted {self.converted} tensors']
+    if self.ignored:
+      lines.append(f'ignored {len(self.ignored)} entries: ' + ', '.join(self.ignored[:20]) +
+                   (f', ... ({len(self.ignored) - 20} more)' if len(self.ignored) > 20 else ''))
+    return '\n'.join(lines)
+
+
+def _is_array(x: Any) -> bool:
+  return hasattr(x, 'shape') and hasattr(x, 'dtype')
+
+
+def normalize_state_dict(obj: Any, report: Report | None = None) -> dict[str, Any]:
+  """Unwraps `{'state_dict': ...}`-style containers and strips `module.`/`model.` prefixes.
+
+  Non-array entries (epoch counters, optimizer state, ...) and num_batches_tracked are dropped
+  and listed in `report.ignored`.
+  """
+  report = report if report is not None else Report()
+  if not isinstance(obj, Mapping):
+    raise ConversionError(f'expected a dict of tensors, got {type(obj).__name__}')
+  for wrapper in _WRAPPER_KEYS:
+    if isinstance(obj.get(wrapper), Mapping):
+      report.ignored += [f'{k} (outside {wrapper!r})' for k in obj if k != wrapper]
+      obj = obj[wrapper]
+      break
+  out = {}
+  for key, value in obj.items():
+    name = str(key)
+    if not _is_array(value):
+      report.ignored.append(f'{name} (not a tensor)')
+      continue
+    while name.startswith(_STRIP_PREFIXES):
+      name = name.split('.', 1)[1]
+    if name.endswith('num_batches_tracked'):
+      continue
+    out[name] = value
+  return out
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+  if type(x).__module__.startswith('torch'):
+    x = x.detach().cpu()
+    if str(x.dtype) == 'torch.bfloat16':
+      x = x.float()
+    x = x.numpy()
+  return np.asarray(x)
+
+
+def _ignorable(task: str, key: str) -> bool:
+  if key.startswith('loss.'):  # class weights saved by the segmentation train wrapper
+    return True
+  # Detection checkpoints hold the detector heads too; only the backbone and neck are ours.
+  return task == 'det' and not key.startswith(('backbone.', 'neck.'))
+
+
+def torch_to_flax(state_dict_or_path: Any, arch: str | None = None, *,
+                  report: Report | None = None, **overrides: Any) -> dict[str, dict]:
+  """An official state_dict (or a .pth/.pt/.safetensors path) -> {'params', 'batch_stats'}.
+
+  With `arch=None` the arch and head size are inferred from tensor shapes. Raises
+  ConversionError listing every missing, unexpected and mis-shaped tensor.
+  """
+  from hrnet_jax.convert import files  # avoids a cycle: files uses this module's errors
+
+  report = report if report is not None else Report()
+  obj = state_dict_or_path
+  if isinstance(obj, (str, bytes)) or hasattr(obj, '__fspath__'):
+    obj = files.read_torch_file(obj)
+  tensors = normalize_state_dict(obj, report)
+  try:
+    inferred_arch, inferred = mapping.infer_arch(tensors)
+  except ValueError as e:
+    if arch is None:
+      raise ConversionError(str(e)) from None
+    inferred_arch, inferred = None, {}
+  if arch is None:
+    arch = inferred_arch
+  task, _ = zoo.split_arch(arch)
+  if inferred_arch and zoo.split_arch(inferred_arch)[0] == task and not (
+      {'num_classes', 'num_joints'} & set(overrides)):
+    overrides = {**inferred, **overrides}  # the head size the checkpoint was trained with
+  entries = mapping.layout(arch, **overrides)
+
+  expected = {e.key for e in entries}
+  missing, misshaped, flat = [], [], {}
+  for e in entries:
+    if e.key not in tensors:
+      missing.append(f'{e.key} {list(e.torch_shape)}')
+      continue
+    value = tensors[e.key]
+    if tuple(value.shape) != e.torch_shape:
+      misshaped.append(f'{e.key}: expected {list(e.torch_shape)}, found {list(value.shape)}')
+      continue
+    flat[e.flax_path] = e.to_flax(_to_numpy(value))
+  unexpected = []
+  for key in tensors:
+    if key not in expected:
+      (report.ignored if _ignorable(task, key) else unexpected).append(key)
+  if missing or misshaped or unexpected:
+    raise ConversionError(_problems(arch, overrides, missing, unexpected, misshaped))
+  report.arch, report.overrides, report.converted = arch, dict(overrides), len(flat)
+  return traverse_util.unflatten_dict(flat)
+
+
+def flax_to_torch(variables: Mapping[str, Any], arch: str, **overrides: Any) -> dict[str, Any]:
+  """{'params', 'batch_stats'} -> {official key: numpy array}, in the official order, with
+  num_batches_tracked (int64 scalar) for every BatchNorm."""
+  flat = traverse_util.flatten_dict(_plain_dict(variables))
+  entries = mapping.layout(arch, **overrides)
+  expected = {e.flax_path for e in entries}
+  missing, misshaped = [], []
+  out = {}
+  for e in entries:
+    if e.flax_path not in flat:
+      missing.append(f"{'/'.join(e.flax_path)} {list(e.flax_shape)}")
+      continue
+    value = np.asarray(flat[e.flax_path])
+    if value.shape != e.flax_shape:
+      misshaped.append(f"{'/'.join(e.flax_path)}: expected {list(e.flax_shape)}, "
+                       f'found {list(value.shape)}')
+      continue
+    out[e.key] = e.to_torch(value)
+    if nbt := mapping.num_batches_tracked_key(e):
+      out[nbt] = np.zeros((), np.int64)
+  unexpected = ['/'.join(p) for p in flat if p not in expected]
+  if missing or misshaped or unexpected:
+    raise ConversionError(_problems(arch, overrides, missing, unexpected, misshaped))
+  return out
+
+
+def _plain_dict(tree: Any) -> Any:
+  if isinstance(tree, Mapping):
+    return {k: _plain_dict(v) for k, v in tree.items()}
+  return tree
+
+
+def _problems(arch: str, overrides: Mapping[str, Any], missing: list[str], unexpected: list[str],
+              misshaped: list[str]) -> str:
+  lines = [f'checkpoint does not match {arch}' + (f' {dict(overrides)}' if overrides else '') +
+           f': {len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} mis-shaped']
+  for title, items in (('missing', missing), ('unexpected', unexpected),
+                       ('mis-shaped', misshaped)):
+    if items:
+      lines.append(f'{title}:')
+      lines += [f'  {item}' for item in items]
+  return '\n'.join(lines)

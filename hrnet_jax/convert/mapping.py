@@ -1,0 +1,166 @@
+"""The one mapping between Flax variables and official PyTorch state_dict keys.
+
+Flax module names mirror the official modules, so a variable's path joined with dots is its
+PyTorch key, up to the leaf name and layout:
+
+  params/.../kernel (4-D, HWIO)  <->  .weight (OIHW)      params/.../scale  <->  .weight (BN)
+  params/.../kernel (2-D, in,out) <-> .weight (out,in)    batch_stats/.../mean <-> .running_mean
+  params/.../bias                <->  .bias               batch_stats/.../var  <-> .running_var
+
+The top-level 'backbone'/'head' component is dropped (detection keeps mmdet's `backbone.` and
+`neck.` prefixes). Every BN also has `num_batches_tracked` in PyTorch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from typing import Any, Mapping
+
+import numpy as np
+from flax import traverse_util
+
+from hrnet_jax.models import zoo
+
+# PyTorch registration order of module and leaf names, for writing keys in the official order.
+_ORDER = [
+    'conv1', 'bn1', 'conv2', 'bn2', 'conv3', 'bn3', 'downsample', 'layer1', 'transition1',
+    'stage2', 'transition2', 'stage3', 'transition3', 'stage4', 'branches', 'fuse_layers',
+    'incre_modules', 'downsamp_modules', 'final_layer', 'classifier', 'last_layer', 'head',
+    'conv3x3_ocr', 'ocr_distri_head', 'object_context_block', 'f_pixel', 'f_object', 'f_down',
+    'f_up', 'conv_bn_dropout', 'cls_head', 'aux_head', 'backbone', 'neck', 'reduction_conv',
+    'fpn_conv', 'weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked'
+]
+_RANK = {name: i for i, name in enumerate(_ORDER)}
+
+_TO_TORCH_LEAF = {('params', 'kernel'): 'weight', ('params', 'bias'): 'bias',
+                  ('params', 'scale'): 'weight', ('batch_stats', 'mean'): 'running_mean',
+                  ('batch_stats', 'var'): 'running_var'}
+
+
+def torch_key_order(key: str) -> tuple:
+  """Sort key giving the official state_dict order."""
+  return tuple((0, int(p), 0) if p.isdigit() else (1, 0, _RANK.get(p, len(_RANK)))
+               for p in key.split('.'))
+
+
+def _top_prefix(task: str, top: str) -> str:
+  if task == 'det':
+    return {'backbone': 'backbone.', 'head': 'neck.'}[top]
+  return ''
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """One tensor: its PyTorch key and shape, its Flax collection/path and shape."""
+  key: str
+  torch_shape: tuple[int, ...]
+  flax_path: tuple[str, ...]  # (collection, 'backbone'|'head', ..., leaf)
+  flax_shape: tuple[int, ...]
+
+  def to_flax(self, array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(_transpose(array, to_torch=False))
+
+  def to_torch(self, array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(_transpose(np.asarray(array), to_torch=True))
+
+
+def _transpose(a: np.ndarray, to_torch: bool) -> np.ndarray:
+  if a.ndim == 4:  # HWIO <-> OIHW
+    return a.transpose((3, 2, 0, 1) if to_torch else (2, 3, 1, 0))
+  if a.ndim == 2:  # (in, out) <-> (out, in)
+    return a.T
+  return a
+
+
+def _freeze(overrides: Mapping[str, Any]) -> tuple:
+  return tuple(sorted(overrides.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(arch: str, frozen_overrides: tuple) -> tuple[Entry, ...]:
+  task, _ = zoo.split_arch(arch)
+  shapes = zoo.init_shapes(arch, **dict(frozen_overrides))
+  entries = []
+  for path, leaf in traverse_util.flatten_dict(dict(shapes)).items():
+    collection, top, *modules, name = path
+    key = _top_prefix(task, top) + '.'.join(modules) + '.' + _TO_TORCH_LEAF[collection, name]
+    flax_shape = tuple(leaf.shape)
+    torch_shape = _transpose(np.empty(flax_shape, np.bool_), to_torch=True).shape
+    entries.append(Entry(key, tuple(torch_shape), tuple(path), flax_shape))
+  return tuple(sorted(entries, key=lambda e: torch_key_order(e.key)))
+
+
+def layout(arch: str, **overrides: Any) -> tuple[Entry, ...]:
+  """All tensors of an arch, in official PyTorch order (num_batches_tracked not included)."""
+  return _layout(arch, _freeze(overrides))
+
+
+def num_batches_tracked_key(entry: Entry) -> str | None:
+  """PyTorch BNs carry a step counter after running_var; Flax has no such variable."""
+  if entry.key.endswith('.running_var'):
+    return entry.key[:-len('running_var')] + 'num_batches_tracked'
+  return None
+
+
+def torch_keys_and_shapes(arch: str, **overrides: Any) -> list[tuple[str, tuple[int, ...]]]:
+  """The official state_dict layout of an arch: every key, in order, with its shape."""
+  out = []
+  for e in layout(arch, **overrides):
+    out.append((e.key, e.torch_shape))
+    if nbt := num_batches_tracked_key(e):
+      out.append((nbt, ()))
+  return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Recognising a checkpoint.
+
+_STAGE_MODULE = re.compile(r'^stage(\d)\.(\d+)\.')
+
+
+def infer_arch(tensors: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+  """The arch and head size of a state_dict (prefixes already stripped), from tensor shapes."""
+  keys = set(tensors)
+  shape = lambda k: tuple(tensors[k].shape)
+  if any(k.startswith('neck.') for k in keys):
+    task, head_key = 'det', None
+  elif 'classifier.weight' in keys:
+    task, head_key = 'cls', 'classifier.weight'
+  elif 'cls_head.weight' in keys and 'aux_head.3.weight' in keys:
+    task, head_key = 'seg_ocr', 'cls_head.weight'
+  elif 'last_layer.3.weight' in keys:
+    task, head_key = 'seg', 'last_layer.3.weight'
+  elif 'head.3.weight' in keys:
+    task, head_key = 'face', 'head.3.weight'
+  elif 'final_layer.weight' in keys and len(shape('final_layer.weight')) == 4:
+    task, head_key = 'pose', 'final_layer.weight'
+  else:
+    raise ValueError('cannot infer the arch: no known head found (expected one of classifier.*, '
+                     'last_layer.*, head.*, cls_head.* + aux_head.*, final_layer.*, neck.*)')
+  prefix = 'backbone.' if task == 'det' else ''
+  width_key = prefix + 'stage2.0.branches.0.0.conv1.weight'
+  if width_key not in keys:
+    raise ValueError(f'cannot infer the variant: {width_key} is missing')
+  modules = {}
+  for k in keys:
+    m = _STAGE_MODULE.match(k[len(prefix):])
+    if m:
+      modules.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+  found = dict(
+      width=shape(width_key)[0],
+      stage1_blocks=len({k.split('.')[1] for k in keys if k.startswith(prefix + 'layer1.')}),
+      stage1_planes=shape(prefix + 'layer1.0.conv1.weight')[0],
+      num_modules=tuple(len(modules.get(s, ())) for s in (2, 3, 4)),
+      num_blocks=len({k.split('.')[4 + prefix.count('.')] for k in keys
+                      if k.startswith(prefix + 'stage2.0.branches.0.')}))
+  for name, v in zoo.VARIANTS.items():
+    want = dataclasses.asdict(v)
+    if task == 'pose':  # stage 1 is the same for every pose variant
+      want.pop('stage1_blocks'), want.pop('stage1_planes')
+    if all(found[k] == want[k] for k in want):
+      overrides = {'num_classes': shape(head_key)[0]} if head_key else {}
+      return f'{task}_{name}', overrides
+  raise ValueError(f'cannot infer the variant of this {task} checkpoint: found {found}, which '
+                   f'matches none of {list(zoo.VARIANTS)}')

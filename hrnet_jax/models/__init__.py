@@ -1,0 +1,1 @@
+"""Flax modules of HRNet: layers, the backbone, heads and the zoo."""

@@ -1,0 +1,123 @@
+"""The HRNet backbone: a stem, stage 1, then stages of parallel multi-resolution streams.
+
+Streams are a plain tuple of NHWC maps, highest resolution first (1/4, 1/8, 1/16, 1/32).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from hrnet_jax.models.layers import (Array, BasicBlock, Bottleneck, ConvBN, Dtype, ModuleDef,
+                                     conv3x3, make_conv, make_norm, upsample_to)
+
+Streams = tuple[Array, ...]
+
+
+class Transition(nn.Module):
+  """Adapts the previous stage's streams to the next stage's widths and adds one new stream."""
+  conv: ModuleDef
+  norm: ModuleDef
+  widths: Sequence[int]
+
+  @nn.compact
+  def __call__(self, streams: Streams) -> Streams:
+    out = []
+    for i, width in enumerate(self.widths):
+      if i < len(streams):
+        x = streams[i]
+        if x.shape[-1] != width:
+          x = ConvBN(self.conv, self.norm, width, name=str(i))(x)
+      else:  # A new, lower-resolution stream from the lowest existing one.
+        x = ConvBN(self.conv, self.norm, width, stride=2, name=f'{i}.0')(streams[-1])
+      out.append(x)
+    return tuple(out)
+
+
+class HRModule(nn.Module):
+  """Parallel branches of BasicBlocks, then the fuse (exchange) unit.
+
+  Output i sums, in order j = 0, 1, ..., input j brought to stream i's resolution and width:
+  conv1x1-BN then upsampling for j > i; stride-2 conv3x3 steps for j < i (ReLU on all but the
+  last step). ReLU follows the sum. With `multi_scale_output=False` only output 0 is fused.
+  """
+  conv: ModuleDef
+  norm: ModuleDef
+  widths: Sequence[int]
+  num_blocks: int
+  upsample: str
+  align_corners: bool
+  multi_scale_output: bool = True
+
+  @nn.compact
+  def __call__(self, streams: Streams) -> Streams:
+    xs = []
+    for i, x in enumerate(streams):
+      for k in range(self.num_blocks):
+        x = BasicBlock(self.conv, self.norm, self.widths[i], name=f'branches.{i}.{k}')(x)
+      xs.append(x)
+    n = len(xs)
+    if n == 1:
+      return tuple(xs)
+
+    fused = []
+    for i in range(n if self.multi_scale_output else 1):
+      y = None
+      for j, x in enumerate(xs):
+        if j > i:
+          x = ConvBN(self.conv, self.norm, self.widths[i], kernel=1, relu=False,
+                     name=f'fuse_layers.{i}.{j}')(x)
+          x = upsample_to(x, xs[i].shape[1:3], self.upsample, self.align_corners)
+        elif j < i:
+          for k in range(i - j):
+            last = k == i - j - 1
+            x = ConvBN(self.conv, self.norm, self.widths[i] if last else self.widths[j],
+                       stride=2, relu=not last, name=f'fuse_layers.{i}.{j}.{k}')(x)
+        y = x if y is None else y + x
+      fused.append(nn.relu(y))
+    return tuple(fused)
+
+
+class HRNet(nn.Module):
+  """HRNet backbone; returns the tuple of streams of the last stage.
+
+  Attributes follow the official configs: stage 1 has `stage1_blocks` Bottlenecks of
+  `stage1_planes`; stages 2-4 have `num_modules` HRModules of `num_blocks` BasicBlocks per
+  branch, branch widths C, 2C, 4C, 8C with C = `width`.
+  """
+  width: int = 18
+  stage1_blocks: int = 4
+  stage1_planes: int = 64
+  num_modules: Sequence[int] = (1, 4, 3)
+  num_blocks: int = 4
+  stem_width: int = 64
+  upsample: str = 'nearest'
+  align_corners: bool = False
+  multi_scale_output: bool = True
+  bn_momentum: float = 0.9
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool = False) -> Streams:
+    conv = make_conv(self.dtype, self.param_dtype)
+    norm = make_norm(train, self.bn_momentum, self.dtype, self.param_dtype)
+
+    x = jnp.asarray(x, self.dtype)
+    x = nn.relu(norm(name='bn1')(conv3x3(conv, self.stem_width, 2, name='conv1')(x)))
+    x = nn.relu(norm(name='bn2')(conv3x3(conv, self.stem_width, 2, name='conv2')(x)))
+    for b in range(self.stage1_blocks):
+      x = Bottleneck(conv, norm, self.stage1_planes, name=f'layer1.{b}')(x)
+
+    streams = (x,)
+    for s, modules in enumerate(self.num_modules):
+      widths = tuple(self.width * 2**i for i in range(s + 2))
+      streams = Transition(conv, norm, widths, name=f'transition{s + 1}')(streams)
+      last_stage = s == len(self.num_modules) - 1
+      for m in range(modules):
+        multi_scale = self.multi_scale_output or not (last_stage and m == modules - 1)
+        streams = HRModule(conv, norm, widths, self.num_blocks, self.upsample, self.align_corners,
+                           multi_scale, name=f'stage{s + 2}.{m}')(streams)
+    return streams

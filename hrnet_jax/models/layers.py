@@ -1,0 +1,195 @@
+"""Building blocks shared by the backbone and the heads.
+
+Submodule names follow the official PyTorch modules (`conv1`, `bn1`, `downsample.0`, ...), so a
+Flax parameter path joined with dots is the PyTorch state_dict key (see `hrnet_jax.convert`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Dtype = Any
+ModuleDef = Callable[..., nn.Module]
+
+# He-normal (fan_out), the usual choice for ReLU networks trained from scratch.
+conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+def make_conv(dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32) -> ModuleDef:
+  """Conv factory: explicit symmetric padding as in PyTorch ('SAME' pads (0, 1) at stride 2)."""
+  return functools.partial(nn.Conv, use_bias=False, dtype=dtype, param_dtype=param_dtype,
+                           kernel_init=conv_init)
+
+
+def conv3x3(conv: ModuleDef, features: int, stride: int = 1, **kw) -> nn.Module:
+  return conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)), **kw)
+
+
+def conv1x1(conv: ModuleDef, features: int, **kw) -> nn.Module:
+  return conv(features, (1, 1), padding=((0, 0), (0, 0)), **kw)
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm with PyTorch semantics.
+
+  Statistics are float32 whatever the compute dtype; the running variance is updated with the
+  unbiased batch variance as PyTorch does (Linen's BatchNorm uses the biased one). Under a jit
+  whose batch is sharded over a mesh the batch moments are global, i.e. synced BN.
+  """
+  use_running_average: bool
+  momentum: float = 0.9  # Flax convention: 1 - PyTorch momentum.
+  epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    c = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (c,), self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (c,), self.param_dtype)
+    ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((c,), jnp.float32))
+    if self.use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+    else:
+      # One pass over x: E[x] and E[x^2] in float32.
+      axes = tuple(range(x.ndim - 1))
+      xf = x.astype(jnp.float32)
+      mean = jnp.mean(xf, axes)
+      var = jnp.maximum(jnp.mean(jnp.square(xf), axes) - jnp.square(mean), 0.0)
+      if not self.is_initializing():
+        n = x.size // c
+        m = self.momentum
+        ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
+        ra_var.value = m * ra_var.value + (1.0 - m) * var * (n / max(n - 1, 1))
+    mul = scale.astype(jnp.float32) * jax.lax.rsqrt(var + self.epsilon)
+    add = bias.astype(jnp.float32) - mean * mul
+    return x * mul.astype(self.dtype) + add.astype(self.dtype)
+
+
+def make_norm(train: bool, momentum: float, dtype: Dtype = jnp.float32,
+              param_dtype: Dtype = jnp.float32) -> ModuleDef:
+  return functools.partial(BatchNorm, use_running_average=not train, momentum=momentum,
+                           dtype=dtype, param_dtype=param_dtype)
+
+
+class ConvBN(nn.Module):
+  """conv -> BN (-> ReLU): PyTorch `Sequential(conv, bn[, relu])`, children named '0' and '1'."""
+  conv: ModuleDef
+  norm: ModuleDef
+  features: int
+  kernel: int = 3
+  stride: int = 1
+  relu: bool = True
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    p = self.kernel // 2
+    x = self.conv(self.features, (self.kernel, self.kernel), strides=(self.stride, self.stride),
+                  padding=((p, p), (p, p)), use_bias=self.use_bias, name='0')(x)
+    x = self.norm(name='1')(x)
+    return nn.relu(x) if self.relu else x
+
+
+class BasicBlock(nn.Module):
+  conv: ModuleDef
+  norm: ModuleDef
+  planes: int
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    y = nn.relu(self.norm(name='bn1')(conv3x3(self.conv, self.planes, name='conv1')(x)))
+    y = self.norm(name='bn2')(conv3x3(self.conv, self.planes, name='conv2')(y))
+    if x.shape[-1] != self.planes:
+      x = ConvBN(self.conv, self.norm, self.planes, kernel=1, relu=False, name='downsample')(x)
+    return nn.relu(x + y)
+
+
+class Bottleneck(nn.Module):
+  conv: ModuleDef
+  norm: ModuleDef
+  planes: int
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    out = self.planes * self.expansion
+    y = nn.relu(self.norm(name='bn1')(conv1x1(self.conv, self.planes, name='conv1')(x)))
+    y = nn.relu(self.norm(name='bn2')(conv3x3(self.conv, self.planes, name='conv2')(y)))
+    y = self.norm(name='bn3')(conv1x1(self.conv, out, name='conv3')(y))
+    if x.shape[-1] != out:
+      x = ConvBN(self.conv, self.norm, out, kernel=1, relu=False, name='downsample')(x)
+    return nn.relu(x + y)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resizing, matching torch.nn.functional.interpolate.
+
+
+def _linear_taps(in_size: int, out_size: int, align_corners: bool):
+  """Source indices and weights of 1-D linear interpolation, PyTorch's coordinate rules."""
+  dst = np.arange(out_size, dtype=np.float64)
+  if align_corners:
+    src = dst * ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
+  else:
+    src = np.maximum((dst + 0.5) * (in_size / out_size) - 0.5, 0.0)
+  i0 = np.minimum(np.floor(src).astype(np.int32), in_size - 1)
+  i1 = np.minimum(i0 + 1, in_size - 1)
+  w1 = (src - i0).astype(np.float32)
+  return i0, i1, w1
+
+
+def _resize_axis(x: Array, axis: int, out_size: int, align_corners: bool) -> Array:
+  in_size = x.shape[axis]
+  if in_size == out_size:
+    return x
+  i0, i1, w1 = _linear_taps(in_size, out_size, align_corners)
+  shape = [1] * x.ndim
+  shape[axis] = out_size
+  w1 = jnp.asarray(w1, x.dtype).reshape(shape)
+  x0 = jnp.take(x, i0, axis=axis)
+  x1 = jnp.take(x, i1, axis=axis)
+  return x0 * (1 - w1) + x1 * w1
+
+
+def resize_bilinear(x: Array, size: Sequence[int], align_corners: bool = False) -> Array:
+  """Bilinear resize of an NHWC batch to `size` (h, w), equal to PyTorch's `F.interpolate`.
+
+  Separable two-tap gathers: no antialiasing (unlike `jax.image.resize`) and no dense weight
+  matrices, for up- and downscaling by any factor.
+  """
+  x = _resize_axis(x, 1, int(size[0]), align_corners)
+  return _resize_axis(x, 2, int(size[1]), align_corners)
+
+
+def upsample_nearest(x: Array, factor: int) -> Array:
+  """Nearest-neighbour upsampling by an integer factor (PyTorch `Upsample(scale_factor=f)`)."""
+  if factor == 1:
+    return x
+  n, h, w, c = x.shape
+  x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, factor, w, factor, c))
+  return x.reshape(n, h * factor, w * factor, c)
+
+
+def upsample_to(x: Array, size: Sequence[int], mode: str, align_corners: bool) -> Array:
+  """Upsample a lower-resolution stream to a target size, by the release's rule."""
+  h, w = int(size[0]), int(size[1])
+  if mode == 'bilinear':
+    return resize_bilinear(x, (h, w), align_corners)
+  if mode == 'nearest':
+    factor = h // x.shape[1]
+    if factor * x.shape[1] != h or factor * x.shape[2] != w:
+      raise ValueError(
+          f'nearest upsampling needs input sizes divisible by 32: a {x.shape[1]}x{x.shape[2]} '
+          f'stream cannot be scaled to {h}x{w}; resize the input or use upsample="bilinear"')
+    return upsample_nearest(x, factor)
+  raise ValueError(f"upsample mode must be 'nearest' or 'bilinear', got {mode!r}")

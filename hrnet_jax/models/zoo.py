@@ -1,0 +1,131 @@
+"""The model zoo: one table of variants, one table of task defaults, `create_model`.
+
+An arch is `{task}_{variant}`, e.g. `seg_w48`, `pose_w32`, `cls_w18_small_v1`. Task defaults
+match the official release of that task (fusion upsampling, BN momentum, classes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hrnet_jax.models import heads
+from hrnet_jax.models.backbone import HRNet
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  width: int
+  stage1_blocks: int = 4
+  stage1_planes: int = 64
+  num_modules: tuple[int, int, int] = (1, 4, 3)
+  num_blocks: int = 4
+
+
+VARIANTS: dict[str, Variant] = {
+    'w18_small_v1': Variant(16, stage1_blocks=1, stage1_planes=32, num_modules=(1, 1, 1),
+                            num_blocks=2),
+    'w18_small_v2': Variant(18, stage1_blocks=2, num_modules=(1, 3, 2), num_blocks=2),
+    **{f'w{c}': Variant(c) for c in (18, 30, 32, 40, 44, 48, 64)},
+}
+
+# Per task: the official defaults, and the head-specific overrides it accepts.
+TASKS: dict[str, dict[str, Any]] = {
+    'cls': dict(upsample='nearest', align_corners=False, bn_momentum=0.9, num_classes=1000),
+    'seg': dict(upsample='bilinear', align_corners=False, bn_momentum=0.99, num_classes=19),
+    'seg_ocr': dict(upsample='bilinear', align_corners=True, bn_momentum=0.9, num_classes=19,
+                    ocr_mid_channels=512, ocr_key_channels=256, ocr_dropout=0.05),
+    'pose': dict(upsample='nearest', align_corners=False, bn_momentum=0.9, num_joints=17),
+    'face': dict(upsample='bilinear', align_corners=False, bn_momentum=0.99, num_joints=98),
+    'det': dict(upsample='nearest', align_corners=False, bn_momentum=0.9, out_channels=256,
+                num_levels=5),
+}
+
+_COMMON = dict(dtype=jnp.float32, param_dtype=jnp.float32)
+
+
+class HRNetModel(nn.Module):
+  """A backbone and a task head. Params live under 'backbone' and 'head', so a trained backbone
+  moves between tasks as one subtree."""
+  backbone: HRNet
+  head: nn.Module
+
+  def __call__(self, images: jax.Array, train: bool = False) -> Any:
+    return self.head(self.backbone(images, train=train), train=train)
+
+
+def split_arch(arch: str) -> tuple[str, str]:
+  """'seg_ocr_w48' -> ('seg_ocr', 'w48'), with a clear error for unknown names."""
+  for task in sorted(TASKS, key=len, reverse=True):
+    if arch.startswith(task + '_') and arch[len(task) + 1:] in VARIANTS:
+      return task, arch[len(task) + 1:]
+  raise ValueError(f'unknown arch {arch!r}: expected {{task}}_{{variant}} with task in '
+                   f'{sorted(TASKS)} and variant in {list(VARIANTS)}')
+
+
+def model_config(arch: str, **overrides: Any) -> dict[str, Any]:
+  """The full settings of an arch: task defaults updated by `overrides` (validated)."""
+  task, _ = split_arch(arch)
+  config = dict(TASKS[task], **_COMMON)
+  if task in ('pose', 'face') and 'num_classes' in overrides:
+    overrides = dict(overrides)
+    overrides['num_joints'] = overrides.pop('num_classes')
+  unknown = sorted(set(overrides) - set(config))
+  if unknown:
+    raise ValueError(f'{arch}: unknown override(s) {unknown}; allowed: {sorted(config)}')
+  config.update(overrides)
+  if config['upsample'] not in ('nearest', 'bilinear'):
+    raise ValueError(f"{arch}: upsample must be 'nearest' or 'bilinear', got "
+                     f"{config['upsample']!r}")
+  return config
+
+
+def create_model(arch: str, **overrides: Any) -> HRNetModel:
+  """Builds a zoo model. `model.apply(variables, images_nhwc, train=False)` returns what the
+  official model returns, in NHWC: logits (cls), logits at 1/4 (seg, face heatmaps), heatmaps
+  at 1/4 (pose), (aux, out) at 1/4 (seg_ocr), a tuple of 5 pyramid levels (det)."""
+  task, variant = split_arch(arch)
+  c = model_config(arch, **overrides)
+  v = VARIANTS[variant]
+  if task == 'pose':  # The official pose code builds stage 1 as 4 x Bottleneck(64) for every width.
+    v = dataclasses.replace(v, stage1_blocks=4, stage1_planes=64)
+  dt = dict(dtype=c['dtype'], param_dtype=c['param_dtype'])
+  backbone = HRNet(width=v.width, stage1_blocks=v.stage1_blocks, stage1_planes=v.stage1_planes,
+                   num_modules=v.num_modules, num_blocks=v.num_blocks, upsample=c['upsample'],
+                   align_corners=c['align_corners'], multi_scale_output=task != 'pose',
+                   bn_momentum=c['bn_momentum'], **dt)
+  if task == 'cls':
+    head = heads.ClsHead(c['num_classes'], c['bn_momentum'], **dt)
+  elif task in ('seg', 'face'):
+    num = c['num_classes'] if task == 'seg' else c['num_joints']
+    head = heads.SegHead(num, c['align_corners'], c['bn_momentum'],
+                         prefix='last_layer' if task == 'seg' else 'head', **dt)
+  elif task == 'seg_ocr':
+    head = heads.OCRHead(c['num_classes'], c['align_corners'], c['bn_momentum'],
+                         c['ocr_mid_channels'], c['ocr_key_channels'], c['ocr_dropout'], **dt)
+  elif task == 'pose':
+    head = heads.PoseHead(c['num_joints'], **dt)
+  else:
+    head = heads.PyramidNeck(c['out_channels'], c['num_levels'], **dt)
+  return HRNetModel(backbone=backbone, head=head)
+
+
+def list_models() -> list[str]:
+  return [f'{task}_{variant}' for task in TASKS for variant in VARIANTS]
+
+
+def init_shapes(arch: str, input_hw: tuple[int, int] = (64, 64), **overrides: Any) -> dict:
+  """Variables of an arch as ShapeDtypeStructs: no compute, no memory."""
+  model = create_model(arch, **overrides)
+  images = jax.ShapeDtypeStruct((1, *input_hw, 3), jnp.float32)
+  return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
+
+
+def num_params(arch: str, **overrides: Any) -> int:
+  """Trainable parameters (the 'params' collection), as counted for the official models."""
+  shapes = init_shapes(arch, **overrides)['params']
+  return sum(int(x.size) for x in jax.tree_util.tree_leaves(shapes))
