@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import core as jex_core
 
 from hrnet_jax.models import zoo
 
@@ -43,7 +44,7 @@ def _count(jaxpr, include_matmul: bool) -> int:
       total += _conv_macs(eqn)
     elif name == 'dot_general' and include_matmul:
       total += _dot_macs(eqn)
-    for sub in jax.core.jaxprs_in_params(eqn.params):
+    for sub in jex_core.jaxprs_in_params(eqn.params):
       total += _count(sub, include_matmul)
   return total
 

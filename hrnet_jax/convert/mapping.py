@@ -139,22 +139,22 @@ def infer_arch(tensors: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
   else:
     raise ValueError('cannot infer the arch: no known head found (expected one of classifier.*, '
                      'last_layer.*, head.*, cls_head.* + aux_head.*, final_layer.*, neck.*)')
-  prefix = 'backbone.' if task == 'det' else ''
-  width_key = prefix + 'stage2.0.branches.0.0.conv1.weight'
-  if width_key not in keys:
-    raise ValueError(f'cannot infer the variant: {width_key} is missing')
+  if task == 'det':  # the backbone keys carry mmdet's prefix
+    keys = {k[len('backbone.'):] for k in keys if k.startswith('backbone.')}
+    shape = lambda k: tuple(tensors['backbone.' + k].shape)
+  width_key = 'stage2.0.branches.0.0.conv1.weight'
+  if width_key not in keys or 'layer1.0.conv1.weight' not in keys:
+    raise ValueError(f'cannot infer the variant: {width_key} or layer1.0.conv1.weight is missing')
   modules = {}
   for k in keys:
-    m = _STAGE_MODULE.match(k[len(prefix):])
-    if m:
+    if m := _STAGE_MODULE.match(k):
       modules.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
   found = dict(
       width=shape(width_key)[0],
-      stage1_blocks=len({k.split('.')[1] for k in keys if k.startswith(prefix + 'layer1.')}),
-      stage1_planes=shape(prefix + 'layer1.0.conv1.weight')[0],
+      stage1_blocks=len({k.split('.')[1] for k in keys if k.startswith('layer1.')}),
+      stage1_planes=shape('layer1.0.conv1.weight')[0],
       num_modules=tuple(len(modules.get(s, ())) for s in (2, 3, 4)),
-      num_blocks=len({k.split('.')[4 + prefix.count('.')] for k in keys
-                      if k.startswith(prefix + 'stage2.0.branches.0.')}))
+      num_blocks=len({k.split('.')[4] for k in keys if k.startswith('stage2.0.branches.0.')}))
   for name, v in zoo.VARIANTS.items():
     want = dataclasses.asdict(v)
     if task == 'pose':  # stage 1 is the same for every pose variant

@@ -136,15 +136,21 @@ class Bottleneck(nn.Module):
 
 
 def _linear_taps(in_size: int, out_size: int, align_corners: bool):
-  """Source indices and weights of 1-D linear interpolation, PyTorch's coordinate rules."""
-  dst = np.arange(out_size, dtype=np.float64)
+  """Source indices and weights of 1-D linear interpolation.
+
+  PyTorch's coordinate rules, computed in float32 as PyTorch does, so weights agree bit for bit.
+  """
+  f32 = np.float32
+  dst = np.arange(out_size, dtype=f32)
   if align_corners:
-    src = dst * ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
+    scale = f32(in_size - 1) / f32(out_size - 1) if out_size > 1 else f32(0)
+    src = scale * dst
   else:
-    src = np.maximum((dst + 0.5) * (in_size / out_size) - 0.5, 0.0)
+    scale = f32(in_size) / f32(out_size)
+    src = np.maximum(scale * (dst + f32(0.5)) - f32(0.5), f32(0))
   i0 = np.minimum(np.floor(src).astype(np.int32), in_size - 1)
   i1 = np.minimum(i0 + 1, in_size - 1)
-  w1 = (src - i0).astype(np.float32)
+  w1 = np.clip(src - i0.astype(f32), f32(0), f32(1))
   return i0, i1, w1
 
 

@@ -1,0 +1,218 @@
+"""Conversion: official layouts, bit-exact round trips, arch inference, the CLI, bad inputs."""
+
+import os
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import read_reference_layout
+from hrnet_jax import convert
+from hrnet_jax.convert import __main__ as cli
+from hrnet_jax.convert import mapping
+from hrnet_jax.models import zoo
+
+REFERENCE = {'seg_w18': 'torch_keys_seg_w18.txt', 'pose_w32': 'torch_keys_pose_w32.txt',
+             'cls_w18': 'torch_keys_cls_w18.txt', 'face_w18': 'torch_keys_face.txt',
+             'seg_ocr_w48': 'torch_keys_ocr.txt'}
+
+
+def fake_state_dict(arch: str, **overrides) -> dict[str, np.ndarray]:
+  """Every tensor of the official layout, filled with distinct values (catches transposes)."""
+  out, offset = {}, 0
+  for key, shape in mapping.torch_keys_and_shapes(arch, **overrides):
+    if key.endswith('num_batches_tracked'):
+      out[key] = np.array(7, np.int64)
+      continue
+    size = int(np.prod(shape))
+    out[key] = (np.arange(offset, offset + size, dtype=np.float32) % 9973 / 997 - 5).reshape(shape)
+    offset += size
+  return out
+
+
+def zero_variables(arch: str, **overrides):
+  return jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
+                                zoo.init_shapes(arch, **overrides))
+
+
+@pytest.mark.parametrize('arch', sorted(REFERENCE))
+def test_export_matches_official_layout(arch):
+  """Names, shapes and order of an export equal the official state_dict dump."""
+  state = convert.flax_to_torch(zero_variables(arch), arch)
+  assert [(k, v.shape) for k, v in state.items()] == read_reference_layout(REFERENCE[arch])
+  assert state['bn1.num_batches_tracked'].dtype == np.int64
+
+
+@pytest.mark.parametrize('arch', zoo.list_models())
+def test_round_trip_is_bit_identical(arch):
+  state = fake_state_dict(arch)
+  variables = convert.torch_to_flax(state, arch)
+  back = convert.flax_to_torch(variables, arch)
+  assert list(back) == list(state)
+  for key, value in state.items():
+    if not key.endswith('num_batches_tracked'):
+      assert back[key].dtype == value.dtype and np.array_equal(back[key], value), key
+
+
+def test_conv_and_linear_layouts():
+  state = fake_state_dict('cls_w18_small_v1')
+  v = convert.torch_to_flax(state, 'cls_w18_small_v1')
+  np.testing.assert_array_equal(v['params']['backbone']['conv1']['kernel'],
+                                state['conv1.weight'].transpose(2, 3, 1, 0))  # OIHW -> HWIO
+  np.testing.assert_array_equal(v['params']['head']['classifier']['kernel'],
+                                state['classifier.weight'].T)
+  np.testing.assert_array_equal(v['batch_stats']['backbone']['bn1']['var'],
+                                state['bn1.running_var'])
+
+
+@pytest.mark.parametrize('arch', zoo.list_models())
+def test_infer_arch_from_shapes(arch):
+  shapes = {k: jax.ShapeDtypeStruct(s, np.float32)
+            for k, s in mapping.torch_keys_and_shapes(arch, **_head(arch, 7))}
+  inferred, overrides = mapping.infer_arch(convert.normalize_state_dict(shapes))
+  assert inferred == arch
+  assert overrides == ({} if arch.startswith('det') else {'num_classes': 7})
+
+
+def _head(arch, n):
+  task, _ = zoo.split_arch(arch)
+  return {} if task == 'det' else {'num_classes': n}
+
+
+def test_wrappers_and_prefixes_are_stripped_and_reported():
+  state = fake_state_dict('seg_w18_small_v1')
+  wrapped = {'epoch': 12, 'state_dict': {'model.' + k: v for k, v in state.items()}}
+  wrapped['state_dict']['model.loss.criterion.weight'] = np.ones(19, np.float32)
+  report = convert.Report()
+  v = convert.torch_to_flax(wrapped, report=report)
+  assert report.arch == 'seg_w18_small_v1' and report.overrides == {'num_classes': 19}
+  assert any('epoch' in s for s in report.ignored)
+  assert 'loss.criterion.weight' in report.ignored
+  dp = {'module.' + k: v for k, v in state.items()}
+  same = convert.torch_to_flax(dp, 'seg_w18_small_v1')
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, v, same))
+
+
+def test_detection_keeps_mmdet_prefixes_and_ignores_detector_heads():
+  state = fake_state_dict('det_w18_small_v1')
+  assert all(k.startswith(('backbone.', 'neck.')) for k in state)
+  assert 'neck.reduction_conv.0.weight' in state and 'neck.fpn_conv.4.bias' in state
+  report = convert.Report()
+  convert.torch_to_flax({**state, 'rpn_head.rpn_cls.weight': np.zeros((3, 256, 1, 1))},
+                        'det_w18_small_v1', report=report)
+  assert report.ignored == ['rpn_head.rpn_cls.weight']
+
+
+def test_mismatch_lists_every_problem():
+  state = fake_state_dict('seg_w18_small_v2')
+  del state['conv1.weight']
+  state['extra.weight'] = np.zeros(3, np.float32)
+  with pytest.raises(convert.ConversionError) as e:
+    convert.torch_to_flax(state, 'seg_w18')
+  msg = str(e.value)
+  assert 'conv1.weight [64, 3, 3, 3]' in msg  # missing, with its expected shape
+  assert 'extra.weight' in msg  # unexpected
+  assert '  stage3.3.branches.0.0.conv1.weight [18, 18, 3, 3]' in msg  # a module small-v2 lacks
+  assert '806 missing, 1 unexpected, 0 mis-shaped' in msg
+  v1 = fake_state_dict('seg_w18_small_v1')
+  with pytest.raises(convert.ConversionError, match=r'expected \[18, 256, 3, 3\], found '
+                     r'\[16, 128, 3, 3\]'):
+    convert.torch_to_flax(v1, 'seg_w18_small_v2')
+
+
+def test_flax_to_torch_rejects_wrong_variables():
+  v = zero_variables('pose_w18_small_v1')
+  with pytest.raises(convert.ConversionError, match='mis-shaped'):
+    convert.flax_to_torch(v, 'pose_w18_small_v1', num_joints=16)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line, on real files.
+
+torch = pytest.importorskip('torch')
+
+
+@pytest.fixture(scope='module')
+def pth(tmp_path_factory):
+  """An official-style face checkpoint (DataParallel prefix) of a small variant."""
+  from conftest import randomize_torch_bn
+  from hrnet_jax import torch_reference
+  torch.manual_seed(0)
+  model = torch_reference.build('face_w18_small_v1', num_joints=29)
+  randomize_torch_bn(model)
+  path = tmp_path_factory.mktemp('ckpt') / 'HR18-COFW.pth'
+  torch.save({'module.' + k: v for k, v in model.state_dict().items()}, path)
+  return path
+
+
+def run_cli(*args: str) -> int:
+  return cli.main([str(a) for a in args])
+
+
+def test_cli_import_export_round_trip(pth, tmp_path, capsys):
+  out = tmp_path / 'cofw'
+  assert run_cli(pth, out, '--verify') == 0  # arch and 29 landmarks inferred from shapes
+  text = capsys.readouterr().out
+  assert 'face_w18_small_v1' in text and 'bit-identical' in text
+  variables, meta = convert.read_variables(out)
+  assert meta['arch'] == 'face_w18_small_v1' and meta['overrides'] == {'num_joints': 29}
+  for dst in (tmp_path / 'back.pth', tmp_path / 'back.safetensors'):
+    assert run_cli(out, dst, '--verify') == 0
+    original = convert.normalize_state_dict(torch.load(pth))
+    again = convert.read_torch_file(dst)
+    assert 'head.1.num_batches_tracked' in again
+    for k, v in original.items():
+      assert np.array_equal(np.asarray(again[k]), v.numpy()), k
+  assert run_cli(tmp_path / 'back.safetensors', tmp_path / 'from_st', '--arch',
+                 'face_w18_small_v1') == 0
+
+
+def _snapshot(path: pathlib.Path):
+  if not path.exists():
+    return None
+  if path.is_file():
+    return path.read_bytes()
+  return {str(p.relative_to(path)): p.read_bytes() for p in path.rglob('*') if p.is_file()}
+
+
+@pytest.mark.parametrize('case', ['other_variant', 'truncated', 'not_a_checkpoint',
+                                  'missing_file'])
+@pytest.mark.parametrize('existing', [False, True])
+def test_cli_bad_input_leaves_destination_untouched(pth, tmp_path, capsys, case, existing):
+  src = tmp_path / 'bad.pth'
+  if case == 'other_variant':
+    src.write_bytes(pth.read_bytes())
+    args = ['--arch', 'face_w18']
+  elif case == 'truncated':
+    src.write_bytes(pth.read_bytes()[:len(pth.read_bytes()) // 2])
+    args = []
+  elif case == 'not_a_checkpoint':
+    src.write_text('name,x,y\nimg1.jpg,3,4\n')
+    args = []
+  else:
+    src = tmp_path / 'nope.pth'
+    args = []
+  dst = tmp_path / 'dst'
+  if existing:
+    assert run_cli(pth, dst) == 0
+  before = _snapshot(dst)
+  assert run_cli(src, dst, '--overwrite', *args) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('error: ')
+  if case == 'other_variant':
+    assert 'mis-shaped' in err and 'expected [18, 256, 3, 3], found [16, 128, 3, 3]' in err
+  else:
+    assert str(src) in err
+  assert _snapshot(dst) == before
+  assert sorted(os.listdir(tmp_path)) == sorted(['bad.pth'] * (case != 'missing_file') +
+                                                ['dst'] * existing)
+
+
+def test_cli_refuses_to_overwrite_and_unknown_direction(pth, tmp_path, capsys):
+  dst = tmp_path / 'dst'
+  assert run_cli(pth, dst) == 0
+  assert run_cli(pth, dst) == 2
+  assert 'exists' in capsys.readouterr().err
+  assert run_cli(tmp_path / 'a', tmp_path / 'b') == 2
+  assert 'one of SRC and DST' in capsys.readouterr().err
