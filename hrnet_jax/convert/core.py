@@ -69,12 +69,13 @@ def normalize_state_dict(obj: Any, report: Report | None = None) -> dict[str, An
 
 
 def _to_numpy(x: Any) -> np.ndarray:
+  """A copy: converted variables must not alias (and change with) the source tensors."""
   if type(x).__module__.startswith('torch'):
     x = x.detach().cpu()
     if str(x.dtype) == 'torch.bfloat16':
       x = x.float()
     x = x.numpy()
-  return np.asarray(x)
+  return np.array(x)
 
 
 def _ignorable(task: str, key: str) -> bool:
