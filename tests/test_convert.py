@@ -72,7 +72,9 @@ def test_infer_arch_from_shapes(arch):
             for k, s in mapping.torch_keys_and_shapes(arch, **_head(arch, 7))}
   inferred, overrides = mapping.infer_arch(convert.normalize_state_dict(shapes))
   assert inferred == arch
-  assert overrides == ({} if arch.startswith('det') else {'num_classes': 7})
+  task, _ = zoo.split_arch(arch)
+  head = {'det': {}, 'pose': {'num_joints': 7}, 'face': {'num_joints': 7}}
+  assert overrides == head.get(task, {'num_classes': 7})
 
 
 def _head(arch, n):

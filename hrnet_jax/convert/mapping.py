@@ -160,7 +160,8 @@ def infer_arch(tensors: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     if task == 'pose':  # stage 1 is the same for every pose variant
       want.pop('stage1_blocks'), want.pop('stage1_planes')
     if all(found[k] == want[k] for k in want):
-      overrides = {'num_classes': shape(head_key)[0]} if head_key else {}
+      head = 'num_joints' if task in ('pose', 'face') else 'num_classes'
+      overrides = {head: shape(head_key)[0]} if head_key else {}
       return f'{task}_{name}', overrides
   raise ValueError(f'cannot infer the variant of this {task} checkpoint: found {found}, which '
                    f'matches none of {list(zoo.VARIANTS)}')
