@@ -6,6 +6,7 @@ renamed into place, so a failure never leaves a partial or corrupted destination
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pathlib
@@ -77,7 +78,6 @@ def write_torch_file(state: Mapping[str, np.ndarray], dst: str | os.PathLike,
       save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp)
     else:
       torch = _import_torch(f'writing {dst}')
-      import collections  # pylint: disable=import-outside-toplevel
       torch.save(collections.OrderedDict(
           (k, torch.from_numpy(np.array(v))) for k, v in state.items()), tmp)
     os.replace(tmp, dst)
