@@ -1,4 +1,5 @@
-# The two set-up commands: `make demo` and `make test`. Each creates .venv if missing and installs.
+# The two set-up commands: `make demo` (trains on the embedded demo data) and `make test`.
+# Each creates .venv if missing and installs.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -18,7 +19,7 @@ $(VENV)/.dev: pyproject.toml | $(PY)
 	touch $@ $(VENV)/.core
 
 demo: $(VENV)/.core
-	$(PY) -m hrnet_jax.demo
+	$(PY) train.py --config configs/seg_demo.py --workdir runs/seg_demo
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q tests

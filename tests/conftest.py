@@ -1,9 +1,18 @@
 """Shared helpers: PyTorch references are optional; tests that need them skip without torch."""
 
+import os
 import pathlib
+import tempfile
 
+import jax
 import numpy as np
 import pytest
+
+# Trainer tests compile the same tiny programs many times: share them through the disk cache
+# (subprocesses inherit it through the environment).
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='hrnet_jax_xla_'))
+jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 DATA = pathlib.Path(__file__).parent / 'data'
 

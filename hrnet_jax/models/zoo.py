@@ -45,6 +45,7 @@ TASKS: dict[str, dict[str, Any]] = {
                 num_levels=5),
 }
 
+VARIANT_FIELDS = tuple(f.name for f in dataclasses.fields(Variant))
 _COMMON = dict(dtype=jnp.float32, param_dtype=jnp.float32)
 
 
@@ -71,6 +72,7 @@ def model_config(arch: str, **overrides: Any) -> dict[str, Any]:
   """The full settings of an arch: task defaults updated by `overrides` (validated)."""
   task, _ = split_arch(arch)
   config = dict(TASKS[task], **_COMMON)
+  overrides = {k: v for k, v in overrides.items() if k not in VARIANT_FIELDS}  # shape, not settings
   if task in ('pose', 'face') and 'num_classes' in overrides:
     overrides = dict(overrides)
     overrides['num_joints'] = overrides.pop('num_classes')
@@ -85,14 +87,17 @@ def model_config(arch: str, **overrides: Any) -> dict[str, Any]:
 
 
 def create_model(arch: str, **overrides: Any) -> HRNetModel:
-  """Builds a zoo model. `model.apply(variables, images_nhwc, train=False)` returns what the
+  """Builds a zoo model. Besides the task settings, `overrides` may reshape the variant
+  (`width`, `num_modules`, `num_blocks`, `stage1_blocks`, `stage1_planes`) for small test models. `model.apply(variables, images_nhwc, train=False)` returns what the
   official model returns, in NHWC: logits (cls), logits at 1/4 (seg, face heatmaps), heatmaps
   at 1/4 (pose), (aux, out) at 1/4 (seg_ocr), a tuple of 5 pyramid levels (det)."""
   task, variant = split_arch(arch)
+  shape = {k: overrides.pop(k) for k in list(overrides) if k in VARIANT_FIELDS}
   c = model_config(arch, **overrides)
   v = VARIANTS[variant]
   if task == 'pose':  # The official pose code builds stage 1 as 4 x Bottleneck(64) for every width.
     v = dataclasses.replace(v, stage1_blocks=4, stage1_planes=64)
+  v = dataclasses.replace(v, **{k: tuple(x) if k == 'num_modules' else x for k, x in shape.items()})
   dt = dict(dtype=c['dtype'], param_dtype=c['param_dtype'])
   backbone = HRNet(width=v.width, stage1_blocks=v.stage1_blocks, stage1_planes=v.stage1_planes,
                    num_modules=v.num_modules, num_blocks=v.num_blocks, upsample=c['upsample'],

@@ -1,0 +1,30 @@
+"""Evaluate: `python eval.py --config CONFIG --checkpoint PATH [--flip] [--multi_scale]`.
+
+PATH is a training workdir or step directory, a `python -m hrnet_jax.convert` directory, or an
+official PyTorch .pth / .safetensors (converted on the fly).
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file('config', None, 'Recipe file with get_config().', lock_config=True)
+flags.DEFINE_string('checkpoint', None, 'Checkpoint to evaluate.')
+flags.DEFINE_string('split', None, 'Split to evaluate (default: config.data.eval_split).')
+flags.DEFINE_bool('flip', False, 'Average with the horizontally flipped image.')
+flags.DEFINE_bool('multi_scale', False, 'Average over config.eval.multi_scales.')
+flags.DEFINE_string('sliding', None, "Sliding-window rule: 'auto', 'always' or 'never'.")
+flags.DEFINE_string('predictions', None, 'Write colour prediction PNGs into this directory.')
+flags.DEFINE_string('results', None, 'Write the scores as JSON here.')
+flags.mark_flags_as_required(['config', 'checkpoint'])
+
+
+def main(argv):
+  del argv
+  from hrnet_jax.evaluate import run
+  f = flags.FLAGS
+  run(f.config, f.checkpoint, split=f.split, flip=f.flip, multi_scale=f.multi_scale,
+      sliding=f.sliding, predictions_dir=f.predictions, results_path=f.results)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,1 @@
+"""Data: dataset readers (sources), numpy transforms, demo data writers, grain pipelines."""

@@ -1,0 +1,86 @@
+"""grain input pipelines: a per-host shard of a source -> transforms -> batches.
+
+Training iterators are infinite, deterministic functions of (seed, step): the order of samples
+and every random augmentation depend only on the seed and the element index, not on the number
+of workers, and the iterator state goes into the checkpoint so a resume continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterator
+
+import grain
+import numpy as np
+
+
+def _host_shard(ds: grain.MapDataset, process_index: int, process_count: int) -> grain.MapDataset:
+  return ds[process_index::process_count] if process_count > 1 else ds
+
+
+def train_iterator(source: Any, transform: Callable, *, batch_size: int, seed: int,
+                   num_workers: int = 0, process_index: int = 0, process_count: int = 1,
+                   prefetch: int = 2) -> grain.DatasetIterator:
+  """Infinite iterator of host-local batches: shuffled each epoch, randomly augmented.
+
+  `transform(sample, rng)` gets a numpy Generator seeded from (seed, epoch, index).
+  `num_workers` > 0 runs the transforms in that many processes.
+  """
+  ds = _host_shard(grain.MapDataset.source(source), process_index, process_count)
+  if len(ds) < batch_size:
+    raise ValueError(f'the training split has {len(ds)} samples on this host, fewer than the '
+                     f'per-host batch size {batch_size}')
+  ds = ds.seed(seed).shuffle().random_map(transform).repeat()
+  ds = ds.batch(batch_size, drop_remainder=True)
+  threads = 0 if num_workers else 4
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+                                            prefetch_buffer_size=max(prefetch, threads)))
+  if num_workers:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
+                                                     per_worker_buffer_size=prefetch))
+  return iter(it)
+
+
+def eval_batches(source: Any, transform: Callable, *, batch_size: int, process_index: int = 0,
+                 process_count: int = 1, num_threads: int = 4) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over this host's shard, in order, every host yielding the same number of batches.
+
+  Each sample gains `index` (its position in the source) and `valid` (1). Short batches are
+  filled with copies marked `valid` 0 whose labels are all ignore (255), so every global batch
+  has the same shape and the filler counts for nothing.
+  """
+  per_host = math.ceil(len(source) / process_count)
+  num_batches = math.ceil(per_host / batch_size)
+  ds = _host_shard(grain.MapDataset.source(source), process_index, process_count)
+  ds = ds.map_with_index(_Indexed(transform, process_index, process_count))
+  samples = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
+                                                      prefetch_buffer_size=2 * batch_size)))
+  last = None
+  for _ in range(num_batches):
+    items = []
+    for _ in range(batch_size):
+      sample = next(samples, None)
+      if sample is None:
+        if last is None:
+          raise ValueError(f'host {process_index} has no evaluation samples: {len(source)} '
+                           f'samples for {process_count} hosts')
+        sample = dict(last, valid=np.int32(0))
+        if 'label' in sample:
+          sample['label'] = np.full_like(sample['label'], 255)
+      items.append(sample)
+      last = sample
+    yield {k: np.stack([s[k] for s in items]) for k in items[0]}
+
+
+class _Indexed:
+  """Picklable: applies the transform, records the sample's source index and validity."""
+
+  def __init__(self, transform: Callable, process_index: int, process_count: int):
+    self.transform = transform
+    self.process_index, self.process_count = process_index, process_count
+
+  def __call__(self, i: int, sample: dict) -> dict:
+    out = dict(self.transform(sample))
+    out['index'] = np.int32(self.process_index + i * self.process_count)
+    out['valid'] = np.int32(1)
+    return out

@@ -1,0 +1,54 @@
+"""What eval.py runs: load any checkpoint, evaluate a split with the config's protocol, report."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from hrnet_jax.tasks import get_task
+from hrnet_jax.train import checkpoint, parallel
+from hrnet_jax.train.evaluate import evaluate
+from hrnet_jax.train.loop import compute_dtype
+
+
+def run(config: Any, checkpoint_path: str, *, split: str | None = None, flip: bool = False,
+        multi_scale: bool = False, sliding: str | None = None,
+        predictions_dir: str | os.PathLike | None = None,
+        results_path: str | os.PathLike | None = None) -> dict[str, Any]:
+  """Evaluates `checkpoint_path` and prints the per-class table; returns the scores."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.eval.flip = bool(flip or config.eval.flip)
+    if multi_scale:
+      config.eval.scales = tuple(config.eval.multi_scales)
+    if sliding:
+      config.eval.sliding = sliding
+    if predictions_dir:
+      config.eval.save_predictions = 1
+  task = get_task(config)
+  dtype = compute_dtype(config)
+  mesh = parallel.make_mesh(config.get('mesh'))
+  model = task.create_model(dtype)
+  variables, where = checkpoint.load_variables(checkpoint_path, config.model.arch,
+                                               **task.model_kwargs)
+  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 64, 64, 3),
+                                                                           np.float32)))
+  variables, _ = checkpoint.merge_subtree(expected, variables, subtree=None)
+  variables = jax.device_put(variables, parallel.replicated(mesh))
+  split = split or config.data.eval_split
+  if jax.process_index() == 0:
+    print(f'evaluating {where} on {config.data.name}/{split}: scales {tuple(config.eval.scales)}, '
+          f'flip {config.eval.flip}, sliding {config.eval.sliding}', flush=True)
+  metric = evaluate(task, model, variables, mesh, config, dtype=dtype, split=split,
+                    predictions_dir=predictions_dir)
+  scores = metric.result()
+  if jax.process_index() == 0:
+    print(metric.report(), flush=True)
+    if results_path:
+      with open(results_path, 'w') as f:
+        json.dump({k: np.asarray(v).tolist() for k, v in scores.items()}, f, indent=2)
+  return scores

@@ -1,0 +1,347 @@
+"""Semantic segmentation (HRNetV2, HRNetV2 + OCR): data, loss, inference and mIoU.
+
+Everything the generic trainer needs from this task goes through `Segmentation`; the functions
+below it are pure and tested on their own.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hrnet_jax.data import transforms
+from hrnet_jax.models.layers import resize_bilinear
+from hrnet_jax.models.zoo import create_model
+
+Array = jax.Array
+
+# ------------------------------------------------------------------------------------------------
+# Loss
+# ------------------------------------------------------------------------------------------------
+
+
+def _pixel_nll(logits: Array, labels: Array, class_weights: Array | None, ignore_label: int):
+  """Per-pixel weighted NLL (zero on ignored pixels), true-class probability, valid mask."""
+  logits = logits.astype(jnp.float32)
+  valid = labels != ignore_label
+  safe = jnp.where(valid, labels, 0).astype(jnp.int32)
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
+  weight = valid.astype(jnp.float32)
+  if class_weights is not None:
+    weight = weight * jnp.asarray(class_weights, jnp.float32)[safe]
+  return nll * weight, jnp.exp(-nll), valid, weight
+
+
+def cross_entropy(logits: Array, labels: Array, class_weights: Sequence[float] | None = None,
+                  ignore_label: int = 255) -> Array:
+  """PyTorch `CrossEntropyLoss(weight, ignore_index)` with mean reduction: sum(w*nll)/sum(w).
+  An all-ignored batch gives 0, not NaN."""
+  loss, _, _, weight = _pixel_nll(logits, labels, class_weights, ignore_label)
+  return jnp.sum(loss) / jnp.maximum(jnp.sum(weight), 1e-12)
+
+
+def ohem_cross_entropy(logits: Array, labels: Array, class_weights: Sequence[float] | None = None,
+                       thresh: float = 0.9, min_kept: int = 131072,
+                       ignore_label: int = 255) -> Array:
+  """Online hard example mining: average the weighted loss over pixels whose true-class
+  probability is below max(thresh, the min_kept-th smallest probability)."""
+  loss, prob, valid, _ = _pixel_nll(logits, labels, class_weights, ignore_label)
+  n = jnp.sum(valid)
+  ranked = jnp.sort(jnp.where(valid, prob, jnp.inf).ravel())
+  k = jnp.clip(jnp.minimum(max(1, min_kept), n - 1), 0, ranked.size - 1)
+  threshold = jnp.maximum(ranked[k], thresh)
+  keep = valid & (prob < threshold)
+  return jnp.sum(jnp.where(keep, loss, 0.0)) / jnp.maximum(jnp.sum(keep), 1)
+
+
+def upsample_logits(logits: Array, size_hw: Sequence[int], align_corners: bool) -> Array:
+  if tuple(logits.shape[1:3]) == tuple(size_hw):
+    return logits
+  return resize_bilinear(logits, size_hw, align_corners=align_corners)
+
+
+# ------------------------------------------------------------------------------------------------
+# Metric
+# ------------------------------------------------------------------------------------------------
+
+
+def confusion_matrix(pred: Array, labels: Array, num_classes: int,
+                     ignore_label: int = 255) -> Array:
+  """(K, K) int32 counts, rows = ground truth, columns = prediction, ignored pixels left out."""
+  labels = labels.astype(jnp.int32)
+  valid = (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
+  index = jnp.where(valid, labels * num_classes + pred.astype(jnp.int32), 0)
+  counts = jnp.zeros(num_classes * num_classes, jnp.int32).at[index.ravel()].add(
+      valid.ravel().astype(jnp.int32))
+  return counts.reshape(num_classes, num_classes)
+
+
+def scores_from_confusion(confusion: np.ndarray) -> dict[str, Any]:
+  """mIoU (mean over all classes, the benchmark figure), per-class IoU, pixel accuracy, mean class
+  accuracy, and the mIoU over classes present in the ground truth (for subsets and the demo)."""
+  confusion = np.asarray(confusion, np.float64)
+  tp = np.diag(confusion)
+  gt, pred = confusion.sum(1), confusion.sum(0)
+  iou = tp / np.maximum(1.0, gt + pred - tp)
+  present = gt > 0
+  return {'miou': float(iou.mean()), 'iou': iou, 'pixel_acc': float(tp.sum() / max(1.0, gt.sum())),
+          'mean_acc': float((tp / np.maximum(1.0, gt)).mean()),
+          'miou_present': float(iou[present].mean()) if present.any() else 0.0}
+
+
+def summarize_scores(scores: dict[str, Any]) -> str:
+  return (f'mIoU {100 * scores["miou"]:.2f}  pixel acc {100 * scores["pixel_acc"]:.2f}  '
+          f'mean acc {100 * scores["mean_acc"]:.2f}  (mIoU over classes present '
+          f'{100 * scores["miou_present"]:.2f})')
+
+
+def format_scores(scores: dict[str, Any], class_names: Sequence[str]) -> str:
+  lines = [f'{"class":<16} IoU']
+  lines += [f'{name:<16} {100 * v:6.2f}' for name, v in zip(class_names, scores['iou'])]
+  lines.append(summarize_scores(scores))
+  return '\n'.join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# Inference: flip, multi-scale, sliding window
+# ------------------------------------------------------------------------------------------------
+
+
+def window_starts(size: int, crop: int, stride: int) -> list[int]:
+  """Start offsets of windows of length `crop` with `stride`, the last clamped to end at `size`,
+  so every position is covered (size >= crop)."""
+  count = max(1, math.ceil((size - crop) / stride) + 1)
+  return sorted({min(i * stride, size - crop) for i in range(count)})
+
+
+def _forward_full(forward: Callable, x: Array, flip: bool, align_corners: bool) -> Array:
+  logits = upsample_logits(forward(x).astype(jnp.float32), x.shape[1:3], align_corners)
+  if flip:
+    flipped = forward(x[:, :, ::-1]).astype(jnp.float32)
+    logits = 0.5 * (logits + upsample_logits(flipped, x.shape[1:3], align_corners)[:, :, ::-1])
+  return logits
+
+
+def _forward_sliding(forward: Callable, x: Array, crop_hw: Sequence[int], flip: bool,
+                     align_corners: bool, stride_rate: float) -> Array:
+  """Windows of the crop size (the image zero-padded at the bottom-right if smaller), averaged
+  where they overlap."""
+  n, h, w, _ = x.shape
+  ch, cw = crop_hw
+  ph, pw = max(h, ch), max(w, cw)
+  if (ph, pw) != (h, w):
+    x = jnp.pad(x, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)))
+  total, count = None, np.zeros((ph, pw), np.float32)
+  for y0 in window_starts(ph, ch, math.ceil(ch * stride_rate)):
+    for x0 in window_starts(pw, cw, math.ceil(cw * stride_rate)):
+      logits = _forward_full(forward, x[:, y0:y0 + ch, x0:x0 + cw], flip, align_corners)
+      if total is None:
+        total = jnp.zeros((n, ph, pw, logits.shape[-1]), jnp.float32)
+      total = total.at[:, y0:y0 + ch, x0:x0 + cw].add(logits)
+      count[y0:y0 + ch, x0:x0 + cw] += 1
+  return (total / jnp.asarray(count)[None, :, :, None])[:, :h, :w]
+
+
+def infer_logits(forward: Callable[[Array], Array], x: Array, *, scales: Sequence[float] = (1.0,),
+                 flip: bool = False, crop_hw: Sequence[int] | None = None,
+                 sliding: str = 'auto', align_corners: bool = False,
+                 stride_rate: float = 2 / 3) -> Array:
+  """Logits at the input size, averaged over scales (and flips).
+
+  `forward` maps a normalized NHWC batch to logits at any resolution. `sliding`: 'auto' runs a
+  sliding window of `crop_hw` for scales above 1 (the official protocol), 'always', or 'never'.
+  Traced under jit: the loops unroll into one program per input shape.
+  """
+  if sliding not in ('auto', 'always', 'never'):
+    raise ValueError(f"sliding must be 'auto', 'always' or 'never', got {sliding!r}")
+  h, w = x.shape[1:3]
+  total = 0.0
+  for s in scales:
+    size = (int(h * s + 0.5), int(w * s + 0.5))
+    xs = x if size == (h, w) else resize_bilinear(x, size, align_corners=align_corners)
+    slide = crop_hw is not None and (sliding == 'always' or (sliding == 'auto' and s > 1.0))
+    if slide:
+      logits = _forward_sliding(forward, xs, crop_hw, flip, align_corners, stride_rate)
+    else:
+      logits = _forward_full(forward, xs, flip, align_corners)
+    total = total + upsample_logits(logits, (h, w), align_corners)
+  return total / len(scales)
+
+
+def colorize(pred: np.ndarray, palette: np.ndarray, ignore_label: int = 255) -> np.ndarray:
+  """HxW class ids -> HxWx3 uint8 colours (ignore -> black)."""
+  table = np.zeros((256, 3), np.uint8)
+  table[:len(palette)] = palette
+  table[ignore_label] = 0
+  return table[np.asarray(pred, np.uint8)]
+
+
+def default_palette(num_classes: int) -> np.ndarray:
+  """Distinct colours for datasets without an official palette (the PASCAL VOC bit pattern)."""
+  out = np.zeros((num_classes, 3), np.uint8)
+  for i in range(num_classes):
+    c, v = i, [0, 0, 0]
+    for j in range(8):
+      for k in range(3):
+        v[k] |= ((c >> k) & 1) << (7 - j)
+      c >>= 3
+    out[i] = v
+  return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The task object
+# ------------------------------------------------------------------------------------------------
+
+
+def dataset_info(name: str) -> tuple[tuple[str, ...], np.ndarray, tuple]:
+  """(class names, palette, flip swap pairs) of a dataset name."""
+  if name in ('cityscapes', 'cityscapes_tfds', 'cityscapes_demo'):
+    from hrnet_jax.data.sources import cityscapes
+    return cityscapes.CLASS_NAMES, cityscapes.PALETTE, ()
+  if name == 'pascal_context':
+    from hrnet_jax.data.sources import pascal_context
+    return pascal_context.CLASS_NAMES, default_palette(59), ()
+  if name == 'lip':
+    from hrnet_jax.data.sources import lip
+    return lip.CLASS_NAMES, default_palette(20), lip.FLIP_PAIRS
+  raise ValueError(f'config.data.name: unknown segmentation dataset {name!r}; expected '
+                   'cityscapes, cityscapes_tfds, cityscapes_demo, pascal_context or lip')
+
+
+def make_source(data_config: Any, split: str):
+  name, root = data_config.name, data_config.root
+  if name == 'cityscapes_demo':
+    from hrnet_jax.data.demo import seg_demo_root
+    from hrnet_jax.data.sources.cityscapes import CityscapesFolder
+    return CityscapesFolder(root or seg_demo_root(), split)
+  if not root:
+    raise ValueError(f'config.data.root is empty: set --config.data.root=PATH to the {name} '
+                     'dataset')
+  if name == 'cityscapes':
+    from hrnet_jax.data.sources.cityscapes import CityscapesFolder
+    return CityscapesFolder(root, split)
+  if name == 'cityscapes_tfds':
+    from hrnet_jax.data.sources.cityscapes import CityscapesTFDS
+    return CityscapesTFDS(root, split)
+  if name == 'pascal_context':
+    from hrnet_jax.data.sources.pascal_context import PascalContext
+    return PascalContext(root, split)
+  if name == 'lip':
+    from hrnet_jax.data.sources.lip import LIP
+    return LIP(root, split)
+  dataset_info(name)  # Raises the error naming the valid choices.
+
+
+def _identity(sample: dict) -> dict:
+  return {'image': sample['image'], 'label': sample['label']}
+
+
+class Segmentation:
+  """What the trainer and evaluator need from segmentation; reads config.model/data/loss/eval."""
+  metric_name = 'miou'
+
+  def __init__(self, config: Any):
+    self.config = config
+    self.class_names, self.palette, flip_pairs = dataset_info(config.data.name)
+    self.num_classes = len(self.class_names)
+    self.flip_swap = transforms.flip_swap_table(flip_pairs)
+    self.ignore_label = 255
+    settings = dict(config.model.get('overrides', {}))
+    self.model_kwargs = dict(settings, num_classes=self.num_classes)
+    self.align_corners = bool(self.model_config()['align_corners'])
+
+  def model_config(self) -> dict:
+    from hrnet_jax.models.zoo import model_config
+    return model_config(self.config.model.arch, **self.model_kwargs)
+
+  def create_model(self, dtype: Any = jnp.float32):
+    return create_model(self.config.model.arch, dtype=dtype, **self.model_kwargs)
+
+  def source(self, split: str):
+    return make_source(self.config.data, split)
+
+  def train_transform(self) -> Callable:
+    d = self.config.data
+    return functools.partial(transforms.random_scale_crop_flip, crop_hw=tuple(d.crop_size),
+                             scale_range=tuple(d.scale_range), flip=d.flip,
+                             flip_swap=self.flip_swap, ignore_label=self.ignore_label)
+
+  def eval_transform(self) -> Callable:
+    size = self.config.data.get('eval_size')
+    if size:
+      return functools.partial(transforms.fit_and_pad, size_hw=tuple(size),
+                               ignore_label=self.ignore_label)
+    return _identity
+
+  def loss(self, outputs: Any, batch: dict) -> tuple[Array, dict]:
+    """Weighted CE (or OHEM) on logits upsampled to the label size; OCR adds the aux loss."""
+    c = self.config.loss
+    labels = batch['label'].astype(jnp.int32)
+    weights = tuple(c.class_weights) if c.get('class_weights') else None
+    up = functools.partial(upsample_logits, size_hw=labels.shape[1:3],
+                           align_corners=self.align_corners)
+    if isinstance(outputs, tuple):  # OCR: (aux, out); aux gets plain CE, as officially.
+      aux_logits, logits = outputs
+      aux = cross_entropy(up(aux_logits.astype(jnp.float32)), labels, weights, self.ignore_label)
+    else:
+      logits, aux = outputs, None
+    logits = up(logits.astype(jnp.float32))
+    if c.ohem:
+      main = ohem_cross_entropy(logits, labels, weights, c.ohem_thresh, c.ohem_min_kept,
+                                self.ignore_label)
+    else:
+      main = cross_entropy(logits, labels, weights, self.ignore_label)
+    if aux is None:
+      return main, {}
+    return main + c.aux_weight * aux, {'loss_main': main, 'loss_aux': aux}
+
+  def logits(self, apply_fn: Callable, images: Array) -> Array:
+    """The eval protocol from config.eval on a normalized batch: logits at the input size."""
+    e = self.config.eval
+    main_output = lambda x: _main(apply_fn(x))
+    return infer_logits(main_output, images, scales=tuple(e.scales), flip=e.flip,
+                        crop_hw=tuple(e.get('crop_size') or self.config.data.crop_size),
+                        sliding=e.sliding, align_corners=self.align_corners)
+
+  def eval_outputs(self, apply_fn: Callable, images: Array, batch: dict) -> dict:
+    """Per batch, inside jit: the confusion matrix (and the predictions when they are kept)."""
+    pred = jnp.argmax(self.logits(apply_fn, images), axis=-1)
+    out = {'confusion': confusion_matrix(pred, batch['label'], self.num_classes,
+                                         self.ignore_label)}
+    if self.config.eval.get('save_predictions', 0):
+      out['pred'] = pred.astype(jnp.uint8)
+    return out
+
+  def new_metric(self) -> 'ConfusionMetric':
+    return ConfusionMetric(self.num_classes, self.class_names)
+
+
+def _main(outputs: Any) -> Array:
+  return outputs[1] if isinstance(outputs, tuple) else outputs
+
+
+class ConfusionMetric:
+  """Accumulates confusion matrices on the host in int64 (Cityscapes val is ~1e9 pixels)."""
+
+  def __init__(self, num_classes: int, class_names: Sequence[str]):
+    self.total = np.zeros((num_classes, num_classes), np.int64)
+    self.class_names = class_names
+
+  def update(self, outputs: dict) -> None:
+    self.total += np.asarray(outputs['confusion'], np.int64)
+
+  def result(self) -> dict[str, Any]:
+    return scores_from_confusion(self.total)
+
+  def report(self) -> str:
+    return format_scores(self.result(), self.class_names)
+
+  def summary(self) -> str:
+    return summarize_scores(self.result())

@@ -1,0 +1,1 @@
+"""The one trainer: optimizer, mesh and shardings, checkpoints, logging, the loop."""

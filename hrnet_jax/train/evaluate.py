@@ -1,0 +1,65 @@
+"""The one evaluator: a split through the task's jitted eval outputs into its metric."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+
+from hrnet_jax.data import pipeline, transforms
+from hrnet_jax.train import parallel
+
+
+def make_eval_step(task: Any, model: Any, mesh: Any, config: Any, dtype: Any):
+  """jit(variables, global batch) -> small replicated outputs (e.g. a confusion matrix)."""
+  mean, std = tuple(config.data.mean), tuple(config.data.std)
+
+  def step(variables, batch):
+    images = transforms.normalize(batch['image'], mean, std, dtype)
+    apply = lambda x: model.apply(variables, x, train=False)
+    out = task.eval_outputs(apply, images, batch)
+    out.update(index=batch['index'], valid=batch['valid'])
+    return out
+
+  return jax.jit(step, in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+                 out_shardings=parallel.replicated(mesh))
+
+
+def evaluate(task: Any, model: Any, variables: Any, mesh: Any, config: Any, *, dtype: Any,
+             split: str | None = None, predictions_dir: str | os.PathLike | None = None,
+             eval_step: Any = None, source: Any = None) -> Any:
+  """Runs the whole split; returns the task's metric object (`.result()`, `.report()`).
+
+  With `predictions_dir`, process 0 writes each prediction as a colour PNG named after the
+  source sample (images padded for batching keep their padding)."""
+  source = source if source is not None else task.source(split or config.data.eval_split)
+  eval_step = eval_step or make_eval_step(task, model, mesh, config, dtype)
+  batch_size = int(config.eval.get('batch_size') or mesh.devices.size)
+  local = parallel.local_batch_size(batch_size, mesh)
+  metric = task.new_metric()
+  out_dir = pathlib.Path(predictions_dir) if predictions_dir else None
+  if out_dir is not None and jax.process_index() == 0:
+    out_dir.mkdir(parents=True, exist_ok=True)
+  for batch in pipeline.eval_batches(source, task.eval_transform(), batch_size=local,
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count()):
+    outputs = eval_step(variables, parallel.to_global(batch, mesh))
+    metric.update(outputs)
+    if out_dir is not None and jax.process_index() == 0 and 'pred' in outputs:
+      _write_predictions(task, source, outputs, out_dir)
+  return metric
+
+
+def _write_predictions(task: Any, source: Any, outputs: dict, out_dir: pathlib.Path) -> None:
+  import cv2
+  from hrnet_jax.tasks.segmentation import colorize
+  names = getattr(source, 'names', None)
+  for pred, index, valid in zip(np.asarray(outputs['pred']), np.asarray(outputs['index']),
+                                np.asarray(outputs['valid'])):
+    if valid:
+      name = names[int(index)] if names else f'{int(index):06d}'
+      rgb = colorize(pred, task.palette)
+      cv2.imwrite(str(out_dir / f'{name}.png'), rgb[..., ::-1])

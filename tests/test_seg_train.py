@@ -1,0 +1,191 @@
+"""The trainer on segmentation: learning on the demo, exact resume, 8 devices = 1 device, init_from,
+the NaN guard, and eval.py on a converted PyTorch checkpoint against the PyTorch forward."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import randomize_torch_bn
+from hrnet_jax.data import demo
+from hrnet_jax.train import checkpoint
+from hrnet_jax.train.loop import NonFiniteLossError, train_and_evaluate
+from seg_tiny import tiny_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+  return demo.write_seg_demo(tmp_path_factory.mktemp('data') / 'demo', num_train=48, num_val=8,
+                             size_hw=(64, 128))
+
+
+def read_scalars(workdir, tag):
+  """Values of one TensorBoard scalar, read back from the event files."""
+  from tensorboardX.proto import event_pb2
+  values = []
+  for f in sorted((pathlib.Path(workdir) / 'tensorboard').glob('events.out.tfevents.*')):
+    data = f.read_bytes()
+    pos = 0
+    while pos < len(data):
+      n = int.from_bytes(data[pos:pos + 8], 'little')
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+      pos += 12 + n + 4
+      for v in event.summary.value:
+        if v.tag == tag:
+          values.append((event.step, v.simple_value))
+  return values
+
+
+def test_training_on_the_demo_learns(data_root, tmp_path):
+  c = tiny_config(data_root, steps=100, batch_size=8)
+  c.optimizer.lr = 0.05
+  c.log_every_steps = 10
+  c.eval.every_steps = 50
+  results = train_and_evaluate(c, str(tmp_path))
+  losses = [v for _, v in read_scalars(tmp_path, 'train/loss')]
+  assert len(losses) == 10
+  assert losses[-1] < 0.5 * losses[0]
+  # 8 classes appear in the demo scenes: chance mIoU over them is ~1/8 at best.
+  assert results['miou_present'] > 0.35 and results['pixel_acc'] > 0.7
+  assert [s for s, _ in read_scalars(tmp_path, 'eval/miou')] == [50, 100]
+
+
+def flat(tree):
+  return {jax.tree_util.keystr(k): np.asarray(v)
+          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def test_resume_is_bit_exact(data_root, tmp_path):
+  c = tiny_config(data_root, steps=6)
+  c.checkpoint.every_steps = 100
+  c.log_every_steps = 1
+  train_and_evaluate(c, str(tmp_path / 'straight'))
+  train_and_evaluate(c, str(tmp_path / 'resumed'), stop_at=3)
+  assert checkpoint.latest_step_dir(tmp_path / 'resumed').name == '3'
+  train_and_evaluate(c, str(tmp_path / 'resumed'))
+  a, _ = checkpoint.load_variables(tmp_path / 'straight')
+  b, _ = checkpoint.load_variables(tmp_path / 'resumed')
+  fa, fb = flat(a), flat(b)
+  assert fa.keys() == fb.keys()
+  for k in fa:
+    np.testing.assert_array_equal(fa[k], fb[k], err_msg=k)
+  sa = read_scalars(tmp_path / 'straight', 'train/loss')
+  sb = read_scalars(tmp_path / 'resumed', 'train/loss')
+  assert len(sa) == 6 and sa == sb  # steps 1-3 from the first run, 4-6 from the resumed one
+
+
+SHARDED_SCRIPT = r'''
+import sys, json, numpy as np, jax
+jax.config.update('jax_num_cpu_devices', int(sys.argv[1]))
+sys.path[:0] = [sys.argv[4], sys.argv[4] + '/tests']
+from seg_tiny import tiny_config
+from hrnet_jax.train.loop import train_and_evaluate
+from hrnet_jax.train import checkpoint
+c = tiny_config(sys.argv[2], steps=3, batch_size=8)
+c.eval.batch_size = 8
+c.log_every_steps = 1
+c.optimizer.lr = 0.01
+results = train_and_evaluate(c, sys.argv[3])
+assert jax.device_count() == int(sys.argv[1])
+v, _ = checkpoint.load_variables(sys.argv[3])
+flat = {jax.tree_util.keystr(k): np.asarray(x) for k, x in jax.tree_util.tree_flatten_with_path(v)[0]}
+np.savez(sys.argv[3] + '/vars.npz', **flat)
+json.dump({'miou': results['miou']}, open(sys.argv[3] + '/results.json', 'w'))
+'''
+
+
+def test_eight_devices_match_one(data_root, tmp_path):
+  out, losses = {}, {}
+  for n in (1, 8):
+    workdir = tmp_path / f'dev{n}'
+    subprocess.run([sys.executable, '-c', SHARDED_SCRIPT, str(n), str(data_root), str(workdir),
+                    str(ROOT)], check=True, capture_output=True, text=True, timeout=600)
+    out[n] = dict(np.load(workdir / 'vars.npz'))
+    losses[n] = [v for _, v in read_scalars(workdir, 'train/loss')]
+  assert len(losses[1]) == 3
+  np.testing.assert_allclose(losses[8], losses[1], rtol=1e-5)
+  # Over all parameters (and all BN statistics): reduction order differs across devices, so
+  # single near-zero leaves (conv biases before BN, whose true gradient is 0) carry only noise.
+  for collection in ('params', 'batch_stats'):
+    keys = [k for k in out[1] if k.startswith(f"['{collection}']")]
+    a = np.concatenate([out[1][k].ravel() for k in keys])
+    b = np.concatenate([out[8][k].ravel() for k in keys])
+    assert np.linalg.norm(b - a) / np.linalg.norm(a) <= 1e-5, collection
+
+
+def test_init_from_loads_the_backbone_and_keeps_the_head(data_root, tmp_path):
+  c = tiny_config(data_root, steps=2)
+  train_and_evaluate(c, str(tmp_path / 'pre'))
+  pre, _ = checkpoint.load_variables(tmp_path / 'pre')
+  c2 = tiny_config(data_root, steps=1)
+  c2.optimizer.lr = 0.0
+  c2.optimizer.weight_decay = 0.0
+  c2.init_from = str(tmp_path / 'pre')
+  c2.seed = 7
+  train_and_evaluate(c2, str(tmp_path / 'fine'))
+  fine, _ = checkpoint.load_variables(tmp_path / 'fine')
+  for k, v in flat(pre['params']['backbone']).items():
+    np.testing.assert_array_equal(flat(fine['params']['backbone'])[k], v, err_msg=k)
+  head_pre, head_fine = flat(pre['params']['head']), flat(fine['params']['head'])
+  assert any(not np.array_equal(head_pre[k], head_fine[k]) for k in head_pre)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
+  c = tiny_config(data_root, steps=4)
+  c.checkpoint.every_steps = 2
+  c.eval.every_steps = 100
+  train_and_evaluate(c, str(tmp_path), stop_at=2)
+  good = checkpoint.load_variables(tmp_path)[0]
+  c.optimizer.lr = 1e30  # diverges at once
+  with pytest.raises(NonFiniteLossError, match='step'):
+    train_and_evaluate(c, str(tmp_path))
+  assert checkpoint.latest_step_dir(tmp_path).name == '2'
+  again = checkpoint.load_variables(tmp_path)[0]
+  for k, v in flat(good).items():
+    np.testing.assert_array_equal(flat(again)[k], v)
+
+
+def test_eval_on_a_converted_pytorch_checkpoint_matches_pytorch(data_root, tmp_path):
+  torch = pytest.importorskip('torch')
+  from configs import seg_demo
+  from hrnet_jax import evaluate, torch_reference
+  from hrnet_jax.data.sources.cityscapes import CityscapesFolder
+  from hrnet_jax.tasks import segmentation as seg
+
+  ref = torch_reference.build('seg_w18_small_v1', num_classes=19)
+  randomize_torch_bn(ref)
+  torch.save(ref.state_dict(), tmp_path / 'model.pth')
+  c = seg_demo.get_config()
+  c.data.root = str(data_root)
+  c.eval.batch_size = 4
+  scores = evaluate.run(c, str(tmp_path / 'model.pth'), predictions_dir=tmp_path / 'pred',
+                        results_path=tmp_path / 'scores.json')
+
+  src = CityscapesFolder(data_root, 'val')
+  mean, std = np.asarray(c.data.mean), np.asarray(c.data.std)
+  confusion = np.zeros((19, 19), np.int64)
+  same = []
+  for i in range(len(src)):
+    sample = src[i]
+    x = torch.from_numpy(((sample['image'] - mean) / std).astype(np.float32)).permute(2, 0, 1)
+    with torch.no_grad():
+      logits = torch.nn.functional.interpolate(ref(x[None]), size=sample['label'].shape,
+                                               mode='bilinear', align_corners=False)
+    pred = logits[0].argmax(0).numpy()
+    valid = sample['label'] != 255
+    confusion += np.bincount(sample['label'][valid].astype(int) * 19 + pred[valid],
+                             minlength=361).reshape(19, 19)
+    import cv2
+    png = cv2.imread(str(tmp_path / 'pred' / f'{src.names[i]}.png'))[..., ::-1]
+    same.append((png == seg.colorize(pred, seg.dataset_info('cityscapes')[1])).all(-1).mean())
+  expected = seg.scores_from_confusion(confusion)
+  assert min(same) > 0.999
+  assert abs(scores['miou'] - expected['miou']) < 1e-3
+  assert json.loads((tmp_path / 'scores.json').read_text())['miou'] == pytest.approx(scores['miou'])
