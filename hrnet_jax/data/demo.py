@@ -16,7 +16,7 @@ import tempfile
 import cv2
 import numpy as np
 
-VERSION = 1
+VERSION = 2
 # labelIds (Cityscapes) of the classes drawn; 0 ('unlabeled') and 1 ('ego vehicle') stay void.
 _SKY, _BUILDING, _ROAD, _SIDEWALK, _VEGETATION, _CAR, _PERSON, _POLE = 23, 11, 7, 8, 21, 26, 24, 17
 _EGO = 1
@@ -24,7 +24,7 @@ _EGO = 1
 _COLORS = {_SKY: (110, 150, 210), _BUILDING: (120, 100, 90), _ROAD: (90, 90, 95),
            _SIDEWALK: (170, 150, 160), _VEGETATION: (60, 120, 50), _CAR: (30, 40, 140),
            _PERSON: (200, 60, 70), _POLE: (160, 160, 150), _EGO: (20, 20, 20)}
-DEMO_CLASSES = ('road', 'sidewalk', 'building', 'pole', 'vegetation', 'sky', 'person', 'car')
+_CITIES = ('north', 'south', 'east')
 
 
 def cache_dir() -> pathlib.Path:
@@ -98,7 +98,7 @@ def write_seg_demo(root: str | os.PathLike, num_train: int = 96, num_val: int = 
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=root.name + '.', dir=root.parent))
   for split, count, offset in (('train', num_train, 0), ('val', num_val, 10**6)):
     for i in range(count):
-      city = f'democity{i % 3}'
+      city = _CITIES[i % len(_CITIES)]  # lowercase letters: TFDS parses file names
       name = f'{city}_{i:06d}_000019'
       image, label = _scene(np.random.default_rng([seed, offset + i]), *size_hw)
       for sub, suffix, array in (('leftImg8bit', 'leftImg8bit', image[..., ::-1]),

@@ -1,0 +1,95 @@
+"""Segmentation figures on this machine: input-pipeline images/s per worker at the Cityscapes
+recipe (2048x1024 PNG decode -> 512x1024 scaled crop), and the train-step time of a model.
+
+  python benchmarks/seg_figures.py [--arch seg_w18] [--batch 2] [--crop 512 1024] [--steps 5]
+"""
+
+import argparse
+import functools
+import pathlib
+import sys
+import tempfile
+import time
+
+import cv2
+import jax
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from hrnet_jax.data import transforms  # noqa: E402
+from hrnet_jax.data.sources.cityscapes import CityscapesFolder  # noqa: E402
+
+
+def pipeline_rate(n: int = 6) -> float:
+  """Samples/s of one worker: decode a 2048x1024 image + label, random scale/crop/flip."""
+  root = pathlib.Path(tempfile.mkdtemp())
+  rng = np.random.default_rng(0)
+  for i in range(n):
+    for sub, suffix, array in (
+        ('leftImg8bit', 'leftImg8bit', cv2.GaussianBlur(
+            rng.integers(0, 256, (1024, 2048, 3), dtype=np.uint8), (7, 7), 0)),
+        ('gtFine', 'gtFine_labelIds', np.repeat(rng.integers(0, 34, (1024, 64), np.uint8), 32, 1))):
+      d = root / sub / 'train' / 'city'
+      d.mkdir(parents=True, exist_ok=True)
+      cv2.imwrite(str(d / f'city_{i:06d}_000019_{suffix}.png'), array)
+  src = CityscapesFolder(root, 'train')
+  tf = functools.partial(transforms.random_scale_crop_flip, crop_hw=(512, 1024))
+  g = np.random.default_rng(0)
+  tf(src[0], g)
+  start = time.perf_counter()
+  for i in range(n):
+    tf(src[i], g)
+  return n / (time.perf_counter() - start)
+
+
+def step_time(arch: str, batch: int, crop: tuple[int, int], steps: int) -> tuple[float, float]:
+  """(compile s, s/step) of the real train step (SGD, weighted CE) at `crop`."""
+  from configs import seg_cityscapes
+  from hrnet_jax.tasks import get_task
+  from hrnet_jax.train import optim, parallel
+  from hrnet_jax.train.loop import TrainState, init_variables, train_step
+  c = seg_cityscapes.get_config()
+  c.model.arch = arch
+  task = get_task(c)
+  model = task.create_model()
+  schedule = optim.make_schedule(c.optimizer, 1000)
+  tx = optim.make_optimizer(c.optimizer, schedule)
+  v = init_variables(model, 0)
+  state = TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=v['params'],
+                     batch_stats=v['batch_stats'], opt_state=tx.init(v['params']))
+  step = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_fn=task.loss,
+                                   schedule=schedule, mean=tuple(c.data.mean),
+                                   std=tuple(c.data.std), dtype=jax.numpy.float32,
+                                   rng=jax.random.key(0)), donate_argnums=(0,))
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.integers(0, 256, (batch, *crop, 3), dtype=np.uint8),
+           'label': rng.integers(0, 19, (batch, *crop), dtype=np.uint8)}
+  t = time.perf_counter()
+  state, m = step(state, batch)
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - t
+  t = time.perf_counter()
+  for _ in range(steps):
+    state, m = step(state, batch)
+  jax.block_until_ready(m)
+  return compile_s, (time.perf_counter() - t) / steps
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--arch', default='seg_w18')
+  p.add_argument('--batch', type=int, default=2)
+  p.add_argument('--crop', type=int, nargs=2, default=(512, 1024))
+  p.add_argument('--steps', type=int, default=3)
+  a = p.parse_args()
+  print(f'jax {jax.__version__} on {jax.devices()[0].device_kind}, {len(jax.devices())} device(s)')
+  print(f'pipeline: {pipeline_rate():.2f} samples/s per worker '
+        '(2048x1024 PNG decode + label decode + scale/crop 512x1024/flip)')
+  compile_s, s = step_time(a.arch, a.batch, tuple(a.crop), a.steps)
+  print(f'train step {a.arch} {a.crop[0]}x{a.crop[1]} batch {a.batch}: {s:.2f} s/step '
+        f'({a.batch / s:.2f} img/s), compile {compile_s:.1f} s')
+
+
+if __name__ == '__main__':
+  main()
