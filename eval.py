@@ -4,7 +4,7 @@ PATH is a training workdir or step directory, a `python -m hrnet_jax.convert` di
 official PyTorch .pth / .safetensors (converted on the fly).
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file('config', None, 'Recipe file with get_config().', lock_config=True)
@@ -20,6 +20,8 @@ flags.mark_flags_as_required(['config', 'checkpoint'])
 
 def main(argv):
   del argv
+  if not flags.FLAGS['verbosity'].present:  # Orbax logs every save step at INFO.
+    logging.set_verbosity(logging.WARNING)
   from hrnet_jax.evaluate import run
   f = flags.FLAGS
   run(f.config, f.checkpoint, split=f.split, flip=f.flip, multi_scale=f.multi_scale,

@@ -3,7 +3,7 @@
 Resumes from the newest checkpoint in DIR. All hosts of a multi-host job run the same command.
 """
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file('config', None, 'Recipe file with get_config().', lock_config=True)
@@ -13,6 +13,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   del argv
+  if not flags.FLAGS['verbosity'].present:  # Orbax logs every save step at INFO.
+    logging.set_verbosity(logging.WARNING)
   from hrnet_jax.train.loop import train_and_evaluate
   train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 

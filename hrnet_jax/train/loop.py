@@ -166,6 +166,8 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None) ->
     return loss
 
   step = start
+  if start >= end:
+    logger.info(f'nothing to do: the newest checkpoint is at step {start} of {end}')
   try:
     while step < end:
       batch = parallel.to_global(next(data_iter), mesh)
@@ -201,4 +203,6 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None) ->
   finally:
     manager.wait_until_finished()
     logger.close()
+    if hasattr(data_iter, 'close'):
+      data_iter.close()  # stops the worker processes now rather than at interpreter exit
   return results
