@@ -196,3 +196,16 @@ def test_tfds_cityscapes_from_zips_in_the_real_layout(tmp_path, demo_root):
     s = source[i]
     assert s['label'].tobytes() in expected  # TFDS may reorder; contents must match exactly
     np.testing.assert_array_equal(s['image'], expected[s['label'].tobytes()])
+
+
+def test_training_hosts_read_disjoint_shards(demo_root):
+  src = cityscapes.CityscapesFolder(demo_root, 'train')  # 10 samples
+  keep_label = lambda s, rng: {'label': s['label']}
+  seen = []
+  for host in range(2):
+    it = pipeline.train_iterator(src, keep_label, batch_size=5, seed=0, process_index=host,
+                                 process_count=2)
+    labels = next(it)['label']
+    seen.append({labels[i].tobytes() for i in range(5)})
+  all_labels = {src[i]['label'].tobytes() for i in range(10)}
+  assert seen[0] | seen[1] == all_labels and not seen[0] & seen[1]
