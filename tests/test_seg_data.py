@@ -209,3 +209,17 @@ def test_training_hosts_read_disjoint_shards(demo_root):
     seen.append({labels[i].tobytes() for i in range(5)})
   all_labels = {src[i]['label'].tobytes() for i in range(10)}
   assert seen[0] | seen[1] == all_labels and not seen[0] & seen[1]
+
+
+def test_fit_and_pad_keeps_small_images_and_shrinks_large_ones():
+  image = np.full((30, 50, 3), 7, np.uint8)
+  label = np.full((30, 50), 3, np.uint8)
+  out = transforms.fit_and_pad({'image': image, 'label': label}, (40, 60))
+  assert out['image'].shape == (40, 60, 3) and out['label'].shape == (40, 60)
+  np.testing.assert_array_equal(out['size'], [30, 50])
+  assert (out['image'][:30, :50] == 7).all() and (out['image'][30:] == 0).all()
+  assert (out['label'][:30, :50] == 3).all() and (out['label'][:, 50:] == 255).all()
+  big = transforms.fit_and_pad({'image': np.zeros((80, 60, 3), np.uint8),
+                                'label': np.zeros((80, 60), np.uint8)}, (40, 60))
+  np.testing.assert_array_equal(big['size'], [40, 30])  # shrunk by 1/2, aspect kept
+  assert (big['label'][:, 30:] == 255).all() and (big['label'][:, :30] == 0).all()

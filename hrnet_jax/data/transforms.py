@@ -65,7 +65,8 @@ def random_scale_crop_flip(sample: dict, rng: np.random.Generator, *, crop_hw: S
 
 def fit_and_pad(sample: dict, size_hw: Sequence[int], ignore_label: int = 255) -> dict:
   """Eval-time: shrink (keeping the aspect ratio) only if larger than `size_hw`, then pad the
-  bottom-right to `size_hw` with image 0 / label ignore, so that images of any size batch."""
+  bottom-right to `size_hw` with image 0 / label ignore, so that images of any size batch.
+  `size` records the unpadded extent."""
   image, label = sample['image'], sample['label']
   h, w = label.shape
   th, tw = size_hw
@@ -79,7 +80,7 @@ def fit_and_pad(sample: dict, size_hw: Sequence[int], ignore_label: int = 255) -
   out_label = np.full((th, tw), ignore_label, np.uint8)
   out_image[:h, :w] = image
   out_label[:h, :w] = label
-  return {'image': out_image, 'label': out_label}
+  return {'image': out_image, 'label': out_label, 'size': np.array([h, w], np.int32)}
 
 
 def flip_swap_table(pairs: Sequence[tuple[int, int]]) -> np.ndarray | None:

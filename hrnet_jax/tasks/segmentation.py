@@ -240,7 +240,8 @@ def make_source(data_config: Any, split: str):
 
 
 def _identity(sample: dict) -> dict:
-  return {'image': sample['image'], 'label': sample['label']}
+  return {'image': sample['image'], 'label': sample['label'],
+          'size': np.array(sample['label'].shape, np.int32)}
 
 
 class Segmentation:

@@ -21,7 +21,7 @@ def make_eval_step(task: Any, model: Any, mesh: Any, config: Any, dtype: Any):
     images = transforms.normalize(batch['image'], mean, std, dtype)
     apply = lambda x: model.apply(variables, x, train=False)
     out = task.eval_outputs(apply, images, batch)
-    out.update(index=batch['index'], valid=batch['valid'])
+    out.update({k: batch[k] for k in ('index', 'valid', 'size') if k in batch})
     return out
 
   return jax.jit(step, in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
@@ -34,7 +34,7 @@ def evaluate(task: Any, model: Any, variables: Any, mesh: Any, config: Any, *, d
   """Runs the whole split; returns the task's metric object (`.result()`, `.report()`).
 
   With `predictions_dir`, process 0 writes each prediction as a colour PNG named after the
-  source sample (images padded for batching keep their padding)."""
+  source sample, without the padding added for batching."""
   source = source if source is not None else task.source(split or config.data.eval_split)
   eval_step = eval_step or make_eval_step(task, model, mesh, config, dtype)
   batch_size = int(config.eval.get('batch_size') or mesh.devices.size)
@@ -57,9 +57,9 @@ def _write_predictions(task: Any, source: Any, outputs: dict, out_dir: pathlib.P
   import cv2
   from hrnet_jax.tasks.segmentation import colorize
   names = getattr(source, 'names', None)
-  for pred, index, valid in zip(np.asarray(outputs['pred']), np.asarray(outputs['index']),
-                                np.asarray(outputs['valid'])):
+  for pred, index, valid, (h, w) in zip(np.asarray(outputs['pred']), np.asarray(outputs['index']),
+                                        np.asarray(outputs['valid']), np.asarray(outputs['size'])):
     if valid:
       name = names[int(index)] if names else f'{int(index):06d}'
-      rgb = colorize(pred, task.palette)
+      rgb = colorize(pred[:h, :w], task.palette)
       cv2.imwrite(str(out_dir / f'{name}.png'), rgb[..., ::-1])
