@@ -47,7 +47,7 @@ def step_time(arch: str, batch: int, crop: tuple[int, int], steps: int) -> tuple
   """(compile s, s/step) of the real train step (SGD, weighted CE) at `crop`."""
   from configs import seg_cityscapes
   from hrnet_jax.tasks import get_task
-  from hrnet_jax.train import optim, parallel
+  from hrnet_jax.train import optim
   from hrnet_jax.train.loop import TrainState, init_variables, train_step
   c = seg_cityscapes.get_config()
   c.model.arch = arch

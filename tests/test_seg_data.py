@@ -1,8 +1,6 @@
 """Segmentation data: the Cityscapes label table, readers and their errors, transforms, the grain
 pipeline's determinism and resumable state, and the TFDS reader on zips in the real layout."""
 
-import io
-import pathlib
 import zipfile
 
 import cv2
@@ -174,7 +172,6 @@ def _png(array) -> bytes:
 
 def test_tfds_cityscapes_from_zips_in_the_real_layout(tmp_path, demo_root):
   pytest.importorskip('tensorflow')
-  tfds = pytest.importorskip('tensorflow_datasets')
   manual = tmp_path / 'manual'
   manual.mkdir()
   with zipfile.ZipFile(manual / 'leftImg8bit_trainvaltest.zip', 'w') as zi, \

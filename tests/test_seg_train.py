@@ -2,7 +2,6 @@
 the NaN guard, and eval.py on a converted PyTorch checkpoint against the PyTorch forward."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys

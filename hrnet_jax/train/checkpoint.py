@@ -10,6 +10,7 @@ import pathlib
 from typing import Any
 
 import grain
+from flax import traverse_util
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -103,11 +104,6 @@ def load_variables(path: str | os.PathLike, arch: str | None = None,
   return variables, f'{step_dir} (training checkpoint, step {step_dir.name})'
 
 
-def _flat(tree: Any) -> dict[tuple, Any]:
-  return {tuple(getattr(k, 'key', k) for k in path): v
-          for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
 def merge_subtree(target: dict[str, Any], loaded: dict[str, Any],
                   subtree: str | None = 'backbone') -> tuple[dict[str, Any], str]:
   """Copies `loaded[collection][subtree]` (everything when `subtree` is None) into `target`,
@@ -115,7 +111,8 @@ def merge_subtree(target: dict[str, Any], loaded: dict[str, Any],
   head) keeps its fresh initialization."""
   out, lines = {}, []
   for collection in ('params', 'batch_stats'):
-    tgt, src = _flat(target[collection]), _flat(loaded.get(collection, {}))
+    tgt = traverse_util.flatten_dict(target[collection])
+    src = traverse_util.flatten_dict(loaded.get(collection, {}))
     wanted = {k: v for k, v in tgt.items() if subtree is None or k[0] == subtree}
     missing = [k for k in wanted if k not in src]
     mismatched = [(k, tuple(src[k].shape), tuple(v.shape)) for k, v in wanted.items()
@@ -127,18 +124,9 @@ def merge_subtree(target: dict[str, Any], loaded: dict[str, Any],
           f'{len(mismatched)} mis-shaped (e.g. {[("/".join(k), a, b) for k, a, b in mismatched[:3]]}'
           ' as (key, checkpoint, model)); is it the same variant?')
     merged = {k: (np.asarray(src[k], v.dtype) if k in wanted else v) for k, v in tgt.items()}
-    out[collection] = _unflatten(merged)
+    out[collection] = traverse_util.unflatten_dict(merged)
     n = sum(int(np.size(src[k])) for k in wanted)
     lines.append(f'{collection}: {len(wanted)} {subtree or ""} arrays ({n:,} values) loaded, '
                  f'{len(tgt) - len(wanted)} others kept fresh')
   return out, '; '.join(lines)
 
-
-def _unflatten(flat: dict[tuple, Any]) -> dict:
-  out: dict = {}
-  for path, v in flat.items():
-    node = out
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = v
-  return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any
 
@@ -62,6 +61,3 @@ def _fmt(v: Any) -> str:
     return f'{v:.4g}'
   return f'{v:.3e}'
 
-
-def stderr(message: str) -> None:
-  print(message, file=sys.stderr, flush=True)

@@ -137,10 +137,11 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None) ->
       in_shardings=(state_sharding, parallel.batch_sharding(mesh)),
       out_shardings=(state_sharding, rep), donate_argnums=(0,))
   eval_step = make_eval_step(task, model, mesh, config, dtype)
+  eval_source = task.source(config.data.eval_split)  # listed once, not at every evaluation
 
   def run_eval(final: bool) -> dict[str, Any]:
     metric = evaluate(task, model, {'params': state.params, 'batch_stats': state.batch_stats},
-                      mesh, config, dtype=dtype, eval_step=eval_step)
+                      mesh, config, dtype=dtype, eval_step=eval_step, source=eval_source)
     logger.info(metric.report() if final else f'eval at step {step}: {metric.summary()}')
     return metric.result()
 

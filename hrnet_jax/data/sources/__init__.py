@@ -3,3 +3,5 @@ arrays (`image` HxWx3 uint8 RGB, `label` HxW uint8 with 255 = ignore), and nothi
 grain workers can index them in any order."""
 
 from hrnet_jax.data.sources.common import DataError, read_image, read_label
+
+__all__ = ['DataError', 'read_image', 'read_label']
