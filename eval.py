@@ -1,5 +1,8 @@
 """Evaluate: `python eval.py --config CONFIG --checkpoint PATH [--flip] [--multi_scale]`.
 
+Segmentation reports mIoU per class; pose reports COCO keypoint AP (ground-truth boxes, or
+detector boxes with --config.data.det_json=FILE) or MPII PCKh.
+
 PATH is a training workdir or step directory, a `python -m hrnet_jax.convert` directory, or an
 official PyTorch .pth / .safetensors (converted on the fly).
 """
@@ -13,7 +16,8 @@ flags.DEFINE_string('split', None, 'Split to evaluate (default: config.data.eval
 flags.DEFINE_bool('flip', False, 'Average with the horizontally flipped image.')
 flags.DEFINE_bool('multi_scale', False, 'Average over config.eval.multi_scales.')
 flags.DEFINE_string('sliding', None, "Sliding-window rule: 'auto', 'always' or 'never'.")
-flags.DEFINE_string('predictions', None, 'Write colour prediction PNGs into this directory.')
+flags.DEFINE_string('predictions', None, 'Write predictions into this directory (segmentation: '
+                    'colour PNGs; pose: the COCO-format keypoint results JSON).')
 flags.DEFINE_string('results', None, 'Write the scores as JSON here.')
 flags.mark_flags_as_required(['config', 'checkpoint'])
 

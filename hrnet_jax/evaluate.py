@@ -19,15 +19,18 @@ def run(config: Any, checkpoint_path: str, *, split: str | None = None, flip: bo
         multi_scale: bool = False, sliding: str | None = None,
         predictions_dir: str | os.PathLike | None = None,
         results_path: str | os.PathLike | None = None) -> dict[str, Any]:
-  """Evaluates `checkpoint_path` and prints the per-class table; returns the scores."""
+  """Evaluates `checkpoint_path` and prints the task's table; returns the scores."""
   config = config.copy_and_resolve_references()
+  for asked, key in ((multi_scale, 'multi_scales'), (sliding, 'sliding')):
+    if asked and key not in config.eval:
+      raise ValueError(f'--{key.rstrip("s")}: the {config.task} task has no config.eval.{key}')
   with config.unlocked():
     config.eval.flip = bool(flip or config.eval.flip)
     if multi_scale:
       config.eval.scales = tuple(config.eval.multi_scales)
     if sliding:
       config.eval.sliding = sliding
-    if predictions_dir:
+    if predictions_dir and 'save_predictions' in config.eval:
       config.eval.save_predictions = 1
   task = get_task(config)
   dtype = compute_dtype(config)
@@ -40,10 +43,12 @@ def run(config: Any, checkpoint_path: str, *, split: str | None = None, flip: bo
   variables, _ = checkpoint.merge_subtree(expected, variables, subtree=None)
   variables = jax.device_put(variables, parallel.replicated(mesh))
   split = split or config.data.eval_split
+  source = task.source(split)
   if jax.process_index() == 0:
-    print(f'evaluating {where} on {config.data.name}/{split}: scales {tuple(config.eval.scales)}, '
-          f'flip {config.eval.flip}, sliding {config.eval.sliding}', flush=True)
-  metric = evaluate(task, model, variables, mesh, config, dtype=dtype, split=split,
+    what = source.describe() if hasattr(source, 'describe') else f'{len(source)} samples'
+    print(f'evaluating {where} on {config.data.name}/{split} ({what}): {task.protocol()}',
+          flush=True)
+  metric = evaluate(task, model, variables, mesh, config, dtype=dtype, source=source,
                     predictions_dir=predictions_dir)
   scores = metric.result()
   if jax.process_index() == 0:
@@ -51,4 +56,6 @@ def run(config: Any, checkpoint_path: str, *, split: str | None = None, flip: bo
     if results_path:
       with open(results_path, 'w') as f:
         json.dump({k: np.asarray(v).tolist() for k, v in scores.items()}, f, indent=2)
+    if predictions_dir:
+      print(f'predictions written to {predictions_dir}', flush=True)
   return scores

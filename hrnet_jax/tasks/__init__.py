@@ -11,4 +11,7 @@ def get_task(config: Any):
   if name == 'segmentation':
     from hrnet_jax.tasks.segmentation import Segmentation
     return Segmentation(config)
-  raise ValueError(f'config.task: unknown task {name!r}; expected one of: segmentation')
+  if name == 'pose':
+    from hrnet_jax.tasks.pose import Pose
+    return Pose(config)
+  raise ValueError(f'config.task: unknown task {name!r}; expected one of: segmentation, pose')

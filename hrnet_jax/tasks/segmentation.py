@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import math
+import pathlib
 from typing import Any, Callable, Sequence
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -320,8 +322,25 @@ class Segmentation:
       out['pred'] = pred.astype(jnp.uint8)
     return out
 
-  def new_metric(self) -> 'ConfusionMetric':
+  def protocol(self) -> str:
+    e = self.config.eval
+    return f'scales {tuple(e.scales)}, flip {bool(e.flip)}, sliding {e.sliding}'
+
+  def new_metric(self, source: Any = None) -> 'ConfusionMetric':
     return ConfusionMetric(self.num_classes, self.class_names)
+
+  def write_predictions(self, source: Any, outputs: dict, out_dir: pathlib.Path) -> None:
+    """Colour PNGs named after the source samples, without the batching padding."""
+    if 'pred' not in outputs:
+      return
+    names = getattr(source, 'names', None)
+    for pred, index, valid, (h, w) in zip(np.asarray(outputs['pred']),
+                                          np.asarray(outputs['index']),
+                                          np.asarray(outputs['valid']),
+                                          np.asarray(outputs['size'])):
+      if valid:
+        name = names[int(index)] if names else f'{int(index):06d}'
+        cv2.imwrite(str(out_dir / f'{name}.png'), colorize(pred[:h, :w], self.palette)[..., ::-1])
 
 
 def _main(outputs: Any) -> Array:

@@ -85,7 +85,7 @@ def load_variables(path: str | os.PathLike, arch: str | None = None,
   from hrnet_jax import convert
   from hrnet_jax.convert.files import META_FILE, is_torch_file
 
-  p = pathlib.Path(path)
+  p = pathlib.Path(path).absolute()  # Orbax needs absolute paths.
   if not p.exists():
     raise FileNotFoundError(f'checkpoint {p} does not exist')
   if p.is_file() and (is_torch_file(p) or p.suffix == '.safetensors'):

@@ -7,7 +7,6 @@ import pathlib
 from typing import Any
 
 import jax
-import numpy as np
 
 from hrnet_jax.data import pipeline, transforms
 from hrnet_jax.train import parallel
@@ -33,13 +32,13 @@ def evaluate(task: Any, model: Any, variables: Any, mesh: Any, config: Any, *, d
              eval_step: Any = None, source: Any = None) -> Any:
   """Runs the whole split; returns the task's metric object (`.result()`, `.report()`).
 
-  With `predictions_dir`, process 0 writes each prediction as a colour PNG named after the
-  source sample, without the padding added for batching."""
+  With `predictions_dir`, process 0 writes the predictions there: what the task writes per batch
+  (segmentation: colour PNGs) and what the metric writes at the end (pose: COCO results JSON)."""
   source = source if source is not None else task.source(split or config.data.eval_split)
   eval_step = eval_step or make_eval_step(task, model, mesh, config, dtype)
   batch_size = int(config.eval.get('batch_size') or mesh.devices.size)
   local = parallel.local_batch_size(batch_size, mesh)
-  metric = task.new_metric()
+  metric = task.new_metric(source)
   out_dir = pathlib.Path(predictions_dir) if predictions_dir else None
   if out_dir is not None and jax.process_index() == 0:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -48,18 +47,8 @@ def evaluate(task: Any, model: Any, variables: Any, mesh: Any, config: Any, *, d
                                      process_count=jax.process_count()):
     outputs = eval_step(variables, parallel.to_global(batch, mesh))
     metric.update(outputs)
-    if out_dir is not None and jax.process_index() == 0 and 'pred' in outputs:
-      _write_predictions(task, source, outputs, out_dir)
+    if out_dir is not None and jax.process_index() == 0 and hasattr(task, 'write_predictions'):
+      task.write_predictions(source, outputs, out_dir)
+  if out_dir is not None and jax.process_index() == 0 and hasattr(metric, 'write'):
+    metric.write(out_dir)
   return metric
-
-
-def _write_predictions(task: Any, source: Any, outputs: dict, out_dir: pathlib.Path) -> None:
-  import cv2
-  from hrnet_jax.tasks.segmentation import colorize
-  names = getattr(source, 'names', None)
-  for pred, index, valid, (h, w) in zip(np.asarray(outputs['pred']), np.asarray(outputs['index']),
-                                        np.asarray(outputs['valid']), np.asarray(outputs['size'])):
-    if valid:
-      name = names[int(index)] if names else f'{int(index):06d}'
-      rgb = colorize(pred[:h, :w], task.palette)
-      cv2.imwrite(str(out_dir / f'{name}.png'), rgb[..., ::-1])

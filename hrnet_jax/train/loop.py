@@ -91,11 +91,12 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None) ->
   local_batch = parallel.local_batch_size(config.batch_size, mesh)
   train_source = task.source(config.data.train_split)
   total_steps, steps_per_epoch = total_steps_of(config, len(train_source))
-  schedule = optim.make_schedule(config.optimizer, total_steps)
+  schedule = optim.make_schedule(config.optimizer, total_steps, steps_per_epoch)
   tx = optim.make_optimizer(config.optimizer, schedule)
   model = task.create_model(dtype)
   logger = Logger(workdir, total_steps)
-  logger.info(f'{config.model.arch} on {config.data.name}: {len(train_source)} training samples, '
+  described = train_source.describe() if hasattr(train_source, 'describe') else len(train_source)
+  logger.info(f'{config.model.arch} on {config.data.name}: {described} for training, '
               f'batch {config.batch_size} on {mesh.devices.size} device(s), {total_steps} steps '
               f'({steps_per_epoch} per epoch), compute {jnp.dtype(dtype).name}')
 

@@ -7,16 +7,17 @@ from typing import Any
 import optax
 
 
-def make_schedule(c: Any, total_steps: int) -> optax.Schedule:
-  """'poly' (lr * (1 - t/T)^power per step), 'step' (x gamma at `boundaries`, in steps) or
-  'constant', after an optional linear warmup of `warmup_steps`."""
+def make_schedule(c: Any, total_steps: int, steps_per_epoch: int = 1) -> optax.Schedule:
+  """'poly' (lr * (1 - t/T)^power per step), 'step' (x gamma at `boundaries` in steps, or at
+  `boundary_epochs`) or 'constant', after an optional linear warmup of `warmup_steps`."""
   warmup = int(c.get('warmup_steps', 0))
   decay_steps = max(1, total_steps - warmup)
   if c.schedule == 'poly':
     main = optax.polynomial_schedule(c.lr, 0.0, c.power, decay_steps)
   elif c.schedule == 'step':
-    main = optax.piecewise_constant_schedule(
-        c.lr, {int(b) - warmup: c.gamma for b in c.boundaries})
+    boundaries = ([int(e * steps_per_epoch) for e in c.boundary_epochs]
+                  if c.get('boundary_epochs') else [int(b) for b in c.boundaries])
+    main = optax.piecewise_constant_schedule(c.lr, {b - warmup: c.gamma for b in boundaries})
   elif c.schedule == 'constant':
     main = optax.constant_schedule(c.lr)
   else:

@@ -1,0 +1,391 @@
+"""Top-down human pose estimation (COCO keypoints, MPII): the task object for the shared trainer
+and evaluator, the heatmap loss, flip test, decoding, OKS NMS, COCO AP and MPII PCKh.
+
+Inside jit: heatmaps (flip-averaged) -> argmax + quarter offset in heatmap pixels. On the host:
+back-projection to the image, rescoring, OKS NMS, pycocotools COCOeval / PCKh.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import copy
+import functools
+import io
+import json
+import os
+import pathlib
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hrnet_jax.data import keypoints
+from hrnet_jax.models.zoo import create_model
+
+Array = jax.Array
+COCO_STATS = ('AP', 'AP50', 'AP75', 'APm', 'APl', 'AR', 'AR50', 'AR75', 'ARm', 'ARl')
+
+
+# --- Loss ------------------------------------------------------------------------------------
+
+
+def joints_mse_loss(heatmaps: Array, target: Array, weight: Array | None) -> Array:
+  """0.5 * mean squared error of weighted heatmaps (B, H, W, K), averaged over joints, pixels
+  and the batch; `weight` (B, K) zeroes joints without a usable label."""
+  if weight is not None:
+    heatmaps = heatmaps * weight[:, None, None, :]
+    target = target * weight[:, None, None, :]
+  return 0.5 * jnp.mean((heatmaps - target) ** 2)
+
+
+# --- Inference -------------------------------------------------------------------------------
+
+
+def flip_back(heatmaps: Array, flip_perm: Sequence[int], shift: bool = True) -> Array:
+  """Heatmaps of a mirrored crop -> heatmaps of the crop: mirror the width axis, swap left/right
+  joints, and (`shift`) move everything one pixel right, keeping column 0 (the official
+  alignment of mirrored heatmaps)."""
+  out = heatmaps[:, :, ::-1, :][..., jnp.asarray(flip_perm)]
+  if shift:
+    out = jnp.concatenate([out[:, :, :1], out[:, :, :-1]], axis=2)
+  return out
+
+
+def decode_heatmaps(heatmaps: Array) -> tuple[Array, Array]:
+  """(B, H, W, K) -> coordinates (B, K, 2) in heatmap pixels (x, y) and scores (B, K).
+
+  Argmax (the first maximum wins); coordinates are zeroed where the maximum is <= 0; then a
+  quarter-pixel step towards the higher neighbour on each axis when 1 < x < W-1 and 1 < y < H-1.
+  """
+  b, h, w, k = heatmaps.shape
+  flat = heatmaps.reshape(b, h * w, k)
+  idx = jnp.argmax(flat, axis=1)  # (B, K)
+  scores = jnp.max(flat, axis=1)
+  x, y = (idx % w).astype(jnp.float32), (idx // w).astype(jnp.float32)
+  positive = scores > 0
+  x, y = jnp.where(positive, x, 0.0), jnp.where(positive, y, 0.0)
+  px, py = x.astype(jnp.int32), y.astype(jnp.int32)
+  inner = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
+  maps = jnp.moveaxis(heatmaps, 3, 1)  # (B, K, H, W)
+
+  def at(yy, xx):
+    yy, xx = jnp.clip(yy, 0, h - 1), jnp.clip(xx, 0, w - 1)
+    return jnp.take_along_axis(maps.reshape(b, k, h * w), (yy * w + xx)[..., None],
+                               axis=2)[..., 0]
+
+  dx = at(py, px + 1) - at(py, px - 1)
+  dy = at(py + 1, px) - at(py - 1, px)
+  x = x + jnp.where(inner, 0.25 * jnp.sign(dx), 0.0)
+  y = y + jnp.where(inner, 0.25 * jnp.sign(dy), 0.0)
+  return jnp.stack([x, y], axis=-1), scores
+
+
+def oks_iou(a: np.ndarray, b: np.ndarray, area_a: float, area_b: np.ndarray,
+            sigmas: np.ndarray, in_vis_thre: float | None = None) -> np.ndarray:
+  """OKS of instance `a` (K, 3: x, y, score) with each of `b` (N, K, 3), scale from the mean of
+  the two areas; with `in_vis_thre` only joints scored above it in both count."""
+  var = (2 * sigmas) ** 2
+  d2 = ((b[..., :2] - a[None, :, :2]) ** 2).sum(-1)  # (N, K)
+  e = d2 / var / ((area_a + area_b[:, None]) / 2 + np.spacing(1)) / 2
+  if in_vis_thre is None:
+    return np.exp(-e).mean(axis=1)
+  used = (a[None, :, 2] > in_vis_thre) & (b[..., 2] > in_vis_thre)
+  total = (np.exp(-e) * used).sum(axis=1)
+  count = used.sum(axis=1)
+  return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
+def oks_nms(kpts: np.ndarray, scores: np.ndarray, areas: np.ndarray, thresh: float,
+            sigmas: np.ndarray, in_vis_thre: float | None = None) -> list[int]:
+  """Greedy NMS by score: keeps an instance, drops every remaining one whose OKS with it is
+  above `thresh`. Returns kept indices, best first."""
+  order = list(np.argsort(-scores, kind='stable'))
+  keep = []
+  while order:
+    i, rest = order[0], np.asarray(order[1:], np.int64)
+    keep.append(int(i))
+    if not len(rest):
+      break
+    oks = oks_iou(kpts[i], kpts[rest], areas[i], areas[rest], sigmas, in_vis_thre)
+    order = list(rest[oks <= thresh])
+  return keep
+
+
+def rescore(joint_scores: np.ndarray, box_score: float, in_vis_thre: float) -> float:
+  """Box score x the mean of the joint scores above `in_vis_thre` (0 when none is)."""
+  good = joint_scores[joint_scores > in_vis_thre]
+  return float(box_score * (good.mean() if len(good) else 0.0))
+
+
+# --- Metrics ---------------------------------------------------------------------------------
+
+
+class _Predictions:
+  """Host-side accumulation of decoded predictions, mapped back to the image."""
+
+  def __init__(self, heatmap_wh: Sequence[int]):
+    self.heatmap_wh = tuple(heatmap_wh)
+    self.rows: dict[int, tuple] = {}
+
+  def update(self, outputs: dict) -> None:
+    coords = np.asarray(outputs['coords'], np.float64)
+    center, scale = np.asarray(outputs['center']), np.asarray(outputs['scale'])
+    image_xy = keypoints.heatmap_to_image(coords, center, scale, self.heatmap_wh)
+    for i, (index, valid) in enumerate(zip(np.asarray(outputs['index']),
+                                           np.asarray(outputs['valid']))):
+      if valid:
+        self.rows[int(index)] = (image_xy[i], np.asarray(outputs['joint_scores'][i], np.float64),
+                                 center[i], scale[i], float(outputs['box_score'][i]),
+                                 int(outputs['image_id'][i]))
+
+
+class CocoKeypointMetric:
+  """COCO keypoint AP: rescoring, OKS NMS per image, pycocotools COCOeval('keypoints')."""
+
+  def __init__(self, annotation_file: str | os.PathLike, heatmap_wh: Sequence[int], *,
+               in_vis_thre: float = 0.2, oks_thre: float = 0.9, split: str = 'val'):
+    self.annotation_file = annotation_file
+    self.in_vis_thre, self.oks_thre, self.split = in_vis_thre, oks_thre, split
+    self.predictions = _Predictions(heatmap_wh)
+    self._result = None
+
+  def update(self, outputs: dict) -> None:
+    self.predictions.update(outputs)
+    self._result = None
+
+  def detections(self) -> list[dict]:
+    """The COCO results list after rescoring and OKS NMS."""
+    from hrnet_jax.data.sources.coco import SIGMAS
+    per_image = collections.defaultdict(list)
+    for xy, joint_scores, _, scale, box_score, image_id in self.predictions.rows.values():
+      kpts = np.concatenate([xy, joint_scores[:, None]], axis=1)
+      area = float(np.prod(scale * keypoints.PIXEL_STD))
+      per_image[image_id].append((kpts, rescore(joint_scores, box_score, self.in_vis_thre),
+                                  area))
+    results = []
+    for image_id, people in sorted(per_image.items()):
+      kpts = np.stack([p[0] for p in people])
+      scores = np.array([p[1] for p in people])
+      areas = np.array([p[2] for p in people])
+      keep = oks_nms(kpts, scores, areas, self.oks_thre, SIGMAS, self.in_vis_thre)
+      for i in keep:
+        results.append({'image_id': image_id, 'category_id': 1,
+                        'keypoints': [round(float(v), 3) for v in kpts[i].reshape(-1)],
+                        'score': float(scores[i])})
+    return results
+
+  def result(self) -> dict[str, float]:
+    if self._result is None:
+      self._result = coco_keypoint_eval(self.annotation_file, self.detections())
+    return self._result
+
+  def report(self) -> str:
+    r = self.result()
+    names = ' | '.join(f'{k:>6}' for k in COCO_STATS)
+    values = ' | '.join(f'{100 * r[k]:6.2f}' for k in COCO_STATS)
+    return (f'COCO keypoints ({len(self.predictions.rows)} people scored, '
+            f'{r["num_results"]} after OKS NMS)\n{names}\n{values}')
+
+  def summary(self) -> str:
+    r = self.result()
+    return f'AP {100 * r["AP"]:.2f}, AP50 {100 * r["AP50"]:.2f}, AR {100 * r["AR"]:.2f}'
+
+  def write(self, out_dir: str | os.PathLike) -> pathlib.Path:
+    path = pathlib.Path(out_dir) / f'keypoints_{self.split}_results.json'
+    with open(path, 'w') as f:
+      json.dump(self.detections(), f)
+    return path
+
+
+def coco_keypoint_eval(annotation_file: str | os.PathLike, results: list[dict]
+                       ) -> dict[str, float]:
+  """The ten COCOeval keypoint numbers (pycocotools' own printing is captured)."""
+  from pycocotools.coco import COCO
+  from pycocotools.cocoeval import COCOeval
+  out = {k: 0.0 for k in COCO_STATS}
+  out['num_results'] = len(results)
+  if not results:
+    return out
+  with contextlib.redirect_stdout(io.StringIO()):
+    gt = COCO(str(annotation_file))
+    dt = gt.loadRes(copy.deepcopy(results))  # loadRes adds keys to the dicts it is given
+    ev = COCOeval(gt, dt, 'keypoints')
+    ev.params.useSegm = None
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+  out.update({k: float(v) for k, v in zip(COCO_STATS, ev.stats)})
+  return out
+
+
+PCKH_GROUPS = (('Head', (9,)), ('Shoulder', (12, 13)), ('Elbow', (11, 14)), ('Wrist', (10, 15)),
+               ('Hip', (2, 3)), ('Knee', (1, 4)), ('Ankle', (0, 5)))
+
+
+def pckh(pred: np.ndarray, truth: np.ndarray, annotated: np.ndarray, head_diag: np.ndarray,
+         threshold: float = 0.5, head_factor: float = 0.6) -> dict[str, Any]:
+  """MPII PCKh: a joint is correct when it lies within `threshold` x (0.6 x head-box diagonal)
+  of the truth. Per joint (%), per body part (mean of left and right), and the mean over joints
+  weighted by how often each is annotated, without pelvis and thorax (6, 7)."""
+  err = np.linalg.norm(pred - truth, axis=-1) / (head_factor * head_diag[:, None])
+  annotated = annotated > 0
+  count = annotated.sum(axis=0)
+  correct = ((err <= threshold) & annotated).sum(axis=0)
+  per_joint = 100.0 * correct / np.maximum(count, 1)
+  used = np.ones(len(count), bool)
+  used[6:8] = False
+  ratio = np.where(used, count, 0) / max(1, np.where(used, count, 0).sum())
+  out = {name: float(np.mean(per_joint[list(ids)])) for name, ids in PCKH_GROUPS}
+  out['mean'] = float((per_joint * ratio).sum())
+  out['per_joint'] = per_joint
+  return out
+
+
+class PCKhMetric:
+  """MPII PCKh@0.5 (and the mean at 0.1) over a split, matched to the truth by sample index."""
+
+  def __init__(self, source: Any, heatmap_wh: Sequence[int]):
+    self.source = source
+    self.predictions = _Predictions(heatmap_wh)
+    self._result = None
+
+  def update(self, outputs: dict) -> None:
+    self.predictions.update(outputs)
+    self._result = None
+
+  def result(self) -> dict[str, Any]:
+    if self._result is None:
+      diag, truth, annotated = self.source.head_sizes_and_truth()
+      pred = np.zeros_like(truth)
+      seen = np.zeros(len(truth), bool)
+      for index, row in self.predictions.rows.items():
+        pred[index], seen[index] = row[0], True
+      if not seen.all():
+        raise ValueError(f'PCKh: {int((~seen).sum())} of {len(seen)} people have no prediction')
+      at05 = pckh(pred, truth, annotated, diag, 0.5)
+      at01 = pckh(pred, truth, annotated, diag, 0.1)
+      self._result = {'pckh': at05['mean'], 'pckh@0.1': at01['mean'],
+                      **{k: v for k, v in at05.items() if k not in ('mean',)}}
+    return self._result
+
+  def report(self) -> str:
+    r = self.result()
+    names = [n for n, _ in PCKH_GROUPS] + ['Mean', 'Mean@0.1']
+    values = [r[n] for n, _ in PCKH_GROUPS] + [r['pckh'], r['pckh@0.1']]
+    return ('MPII PCKh@0.5\n' + ' | '.join(f'{n:>8}' for n in names) + '\n'
+            + ' | '.join(f'{v:8.2f}' for v in values))
+
+  def summary(self) -> str:
+    r = self.result()
+    return f'PCKh@0.5 {r["pckh"]:.2f}, @0.1 {r["pckh@0.1"]:.2f}'
+
+
+# --- The task --------------------------------------------------------------------------------
+
+
+DATASETS = ('coco', 'coco_demo', 'mpii')
+
+
+def dataset_info(name: str):
+  """(keypoint names, flip pairs, upper-body ids, skeleton) of a dataset name."""
+  if name in ('coco', 'coco_demo'):
+    from hrnet_jax.data.sources import coco
+    return coco.KEYPOINT_NAMES, coco.FLIP_PAIRS, coco.UPPER_BODY, coco.SKELETON
+  if name == 'mpii':
+    from hrnet_jax.data.sources import mpii
+    return mpii.JOINT_NAMES, mpii.FLIP_PAIRS, mpii.UPPER_BODY, mpii.SKELETON
+  raise ValueError(f'config.data.name: unknown pose dataset {name!r}; expected one of '
+                   f'{", ".join(DATASETS)}')
+
+
+class Pose:
+  """What the trainer and evaluator need from pose; reads config.model/data/eval."""
+
+  def __init__(self, config: Any):
+    self.config = config
+    d = config.data
+    self.joint_names, self.flip_pairs, self.upper_body, self.skeleton = dataset_info(d.name)
+    self.num_joints = len(self.joint_names)
+    self.flip_perm = keypoints.flip_permutation(self.num_joints, self.flip_pairs)
+    self.input_wh = (int(d.input_size[1]), int(d.input_size[0]))
+    self.heatmap_wh = (int(d.heatmap_size[1]), int(d.heatmap_size[0]))
+    self.metric_name = 'pckh' if d.name == 'mpii' else 'AP'
+    self.model_kwargs = dict(config.model.get('overrides', {}), num_joints=self.num_joints)
+
+  def create_model(self, dtype: Any = jnp.float32):
+    return create_model(self.config.model.arch, dtype=dtype, **self.model_kwargs)
+
+  def root(self) -> str:
+    d = self.config.data
+    if d.name == 'coco_demo' and not d.root:
+      from hrnet_jax.data.demo import pose_demo_root
+      return str(pose_demo_root())
+    if not d.root:
+      raise ValueError(f'config.data.root is empty: set --config.data.root=PATH to the {d.name} '
+                       'dataset')
+    return d.root
+
+  def source(self, split: str, *, boxes: str = 'auto'):
+    """People of a split. COCO evaluation splits use `config.data.det_json` boxes when set
+    (`boxes='auto'`); training always uses the annotated people."""
+    d = self.config.data
+    if d.name == 'mpii':
+      from hrnet_jax.data.sources.mpii import MPII
+      return MPII(self.root(), split)
+    from hrnet_jax.data.sources.coco import CocoKeypoints
+    det_json = d.get('det_json') if (boxes == 'auto' and split != d.train_split) else None
+    return CocoKeypoints(self.root(), split, aspect_ratio=self.input_wh[0] / self.input_wh[1],
+                         det_json=det_json or None, image_thre=d.get('image_thre', 0.0))
+
+  def train_transform(self) -> Callable:
+    d = self.config.data
+    return functools.partial(
+        keypoints.random_top_down, input_wh=self.input_wh, heatmap_wh=self.heatmap_wh,
+        sigma=d.sigma, flip_pairs=self.flip_pairs, upper_ids=self.upper_body,
+        scale_factor=d.scale_factor, rotation_factor=d.rotation_factor,
+        rotation_prob=d.rotation_prob, flip=d.flip, half_body_prob=d.half_body_prob,
+        half_body_min_joints=d.half_body_min_joints)
+
+  def eval_transform(self) -> Callable:
+    return functools.partial(_eval_sample, input_wh=self.input_wh)
+
+  def loss(self, outputs: Array, batch: dict) -> tuple[Array, dict]:
+    weight = batch['target_weight'] if self.config.loss.use_target_weight else None
+    return joints_mse_loss(outputs.astype(jnp.float32), batch['target'], weight), {}
+
+  def heatmaps(self, apply_fn: Callable, images: Array) -> Array:
+    """Heatmaps of a normalized batch; with config.eval.flip, averaged with the flipped crop's."""
+    e = self.config.eval
+    if not e.flip:
+      return apply_fn(images).astype(jnp.float32)
+    both = apply_fn(jnp.concatenate([images, images[:, :, ::-1]], axis=0)).astype(jnp.float32)
+    plain, mirrored = jnp.split(both, 2, axis=0)
+    return 0.5 * (plain + flip_back(mirrored, self.flip_perm, e.get('shift_heatmap', True)))
+
+  def eval_outputs(self, apply_fn: Callable, images: Array, batch: dict) -> dict:
+    coords, scores = decode_heatmaps(self.heatmaps(apply_fn, images))
+    return {'coords': coords, 'joint_scores': scores, 'center': batch['center'],
+            'scale': batch['scale'], 'box_score': batch['box_score'],
+            'image_id': batch['image_id']}
+
+  def protocol(self) -> str:
+    e = self.config.eval
+    return (f'{self.input_wh[0]}x{self.input_wh[1]} crops, flip test {bool(e.flip)}'
+            + ('' if self.config.data.name == 'mpii' else
+               f', in_vis_thre {e.in_vis_thre}, OKS NMS {e.oks_thre}'))
+
+  def new_metric(self, source: Any):
+    """The metric of an evaluation split (its source carries the ground truth)."""
+    if self.config.data.name == 'mpii':
+      return PCKhMetric(source, self.heatmap_wh)
+    e = self.config.eval
+    return CocoKeypointMetric(source.annotation_file, self.heatmap_wh, in_vis_thre=e.in_vis_thre,
+                              oks_thre=e.oks_thre, split=source.split)
+
+
+def _eval_sample(sample: dict, *, input_wh: Sequence[int]) -> dict:
+  out = keypoints.eval_crop(sample, input_wh=input_wh)
+  out['image_id'] = np.int32(sample['image_id'])
+  return out
