@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test clean
+.PHONY: demo pose-demo test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ $(VENV)/.dev: pyproject.toml | $(PY)
 
 demo: $(VENV)/.core
 	$(PY) train.py --config configs/seg_demo.py --workdir runs/seg_demo
+
+pose-demo: $(VENV)/.core
+	$(PY) train.py --config configs/pose_demo.py --workdir runs/pose_demo
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q tests

@@ -12,11 +12,11 @@ import tempfile
 import time
 
 import cv2
-import jax
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from benchmarks import common  # noqa: E402
 from hrnet_jax.data import transforms  # noqa: E402
 from hrnet_jax.data.sources.cityscapes import CityscapesFolder  # noqa: E402
 
@@ -46,34 +46,12 @@ def pipeline_rate(n: int = 6) -> float:
 def step_time(arch: str, batch: int, crop: tuple[int, int], steps: int) -> tuple[float, float]:
   """(compile s, s/step) of the real train step (SGD, weighted CE) at `crop`."""
   from configs import seg_cityscapes
-  from hrnet_jax.tasks import get_task
-  from hrnet_jax.train import optim
-  from hrnet_jax.train.loop import TrainState, init_variables, train_step
   c = seg_cityscapes.get_config()
   c.model.arch = arch
-  task = get_task(c)
-  model = task.create_model()
-  schedule = optim.make_schedule(c.optimizer, 1000)
-  tx = optim.make_optimizer(c.optimizer, schedule)
-  v = init_variables(model, 0)
-  state = TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=v['params'],
-                     batch_stats=v['batch_stats'], opt_state=tx.init(v['params']))
-  step = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_fn=task.loss,
-                                   schedule=schedule, mean=tuple(c.data.mean),
-                                   std=tuple(c.data.std), dtype=jax.numpy.float32,
-                                   rng=jax.random.key(0)), donate_argnums=(0,))
   rng = np.random.default_rng(0)
-  batch = {'image': rng.integers(0, 256, (batch, *crop, 3), dtype=np.uint8),
-           'label': rng.integers(0, 19, (batch, *crop), dtype=np.uint8)}
-  t = time.perf_counter()
-  state, m = step(state, batch)
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - t
-  t = time.perf_counter()
-  for _ in range(steps):
-    state, m = step(state, batch)
-  jax.block_until_ready(m)
-  return compile_s, (time.perf_counter() - t) / steps
+  data = {'image': common.random_images(rng, (batch, *crop, 3)),
+          'label': rng.integers(0, 19, (batch, *crop), dtype=np.uint8)}
+  return common.step_time(c, data, steps)
 
 
 def main():
@@ -83,7 +61,7 @@ def main():
   p.add_argument('--crop', type=int, nargs=2, default=(512, 1024))
   p.add_argument('--steps', type=int, default=3)
   a = p.parse_args()
-  print(f'jax {jax.__version__} on {jax.devices()[0].device_kind}, {len(jax.devices())} device(s)')
+  print(common.header())
   print(f'pipeline: {pipeline_rate():.2f} samples/s per worker '
         '(2048x1024 PNG decode + label decode + scale/crop 512x1024/flip)')
   compile_s, s = step_time(a.arch, a.batch, tuple(a.crop), a.steps)

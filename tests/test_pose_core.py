@@ -223,8 +223,10 @@ def _truth_outputs(src, heatmap_wh, jitter=0.0, seed=0):
   factor = src.scales[:, :1, None] * keypoints.PIXEL_STD / w
   coords = (src.joints[..., :2] - src.centers[:, None]) / factor + np.array([w / 2, h / 2])
   coords = coords + np.random.default_rng(seed).normal(0, jitter, coords.shape)
-  return {'coords': coords, 'joint_scores': np.full((n, 17), 0.9), 'center': src.centers,
-          'scale': src.scales, 'box_score': src.scores, 'image_id': src.image_ids,
+  return {'coords': coords, 'joint_scores': np.full(coords.shape[:2], 0.9),
+          'center': src.centers, 'scale': src.scales,
+          'box_score': getattr(src, 'scores', np.ones(n)),
+          'image_id': getattr(src, 'image_ids', np.arange(n)),
           'index': np.arange(n), 'valid': np.ones(n, np.int32)}
 
 
@@ -362,3 +364,30 @@ def test_piecewise_schedule_by_epochs():
   s = optim.make_schedule(c, 210 * 10, steps_per_epoch=10)
   assert float(s(1699)) == pytest.approx(1e-3) and float(s(1700)) == pytest.approx(1e-4)
   assert float(s(1999)) == pytest.approx(1e-4) and float(s(2000)) == pytest.approx(1e-5)
+
+
+def test_pckh_metric_through_the_pose_task(tmp_path):
+  """MPII end to end on the host side: outputs from the truth score 100; one joint moved by
+  more than half the head size costs exactly that joint."""
+  import ml_collections
+  from configs import pose_mpii_w32_256x256
+  (tmp_path / 'annot').mkdir()
+  (tmp_path / 'images').mkdir()
+  rng = np.random.default_rng(0)
+  people = [{'image': 'x.jpg', 'center': [200.0 + i, 150.0], 'scale': 1.5,
+             'joints': rng.uniform(100, 300, (16, 2)).tolist(), 'joints_vis': [1] * 16,
+             'head_box': [0, 0, 30, 40]} for i in range(3)]
+  (tmp_path / 'annot' / 'valid.json').write_text(json.dumps(people))
+  c = pose_mpii_w32_256x256.get_config()
+  c.data.root = str(tmp_path)
+  task = pose.Pose(ml_collections.ConfigDict(c))
+  src = task.source('valid')
+  metric = task.new_metric(src)
+  outputs = _truth_outputs(src, task.heatmap_wh)
+  outputs['joint_scores'] = np.ones((3, 16))
+  outputs['coords'][1, 9, 0] += 0.6 * 50 * 0.5 / (1.5 * 1.25 * 200 / 64) * 1.01  # head, person 1
+  metric.update(outputs)
+  r = metric.result()
+  assert r['Head'] == pytest.approx(200 / 3) and r['Shoulder'] == 100.0
+  assert r['pckh'] == pytest.approx(100 * (14 * 3 - 1) / (14 * 3))
+  assert 'Mean@0.1' in metric.report()

@@ -76,3 +76,29 @@ def test_eval_on_a_converted_pytorch_pose_checkpoint_matches_pytorch(data_root, 
     errors.append(min(per_person, key=np.median))  # the same person of that image
   errors = np.concatenate(errors)
   assert np.mean(errors < 1e-2) > 0.99, np.sort(errors)[-10:]
+
+
+def test_init_from_an_imagenet_classifier_fills_the_pose_backbone(tmp_path):
+  """The pose backbone (single-resolution last stage) is a subset of the classifier's: every
+  backbone array comes from the .pth, the head stays fresh."""
+  torch = pytest.importorskip('torch')
+  import jax
+  from flax import traverse_util
+  from hrnet_jax import torch_reference
+  from hrnet_jax.models import zoo
+  from hrnet_jax.train import checkpoint
+
+  ref = torch_reference.build('cls_w18')
+  torch.save(ref.state_dict(), tmp_path / 'cls.pth')
+  loaded, _ = checkpoint.load_variables(tmp_path / 'cls.pth')
+  target = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
+                                  zoo.init_shapes('pose_w18', (64, 64)))
+  merged, what = checkpoint.merge_subtree(target, loaded, 'backbone')
+  assert 'others kept fresh' in what
+  flat_m = traverse_util.flatten_dict(merged['params'])
+  flat_l = traverse_util.flatten_dict(loaded['params'])
+  backbone = [k for k in flat_m if k[0] == 'backbone']
+  assert len(backbone) > 100
+  for k in backbone:
+    np.testing.assert_array_equal(flat_m[k], flat_l[k])
+  assert all(not flat_m[k].any() for k in flat_m if k[0] == 'head')
