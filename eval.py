@@ -26,6 +26,8 @@ def main(argv):
   del argv
   if not flags.FLAGS['verbosity'].present:  # Orbax logs every save step at INFO.
     logging.set_verbosity(logging.WARNING)
+  from hrnet_jax.train.parallel import initialize_distributed
+  initialize_distributed(flags.FLAGS.config)  # before anything asks JAX for devices
   from hrnet_jax.evaluate import run
   f = flags.FLAGS
   run(f.config, f.checkpoint, split=f.split, flip=f.flip, multi_scale=f.multi_scale,

@@ -15,6 +15,8 @@ def main(argv):
   del argv
   if not flags.FLAGS['verbosity'].present:  # Orbax logs every save step at INFO.
     logging.set_verbosity(logging.WARNING)
+  from hrnet_jax.train.parallel import initialize_distributed
+  initialize_distributed(flags.FLAGS.config)  # before anything asks JAX for devices
   from hrnet_jax.train.loop import train_and_evaluate
   train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 

@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.arch = 'pose_w32'
   c.model.overrides = ml_collections.ConfigDict()
+  c.model.remat = False  # recompute blocks in the backward pass: less memory, ~1.3x compute
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'coco'  # coco | coco_demo | mpii
@@ -62,7 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.total_steps = 0  # > 0 overrides num_epochs
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.every_steps = 10000
+  c.eval.every_steps = 10000  # and at the end; 0 = never while training
   c.eval.batch_size = 64
   c.eval.flip = True
   c.eval.shift_heatmap = True
@@ -74,9 +75,19 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep = 3
   c.checkpoint.keep_best = 1
   c.checkpoint.async_save = True
+  c.checkpoint.preemption_check_every = 10  # steps between multi-host SIGTERM agreements
+
+  c.grad_accum_steps = 1  # > 1: the batch runs as that many micro-batches per update
 
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.data = -1
+  c.mesh.data = -1  # devices on the data axis; -1 = all
+  c.mesh.shard_params = False  # shard params and optimizer state over 'data' (ZeRO/FSDP)
+
+  # Multi-process: empty = detect (TPU pod slices, SLURM, Open MPI, JAX_COORDINATOR_ADDRESS).
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.coordinator_address = ''  # host:port of process 0
+  c.distributed.num_processes = 1
+  c.distributed.process_id = 0
 
   c.log_every_steps = 100
   return c

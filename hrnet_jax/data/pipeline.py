@@ -1,8 +1,10 @@
 """grain input pipelines: a per-host shard of a source -> transforms -> batches.
 
 Training iterators are infinite, deterministic functions of (seed, step): the order of samples
-and every random augmentation depend only on the seed and the element index, not on the number
-of workers, and the iterator state goes into the checkpoint so a resume continues exactly.
+and every random augmentation depend only on the seed and the element's global index, not on the
+number of workers or hosts (each host takes every P-th element of the one global order, so the
+P host batches of a step together hold exactly the global batch a single host would read), and
+the iterator state goes into the checkpoint so a resume continues exactly.
 """
 
 from __future__ import annotations
@@ -21,16 +23,18 @@ def _host_shard(ds: grain.MapDataset, process_index: int, process_count: int) ->
 def train_iterator(source: Any, transform: Callable, *, batch_size: int, seed: int,
                    num_workers: int = 0, process_index: int = 0, process_count: int = 1,
                    prefetch: int = 2) -> grain.DatasetIterator:
-  """Infinite iterator of host-local batches: shuffled each epoch, randomly augmented.
+  """Infinite iterator of host-local batches (`batch_size` per host): shuffled each epoch,
+  randomly augmented.
 
   `transform(sample, rng)` gets a numpy Generator seeded from (seed, epoch, index).
   `num_workers` > 0 runs the transforms in that many processes.
   """
-  ds = _host_shard(grain.MapDataset.source(source), process_index, process_count)
-  if len(ds) < batch_size:
-    raise ValueError(f'the training split has {len(ds)} samples on this host, fewer than the '
-                     f'per-host batch size {batch_size}')
+  ds = grain.MapDataset.source(source)
+  if len(ds) < batch_size * process_count:
+    raise ValueError(f'the training split has {len(ds)} samples, fewer than the global batch '
+                     f'size {batch_size * process_count}')
   ds = ds.seed(seed).shuffle().random_map(transform).repeat()
+  ds = _host_shard(ds, process_index, process_count)
   ds = ds.batch(batch_size, drop_remainder=True)
   threads = 0 if num_workers else 4
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,

@@ -315,7 +315,8 @@ class Pose:
     self.model_kwargs = dict(config.model.get('overrides', {}), num_joints=self.num_joints)
 
   def create_model(self, dtype: Any = jnp.float32):
-    return create_model(self.config.model.arch, dtype=dtype, **self.model_kwargs)
+    return create_model(self.config.model.arch, dtype=dtype,
+                        remat=bool(self.config.model.get('remat', False)), **self.model_kwargs)
 
   def root(self) -> str:
     d = self.config.data

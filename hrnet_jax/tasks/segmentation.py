@@ -265,7 +265,8 @@ class Segmentation:
     return model_config(self.config.model.arch, **self.model_kwargs)
 
   def create_model(self, dtype: Any = jnp.float32):
-    return create_model(self.config.model.arch, dtype=dtype, **self.model_kwargs)
+    return create_model(self.config.model.arch, dtype=dtype,
+                        remat=bool(self.config.model.get('remat', False)), **self.model_kwargs)
 
   def source(self, split: str):
     return make_source(self.config.data, split)

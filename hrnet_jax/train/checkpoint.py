@@ -60,8 +60,14 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, data
 
 
 def _restore_state_item(step_dir: pathlib.Path) -> dict[str, Any]:
+  """The saved state onto this process's first device, whatever the devices and processes that
+  wrote it (orbax needs an explicit target to restore onto another topology)."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   with ocp.StandardCheckpointer() as ckptr:
-    state = ckptr.restore(step_dir / 'state')
+    meta = ckptr.metadata(step_dir / 'state').item_metadata
+    target = jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
+    state = ckptr.restore(step_dir / 'state', target)
   get = (lambda k: state[k]) if isinstance(state, dict) else (lambda k: getattr(state, k))
   return {'params': get('params'), 'batch_stats': get('batch_stats')}
 

@@ -12,8 +12,10 @@ from hrnet_jax.data import pipeline, transforms
 from hrnet_jax.train import parallel
 
 
-def make_eval_step(task: Any, model: Any, mesh: Any, config: Any, dtype: Any):
-  """jit(variables, global batch) -> small replicated outputs (e.g. a confusion matrix)."""
+def make_eval_step(task: Any, model: Any, mesh: Any, config: Any, dtype: Any,
+                   variables_sharding: Any = None):
+  """jit(variables, global batch) -> small replicated outputs (e.g. a confusion matrix).
+  Variables are replicated unless `variables_sharding` says otherwise (sharded parameters)."""
   mean, std = tuple(config.data.mean), tuple(config.data.std)
 
   def step(variables, batch):
@@ -23,7 +25,8 @@ def make_eval_step(task: Any, model: Any, mesh: Any, config: Any, dtype: Any):
     out.update({k: batch[k] for k in ('index', 'valid', 'size') if k in batch})
     return out
 
-  return jax.jit(step, in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+  return jax.jit(step, in_shardings=(variables_sharding or parallel.replicated(mesh),
+                                     parallel.batch_sharding(mesh)),
                  out_shardings=parallel.replicated(mesh))
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import math
+import signal
+import threading
 import time
 from typing import Any
 
@@ -44,21 +46,49 @@ def compute_dtype(config: Any):
   return DTYPES[name]
 
 
+def micro_batches(x: jax.Array, k: int) -> jax.Array:
+  """(B, ...) -> (k, B/k, ...): micro-batch i holds rows i, i+k, i+2k, ..., so each keeps an even
+  share of every device's rows (no data moves between devices)."""
+  return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+
+
 def train_step(state: TrainState, batch: dict, *, model: Any, tx: optax.GradientTransformation,
                loss_fn: Any, schedule: Any, mean: tuple, std: tuple, dtype: Any,
-               rng: jax.Array) -> tuple[TrainState, dict]:
-  """One SGD step on a global batch. Pure: the dropout key is derived from the step."""
-  images = transforms.normalize(batch['image'], mean, std, dtype)
+               rng: jax.Array, accum_steps: int = 1) -> tuple[TrainState, dict]:
+  """One optimizer step on a global batch. Pure: the dropout key is derived from the step.
 
-  def compute_loss(params):
-    outputs, updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
-                                   train=True, mutable=['batch_stats'],
-                                   rngs={'dropout': jax.random.fold_in(rng, state.step)})
+  With `accum_steps` k > 1 the batch runs as k micro-batches in sequence and the update uses
+  the mean of their gradients. BatchNorm then normalizes with each micro-batch's statistics
+  (as k smaller batches would) and updates its running statistics k times."""
+
+  def compute_loss(params, batch_stats, micro, key):
+    images = transforms.normalize(micro['image'], mean, std, dtype)
+    outputs, updates = model.apply({'params': params, 'batch_stats': batch_stats}, images,
+                                   train=True, mutable=['batch_stats'], rngs={'dropout': key})
     outputs = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), outputs)
-    loss, extra = loss_fn(outputs, batch)
+    loss, extra = loss_fn(outputs, micro)
     return loss, (updates['batch_stats'], extra)
 
-  (loss, (batch_stats, extra)), grads = jax.value_and_grad(compute_loss, has_aux=True)(state.params)
+  grad_fn = jax.value_and_grad(compute_loss, has_aux=True)
+  key = jax.random.fold_in(rng, state.step)
+  if accum_steps == 1:
+    (loss, (batch_stats, extra)), grads = grad_fn(state.params, state.batch_stats, batch, key)
+  else:
+    def body(carry, xs):
+      grad_sum, loss_sum, stats = carry
+      micro, i = xs
+      (loss, (stats, extra)), grads = grad_fn(state.params, stats, micro,
+                                              jax.random.fold_in(key, i))
+      return (jax.tree_util.tree_map(jnp.add, grad_sum, grads), loss_sum + loss, stats), extra
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+    split = jax.tree_util.tree_map(lambda x: micro_batches(x, accum_steps), batch)
+    (grads, loss, batch_stats), extras = jax.lax.scan(
+        body, (zeros, jnp.zeros((), jnp.float32), state.batch_stats),
+        (split, jnp.arange(accum_steps)))
+    grads = jax.tree_util.tree_map(lambda g: g / accum_steps, grads)
+    loss = loss / accum_steps
+    extra = jax.tree_util.tree_map(lambda v: jnp.mean(v, axis=0), extras)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
@@ -70,6 +100,39 @@ def train_step(state: TrainState, batch: dict, *, model: Any, tx: optax.Gradient
 def init_variables(model: Any, seed: int) -> dict:
   """Fresh variables (shapes do not depend on the image size)."""
   return model.init(jax.random.key(seed), jnp.zeros((1, 64, 64, 3), jnp.float32), train=False)
+
+
+def new_state(variables: dict, tx: optax.GradientTransformation) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                    batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params']))
+
+
+class Preemption:
+  """SIGTERM (a preempted VM, `scancel`, `kill`) asks the loop to save and stop at the end of the
+  current step. With several processes they agree every `check_every` steps, so all of them save
+  the same step (orbax saves are collective)."""
+
+  def __init__(self, check_every: int = 10):
+    self.requested = False
+    self.check_every = max(1, check_every)
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+
+  def _on_signal(self, signum, frame) -> None:
+    self.requested = True
+
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    if step % self.check_every:
+      return False
+    from jax.experimental import multihost_utils
+    return bool(np.max(multihost_utils.process_allgather(np.int32(self.requested))))
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def total_steps_of(config: Any, train_size: int) -> tuple[int, int]:
@@ -89,6 +152,11 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None) ->
   dtype = compute_dtype(config)
   mesh = parallel.make_mesh(config.get('mesh'))
   local_batch = parallel.local_batch_size(config.batch_size, mesh)
+  accum_steps = int(config.get('grad_accum_steps', 1) or 1)
+  if config.batch_size % (mesh.devices.size * accum_steps):
+    raise ValueError(f'config.batch_size={config.batch_size} must split into '
+                     f'grad_accum_steps={accum_steps} micro-batches over {mesh.devices.size} '
+                     'devices')
   train_source = task.source(config.data.train_split)
   total_steps, steps_per_epoch = total_steps_of(config, len(train_source))
   schedule = optim.make_schedule(config.optimizer, total_steps, steps_per_epoch)
@@ -106,13 +174,13 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None) ->
   if config.get('init_from'):
     loaded, where = checkpoint.load_variables(config.init_from)
     variables, what = checkpoint.merge_subtree(jax.device_get(variables), loaded, 'backbone')
-    variables = jax.device_put(variables, rep)
     logger.info(f'init_from {where}: {what}')
-  opt_state = jax.jit(tx.init, out_shardings=rep)(variables['params'])
-  state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), rep),
-                     params=variables['params'], batch_stats=variables['batch_stats'],
-                     opt_state=opt_state)
-  state_sharding = jax.tree_util.tree_map(lambda _: rep, state)
+  abstract = jax.eval_shape(functools.partial(new_state, tx=tx), variables)
+  state_sharding = parallel.state_shardings(abstract, mesh, config.mesh.get('shard_params', False))
+  state = jax.jit(functools.partial(new_state, tx=tx), out_shardings=state_sharding)(variables)
+  del variables
+  if config.mesh.get('shard_params', False):
+    logger.info(parallel.describe_sharding(abstract, state_sharding))
 
   data_iter = pipeline.train_iterator(
       train_source, task.train_transform(), batch_size=local_batch, seed=config.seed,
@@ -123,9 +191,9 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None) ->
   manager = checkpoint.make_manager(workdir, c.keep, c.keep_best, task.metric_name,
                                     async_save=c.get('async_save', True))
   start = manager.latest_step()
-  if start is not None:
+  if start is not None:  # onto this run's shardings, whatever the device count that saved it
     abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), state)
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding)
     state = checkpoint.restore(manager, start, abstract, data_iter)
     logger.info(f'resumed from {manager.directory / str(start)} at step {start}')
   start = int(start or 0)
@@ -134,10 +202,12 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None) ->
   step_fn = jax.jit(
       functools.partial(train_step, model=model, tx=tx, loss_fn=task.loss, schedule=schedule,
                         mean=tuple(config.data.mean), std=tuple(config.data.std), dtype=dtype,
-                        rng=jax.random.key(config.seed + 1)),
+                        rng=jax.random.key(config.seed + 1), accum_steps=accum_steps),
       in_shardings=(state_sharding, parallel.batch_sharding(mesh)),
       out_shardings=(state_sharding, rep), donate_argnums=(0,))
-  eval_step = make_eval_step(task, model, mesh, config, dtype)
+  variables_sharding = {'params': state_sharding.params,
+                        'batch_stats': state_sharding.batch_stats}
+  eval_step = make_eval_step(task, model, mesh, config, dtype, variables_sharding)
   eval_source = task.source(config.data.eval_split)  # listed once, not at every evaluation
 
   def run_eval(final: bool) -> dict[str, Any]:
@@ -170,6 +240,7 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None) ->
   step = start
   if start >= end:
     logger.info(f'nothing to do: the newest checkpoint is at step {start} of {end}')
+  preemption = Preemption(c.get('preemption_check_every', 10))
   try:
     while step < end:
       batch = parallel.to_global(next(data_iter), mesh)
@@ -191,7 +262,8 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None) ->
         logger.scalars(step, {f'train/{k}': v for k, v in figures.items()})
         window, last_time, last_step = [], now, step
 
-      is_eval = step % config.eval.every_steps == 0 or step == total_steps
+      every = config.eval.every_steps  # <= 0: no evaluation while training (use eval.py)
+      is_eval = every > 0 and (step % every == 0 or step == total_steps)
       is_save = step % c.every_steps == 0 or step == end or is_eval
       if is_eval or is_save:
         if previous is not None:
@@ -202,7 +274,18 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None) ->
           metrics_now = {task.metric_name: results[task.metric_name]}
           logger.scalars(step, {f'eval/{k}': v for k, v in results.items() if np.ndim(v) == 0})
         save(step, metrics_now)
+
+      if preemption.should_stop(step):
+        if previous is not None:
+          check(*previous)
+        if not (is_eval or is_save):
+          save(step)
+        logger.info(f'SIGTERM: saved the checkpoint of step {step}; stopping. Run the same '
+                    'command to resume.')
+        results = {'preempted_at': step}
+        break
   finally:
+    preemption.close()
     manager.wait_until_finished()
     logger.close()
     if hasattr(data_iter, 'close'):

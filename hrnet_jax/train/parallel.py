@@ -1,11 +1,15 @@
-"""The device mesh and the shardings of the step: batch over the 'data' axis, state replicated.
+"""Devices and shardings: the mesh, the batch over the 'data' axis, the train state replicated or
+sharded over 'data' (ZeRO/FSDP style), and the multi-process start-up.
 
-Under this jit the batch statistics of BatchNorm are computed over the global batch (synced BN),
-on one CPU, a multi-GPU host or a pod slice alike.
+Under the jitted step the batch statistics of BatchNorm are computed over the global batch
+(synced BN), on one CPU, a multi-GPU host or a pod slice alike; with sharded state XLA gathers
+each parameter where it is used and reduce-scatters its gradient, so the numbers are those of
+the replicated step.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -13,8 +17,31 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
+def initialize_distributed(config: Any) -> None:
+  """Starts JAX's multi-process runtime when the job has several processes.
+
+  `config.distributed.coordinator_address` (with `num_processes`, `process_id`) names it
+  explicitly; otherwise JAX's own detection runs where a cluster is visible (TPU pod slices,
+  SLURM with several tasks, Open MPI, or JAX_COORDINATOR_ADDRESS set). One process: nothing.
+  """
+  d = config.get('distributed') or {}
+  address = d.get('coordinator_address', '')
+  env = os.environ
+  cluster = (address or env.get('JAX_COORDINATOR_ADDRESS')
+             or int(env.get('SLURM_NTASKS', '1')) > 1
+             or int(env.get('OMPI_COMM_WORLD_SIZE', '1')) > 1
+             or ',' in env.get('TPU_WORKER_HOSTNAMES', ''))
+  if not cluster or jax.distributed.is_initialized():
+    return
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')  # CPU-only jobs need it
+  if address:
+    jax.distributed.initialize(address, int(d.get('num_processes')), int(d.get('process_id')))
+  else:
+    jax.distributed.initialize()
+
+
 def make_mesh(mesh_config: Any = None) -> Mesh:
-  """`config.mesh.data` devices on the 'data' axis; -1 (default) takes all devices."""
+  """A 1-D mesh: `config.mesh.data` devices on the 'data' axis; -1 (default) takes them all."""
   n = jax.device_count()
   data = int(mesh_config.get('data', -1)) if mesh_config is not None else -1
   data = n if data == -1 else data
@@ -31,6 +58,37 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P('data'))
 
 
+def fsdp_spec(shape: tuple[int, ...], num_shards: int, min_size: int = 2**14) -> P:
+  """Shards the largest dimension that `num_shards` divides; small or indivisible arrays (BN
+  vectors, biases, the step) stay replicated."""
+  if num_shards == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+    return P()
+  for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+    if shape[dim] % num_shards == 0:
+      return P(*[('data' if d == dim else None) for d in range(len(shape))])
+  return P()
+
+
+def state_shardings(abstract_state: Any, mesh: Mesh, shard: bool) -> Any:
+  """Per-leaf shardings of a (possibly abstract) pytree: replicated, or FSDP over 'data'."""
+  n = mesh.shape['data']
+  return jax.tree_util.tree_map(
+      lambda x: NamedSharding(mesh, fsdp_spec(tuple(x.shape), n) if shard else P()),
+      abstract_state)
+
+
+def describe_sharding(abstract_state: Any, shardings: Any) -> str:
+  leaves = jax.tree_util.tree_leaves(abstract_state)
+  specs = jax.tree_util.tree_leaves(shardings)
+  total = sum(x.size * x.dtype.itemsize for x in leaves)
+  per_device = sum(x.size * x.dtype.itemsize / s.num_devices if s.spec != P() else
+                   x.size * x.dtype.itemsize for x, s in zip(leaves, specs))
+  n = sum(s.spec != P() for s in specs)
+  devices = specs[0].num_devices if specs else 1
+  return (f'train state: {n} of {len(leaves)} arrays sharded over {devices} devices, '
+          f'{per_device / 2**20:.1f} MiB per device instead of {total / 2**20:.1f} MiB')
+
+
 def local_batch_size(global_batch: int, mesh: Mesh) -> int:
   """This process's share of a global batch, which must split evenly over devices."""
   devices = mesh.devices.size
@@ -40,7 +98,8 @@ def local_batch_size(global_batch: int, mesh: Mesh) -> int:
 
 
 def to_global(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-  """Host-local numpy batch -> global arrays sharded over 'data'."""
+  """Host-local numpy batch -> global arrays sharded over 'data' (this host's rows are its
+  devices' share, in process order)."""
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in host_batch.items()}
