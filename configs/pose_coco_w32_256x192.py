@@ -11,7 +11,8 @@ at 64x48; half body, scale, rotation and flip augmentation; flip test at evaluat
 
 import ml_collections
 
-from configs.seg_cityscapes import IMAGENET_MEAN, IMAGENET_STD
+from configs import common
+from configs.common import IMAGENET_MEAN, IMAGENET_STD
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -70,24 +71,4 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.in_vis_thre = 0.2
   c.eval.oks_thre = 0.9
 
-  c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.every_steps = 2000
-  c.checkpoint.keep = 3
-  c.checkpoint.keep_best = 1
-  c.checkpoint.async_save = True
-  c.checkpoint.preemption_check_every = 10  # steps between multi-host SIGTERM agreements
-
-  c.grad_accum_steps = 1  # > 1: the batch runs as that many micro-batches per update
-
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.data = -1  # devices on the data axis; -1 = all
-  c.mesh.shard_params = False  # shard params and optimizer state over 'data' (ZeRO/FSDP)
-
-  # Multi-process: empty = detect (TPU pod slices, SLURM, Open MPI, JAX_COORDINATOR_ADDRESS).
-  c.distributed = ml_collections.ConfigDict()
-  c.distributed.coordinator_address = ''  # host:port of process 0
-  c.distributed.num_processes = 1
-  c.distributed.process_id = 0
-
-  c.log_every_steps = 100
-  return c
+  return common.add_trainer_keys(c, checkpoint_every=2000, log_every=100)

@@ -8,8 +8,8 @@ synced BN, 512x1024 crops of images scaled by [0.5, 2.0], class-weighted cross e
 
 import ml_collections
 
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+from configs import common
+from configs.common import IMAGENET_MEAN, IMAGENET_STD
 CITYSCAPES_CLASS_WEIGHTS = (0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786,
                             1.0023, 0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529,
                             1.0507)
@@ -72,24 +72,4 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.crop_size = (512, 1024)
   c.eval.save_predictions = 0
 
-  c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.every_steps = 1000
-  c.checkpoint.keep = 3
-  c.checkpoint.keep_best = 1
-  c.checkpoint.async_save = True
-  c.checkpoint.preemption_check_every = 10  # steps between multi-host SIGTERM agreements
-
-  c.grad_accum_steps = 1  # > 1: the batch runs as that many micro-batches per update
-
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.data = -1  # devices on the data axis; -1 = all
-  c.mesh.shard_params = False  # shard params and optimizer state over 'data' (ZeRO/FSDP)
-
-  # Multi-process: empty = detect (TPU pod slices, SLURM, Open MPI, JAX_COORDINATOR_ADDRESS).
-  c.distributed = ml_collections.ConfigDict()
-  c.distributed.coordinator_address = ''  # host:port of process 0
-  c.distributed.num_processes = 1
-  c.distributed.process_id = 0
-
-  c.log_every_steps = 50
-  return c
+  return common.add_trainer_keys(c, checkpoint_every=1000, log_every=50)

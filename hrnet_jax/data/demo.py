@@ -17,6 +17,7 @@ import pathlib
 import shutil
 import json
 import tempfile
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -94,30 +95,41 @@ def _scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.nda
   return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def write_seg_demo(root: str | os.PathLike, num_train: int = 96, num_val: int = 24,
-                   size_hw: tuple[int, int] = (128, 256), seed: int = 0) -> pathlib.Path:
-  """Writes the demo scenes in the Cityscapes layout under `root` (atomically) and returns it."""
+def _write_once(root: str | os.PathLike, fill: Callable[[pathlib.Path], None],
+                stamp: str) -> pathlib.Path:
+  """Runs `fill(dir)` in a fresh directory beside `root`, then renames it to `root`: readers see
+  a finished dataset or none, and of concurrent writers the first rename wins."""
   root = pathlib.Path(root)
   if (root / 'DONE').exists():
     return root
   root.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=root.name + '.', dir=root.parent))
-  for split, count, offset in (('train', num_train, 0), ('val', num_val, 10**6)):
-    for i in range(count):
-      city = _CITIES[i % len(_CITIES)]  # lowercase letters: TFDS parses file names
-      name = f'{city}_{i:06d}_000019'
-      image, label = _scene(np.random.default_rng([seed, offset + i]), *size_hw)
-      for sub, suffix, array in (('leftImg8bit', 'leftImg8bit', image[..., ::-1]),
-                                 ('gtFine', 'gtFine_labelIds', label)):
-        d = tmp / sub / split / city
-        d.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(d / f'{name}_{suffix}.png'), np.ascontiguousarray(array))
-  (tmp / 'DONE').write_text(f'hrnet-jax demo v{VERSION}\n')
+  fill(tmp)
+  (tmp / 'DONE').write_text(stamp + '\n')
   try:
     tmp.rename(root)
   except OSError:  # Another process finished first: keep theirs.
     shutil.rmtree(tmp, ignore_errors=True)
   return root
+
+
+def write_seg_demo(root: str | os.PathLike, num_train: int = 96, num_val: int = 24,
+                   size_hw: tuple[int, int] = (128, 256), seed: int = 0) -> pathlib.Path:
+  """Writes the demo scenes in the Cityscapes layout under `root` (atomically) and returns it."""
+
+  def fill(tmp: pathlib.Path) -> None:
+    for split, count, offset in (('train', num_train, 0), ('val', num_val, 10**6)):
+      for i in range(count):
+        city = _CITIES[i % len(_CITIES)]  # lowercase letters: TFDS parses file names
+        name = f'{city}_{i:06d}_000019'
+        image, label = _scene(np.random.default_rng([seed, offset + i]), *size_hw)
+        for sub, suffix, array in (('leftImg8bit', 'leftImg8bit', image[..., ::-1]),
+                                   ('gtFine', 'gtFine_labelIds', label)):
+          d = tmp / sub / split / city
+          d.mkdir(parents=True, exist_ok=True)
+          cv2.imwrite(str(d / f'{name}_{suffix}.png'), np.ascontiguousarray(array))
+
+  return _write_once(root, fill, f'hrnet-jax demo v{VERSION}')
 
 
 def seg_demo_root() -> pathlib.Path:
@@ -244,37 +256,31 @@ def write_pose_demo(root: str | os.PathLike, num_train: int = 400, num_val: int 
                     size_hw: tuple[int, int] = (192, 256), seed: int = 0) -> pathlib.Path:
   """Writes the pose demo in the COCO keypoints layout under `root` (atomically)."""
   from hrnet_jax.data.sources.coco import KEYPOINT_NAMES, SKELETON
-  root = pathlib.Path(root)
-  if (root / 'DONE').exists():
-    return root
-  root.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=root.name + '.', dir=root.parent))
-  (tmp / 'annotations').mkdir()
   category = {'id': 1, 'name': 'person', 'supercategory': 'person',
               'keypoints': list(KEYPOINT_NAMES), 'skeleton': [[a + 1, b + 1] for a, b in SKELETON]}
-  ann_id = 1
-  for split, count, offset in (('train', num_train, 0), ('val', num_val, 10**6)):
-    (tmp / 'images' / split).mkdir(parents=True)
-    images, annotations = [], []
-    for i in range(count):
-      image_id = offset + i + 1
-      image, people = _pose_image(np.random.default_rng([seed, 7, offset + i]), *size_hw)
-      name = f'{image_id:012d}.jpg'
-      cv2.imwrite(str(tmp / 'images' / split / name), image[..., ::-1],
-                  [cv2.IMWRITE_JPEG_QUALITY, 95])
-      images.append({'id': image_id, 'file_name': name, 'height': size_hw[0],
-                     'width': size_hw[1]})
-      for person in people:
-        annotations.append(dict(person, id=ann_id, image_id=image_id, category_id=1, iscrowd=0))
-        ann_id += 1
-    with open(tmp / 'annotations' / f'person_keypoints_{split}.json', 'w') as f:
-      json.dump({'images': images, 'annotations': annotations, 'categories': [category]}, f)
-  (tmp / 'DONE').write_text(f'hrnet-jax pose demo v{POSE_VERSION}\n')
-  try:
-    tmp.rename(root)
-  except OSError:
-    shutil.rmtree(tmp, ignore_errors=True)
-  return root
+
+  def fill(tmp: pathlib.Path) -> None:
+    (tmp / 'annotations').mkdir()
+    ann_id = 1
+    for split, count, offset in (('train', num_train, 0), ('val', num_val, 10**6)):
+      (tmp / 'images' / split).mkdir(parents=True)
+      images, annotations = [], []
+      for i in range(count):
+        image_id = offset + i + 1
+        image, people = _pose_image(np.random.default_rng([seed, 7, offset + i]), *size_hw)
+        name = f'{image_id:012d}.jpg'
+        cv2.imwrite(str(tmp / 'images' / split / name), image[..., ::-1],
+                    [cv2.IMWRITE_JPEG_QUALITY, 95])
+        images.append({'id': image_id, 'file_name': name, 'height': size_hw[0],
+                       'width': size_hw[1]})
+        for person in people:
+          annotations.append(dict(person, id=ann_id, image_id=image_id, category_id=1,
+                                  iscrowd=0))
+          ann_id += 1
+      with open(tmp / 'annotations' / f'person_keypoints_{split}.json', 'w') as f:
+        json.dump({'images': images, 'annotations': annotations, 'categories': [category]}, f)
+
+  return _write_once(root, fill, f'hrnet-jax pose demo v{POSE_VERSION}')
 
 
 def pose_demo_root() -> pathlib.Path:
