@@ -68,6 +68,10 @@ def main():
   print(f'{"compute":>9} {"remat":>5} {"accum":>5} | {"s/step":>7} {"compile s":>9} | '
         f'{"temp GiB":>8} {"peak GiB":>8}')
   for dtype, remat, accum in CASES:
+    if a.batch % accum:
+      print(f'{dtype:>9} {str(remat):>5} {accum:>5} | skipped: batch {a.batch} does not split '
+            f'into {accum} micro-batches')
+      continue
     compile_s, s, temp, peak = measure(a.arch, a.batch, tuple(a.crop), a.steps, dtype, remat,
                                        accum)
     print(f'{dtype:>9} {str(remat):>5} {accum:>5} | {s:7.2f} {compile_s:9.1f} | '
