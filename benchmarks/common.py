@@ -7,31 +7,43 @@ import jax
 import numpy as np
 
 
-def step_time(config, batch: dict, steps: int) -> tuple[float, float]:
-  """(compile s, s/step) of the trainer's own step function for `config` on `batch`."""
+def build_step(config, accum_steps: int = 1):
+  """(jitted train step with donated state, fresh state) exactly as the trainer builds them, in
+  `config.dtype` with `config.model.remat`."""
   from hrnet_jax.tasks import get_task
   from hrnet_jax.train import optim
-  from hrnet_jax.train.loop import TrainState, init_variables, train_step
+  from hrnet_jax.train.loop import compute_dtype, init_variables, new_state, train_step
   task = get_task(config)
-  model = task.create_model()
+  dtype = compute_dtype(config)
+  model = task.create_model(dtype)
   schedule = optim.make_schedule(config.optimizer, 1000)
   tx = optim.make_optimizer(config.optimizer, schedule)
-  v = init_variables(model, 0)
-  state = TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=v['params'],
-                     batch_stats=v['batch_stats'], opt_state=tx.init(v['params']))
+  state = new_state(init_variables(model, 0), tx)
   step = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_fn=task.loss,
                                    schedule=schedule, mean=tuple(config.data.mean),
-                                   std=tuple(config.data.std), dtype=jax.numpy.float32,
-                                   rng=jax.random.key(0)), donate_argnums=(0,))
-  t = time.perf_counter()
-  state, m = step(state, batch)
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - t
+                                   std=tuple(config.data.std), dtype=dtype,
+                                   rng=jax.random.key(0), accum_steps=accum_steps),
+                 donate_argnums=(0,))
+  return step, state
+
+
+def timed_steps(step, state, batch: dict, steps: int) -> float:
+  """Seconds per step over `steps` calls (after the caller's first, compiling one)."""
   t = time.perf_counter()
   for _ in range(steps):
     state, m = step(state, batch)
   jax.block_until_ready(m)
-  return compile_s, (time.perf_counter() - t) / steps
+  return (time.perf_counter() - t) / steps
+
+
+def step_time(config, batch: dict, steps: int) -> tuple[float, float]:
+  """(compile s, s/step) of the trainer's own step function for `config` on `batch`."""
+  step, state = build_step(config)
+  t = time.perf_counter()
+  state, m = step(state, batch)
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - t
+  return compile_s, timed_steps(step, state, batch, steps)
 
 
 def header() -> str:

@@ -5,7 +5,6 @@ gradient accumulation), from XLA's own memory analysis of the compiled step.
 """
 
 import argparse
-import functools
 import pathlib
 import sys
 import time
@@ -23,21 +22,9 @@ CASES = (('float32', False, 1), ('float32', True, 1), ('bfloat16', False, 1),
 
 def measure(arch, batch, crop, steps, dtype, remat, accum):
   from configs import seg_cityscapes
-  from hrnet_jax.tasks import get_task
-  from hrnet_jax.train import optim
-  from hrnet_jax.train.loop import DTYPES, init_variables, new_state, train_step
   c = seg_cityscapes.get_config()
-  c.model.arch, c.model.remat = arch, remat
-  task = get_task(c)
-  model = task.create_model(DTYPES[dtype])
-  schedule = optim.make_schedule(c.optimizer, 1000)
-  tx = optim.make_optimizer(c.optimizer, schedule)
-  state = new_state(init_variables(model, 0), tx)
-  step = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_fn=task.loss,
-                                   schedule=schedule, mean=tuple(c.data.mean),
-                                   std=tuple(c.data.std), dtype=DTYPES[dtype],
-                                   rng=jax.random.key(0), accum_steps=accum),
-                 donate_argnums=(0,))
+  c.model.arch, c.model.remat, c.dtype = arch, remat, dtype
+  step, state = common.build_step(c, accum)
   rng = np.random.default_rng(0)
   data = {'image': common.random_images(rng, (batch, *crop, 3)),
           'label': rng.integers(0, 19, (batch, *crop), dtype=np.uint8)}
@@ -49,11 +36,7 @@ def measure(arch, batch, crop, steps, dtype, remat, accum):
           - mem.alias_size_in_bytes)
   state, m = compiled(state, data)
   jax.block_until_ready(m)
-  t = time.perf_counter()
-  for _ in range(steps):
-    state, m = compiled(state, data)
-  jax.block_until_ready(m)
-  return compile_s, (time.perf_counter() - t) / steps, mem.temp_size_in_bytes, peak
+  return compile_s, common.timed_steps(compiled, state, data, steps), mem.temp_size_in_bytes, peak
 
 
 def main():

@@ -137,7 +137,7 @@ class _Predictions:
                                            np.asarray(outputs['valid']))):
       if valid:
         self.rows[int(index)] = (image_xy[i], np.asarray(outputs['joint_scores'][i], np.float64),
-                                 center[i], scale[i], float(outputs['box_score'][i]),
+                                 scale[i], float(outputs['box_score'][i]),
                                  int(outputs['image_id'][i]))
 
 
@@ -159,7 +159,7 @@ class CocoKeypointMetric:
     """The COCO results list after rescoring and OKS NMS."""
     from hrnet_jax.data.sources.coco import SIGMAS
     per_image = collections.defaultdict(list)
-    for xy, joint_scores, _, scale, box_score, image_id in self.predictions.rows.values():
+    for xy, joint_scores, scale, box_score, image_id in self.predictions.rows.values():
       kpts = np.concatenate([xy, joint_scores[:, None]], axis=1)
       area = float(np.prod(scale * keypoints.PIXEL_STD))
       per_image[image_id].append((kpts, rescore(joint_scores, box_score, self.in_vis_thre),
