@@ -15,6 +15,17 @@ from hrnet_jax.train.evaluate import evaluate
 from hrnet_jax.train.loop import compute_dtype
 
 
+def load_checked(task: Any, model: Any, checkpoint_path: str | os.PathLike
+                 ) -> tuple[dict[str, Any], str]:
+  """Variables of any checkpoint kind, checked against the model's own structure and shapes."""
+  variables, where = checkpoint.load_variables(checkpoint_path, task.config.model.arch,
+                                               **task.model_kwargs)
+  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 64, 64, 3),
+                                                                           np.float32)))
+  variables, _ = checkpoint.merge_subtree(expected, variables, subtree=None)
+  return variables, where
+
+
 def run(config: Any, checkpoint_path: str, *, split: str | None = None, flip: bool = False,
         multi_scale: bool = False, sliding: str | None = None,
         predictions_dir: str | os.PathLike | None = None,
@@ -36,11 +47,7 @@ def run(config: Any, checkpoint_path: str, *, split: str | None = None, flip: bo
   dtype = compute_dtype(config)
   mesh = parallel.make_mesh(config.get('mesh'))
   model = task.create_model(dtype)
-  variables, where = checkpoint.load_variables(checkpoint_path, config.model.arch,
-                                               **task.model_kwargs)
-  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 64, 64, 3),
-                                                                           np.float32)))
-  variables, _ = checkpoint.merge_subtree(expected, variables, subtree=None)
+  variables, where = load_checked(task, model, checkpoint_path)
   variables = jax.device_put(variables, parallel.replicated(mesh))
   split = split or config.data.eval_split
   source = task.source(split)

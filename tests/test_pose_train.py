@@ -2,7 +2,9 @@
 a converted PyTorch pose checkpoint gives the keypoints of the PyTorch forward + the same decode."""
 
 import json
+import pathlib
 
+import cv2
 import numpy as np
 import pytest
 
@@ -37,7 +39,7 @@ def test_training_on_the_pose_demo_raises_ap(data_root, tmp_path):
   assert (tmp_path / 'checkpoints' / '100').is_dir()
 
 
-def test_eval_on_a_converted_pytorch_pose_checkpoint_matches_pytorch(data_root, tmp_path):
+def test_eval_and_predict_on_a_converted_pytorch_pose_checkpoint_match_pytorch(data_root, tmp_path):
   torch = pytest.importorskip('torch')
   from hrnet_jax import evaluate, torch_reference
   from hrnet_jax.data.sources.coco import CocoKeypoints
@@ -76,6 +78,35 @@ def test_eval_on_a_converted_pytorch_pose_checkpoint_matches_pytorch(data_root, 
     errors.append(min(per_person, key=np.median))  # the same person of that image
   errors = np.concatenate(errors)
   assert np.mean(errors < 1e-2) > 0.99, np.sort(errors)[-10:]
+
+  # predict.py on the annotated boxes of three images gives eval.py's keypoints and scores.
+  from hrnet_jax import predict
+  annotations = json.loads((data_root / 'annotations' / 'person_keypoints_val.json').read_text())
+  names = {im['id']: im['file_name'] for im in annotations['images'][:3]}
+  boxes = {}
+  for a in annotations['annotations']:
+    if a['image_id'] in names and a['num_keypoints'] > 0:
+      boxes.setdefault(names[a['image_id']], []).append(a['bbox'])
+  (tmp_path / 'boxes.json').write_text(json.dumps(boxes))
+  images = [str(data_root / 'images' / 'val' / n) for n in boxes]
+  records = predict.run(c, str(tmp_path / 'pose.pth'), images, tmp_path / 'shown',
+                        boxes_path=tmp_path / 'boxes.json')
+  compared = 0
+  for record in records:
+    name = pathlib.Path(record['image']).name
+    assert len(record['people']) == len(boxes[name])
+    evaluated = [r for r in results if names.get(r['image_id']) == name]
+    for person in record['people']:
+      got = np.asarray(person['keypoints'])
+      match = min(evaluated, key=lambda r: np.abs(np.asarray(r['keypoints']).reshape(17, 3)
+                                                  - got).max())
+      np.testing.assert_allclose(np.asarray(match['keypoints']).reshape(17, 3), got, atol=2e-3)
+      assert person['score'] == pytest.approx(match['score'], abs=1e-6)
+      compared += 1
+    picture = cv2.imread(str(tmp_path / 'shown' / name.replace('.jpg', '.png')))[..., ::-1]
+    image = cv2.imread(images[records.index(record)])[..., ::-1]
+    assert picture.shape == image.shape and (picture != image).any()
+  assert compared == sum(map(len, boxes.values()))
 
 
 def test_init_from_an_imagenet_classifier_fills_the_pose_backbone(tmp_path):

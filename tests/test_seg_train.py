@@ -5,6 +5,7 @@ test_scale.py.)"""
 import json
 import pathlib
 
+import cv2
 import jax
 import numpy as np
 import pytest
@@ -108,7 +109,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp
     np.testing.assert_array_equal(flat(again)[k], v)
 
 
-def test_eval_on_a_converted_pytorch_checkpoint_matches_pytorch(data_root, tmp_path):
+def test_eval_and_predict_on_a_converted_pytorch_checkpoint_match_pytorch(data_root, tmp_path):
   torch = pytest.importorskip('torch')
   from configs import seg_demo
   from hrnet_jax import evaluate, torch_reference
@@ -138,10 +139,29 @@ def test_eval_on_a_converted_pytorch_checkpoint_matches_pytorch(data_root, tmp_p
     valid = sample['label'] != 255
     confusion += np.bincount(sample['label'][valid].astype(int) * 19 + pred[valid],
                              minlength=361).reshape(19, 19)
-    import cv2
     png = cv2.imread(str(tmp_path / 'pred' / f'{src.names[i]}.png'))[..., ::-1]
     same.append((png == seg.colorize(pred, seg.dataset_info('cityscapes')[1])).all(-1).mean())
   expected = seg.scores_from_confusion(confusion)
   assert min(same) > 0.999
   assert abs(scores['miou'] - expected['miou']) < 1e-3
   assert json.loads((tmp_path / 'scores.json').read_text())['miou'] == pytest.approx(scores['miou'])
+
+  # predict.py on two of the images: the same class map as eval.py's, drawn with a legend.
+  from hrnet_jax import predict
+  images = [str(src.images[i]) for i in (0, 1)]
+  records = predict.run(c, str(tmp_path / 'model.pth'), images, tmp_path / 'shown')
+  palette = seg.dataset_info('cityscapes')[1]
+  for i, record in enumerate(records):
+    labels = cv2.imread(str(tmp_path / 'shown' / record['labels']), cv2.IMREAD_UNCHANGED)
+    eval_png = cv2.imread(str(tmp_path / 'pred' / f'{src.names[i]}.png'))[..., ::-1]
+    np.testing.assert_array_equal(seg.colorize(labels, palette), eval_png)
+    shares = record['class_share']
+    counts = np.bincount(labels.reshape(-1), minlength=19)
+    assert shares == {seg.dataset_info('cityscapes')[0][k]: pytest.approx(counts[k] / labels.size)
+                      for k in np.flatnonzero(counts)}
+    picture = cv2.imread(str(tmp_path / 'shown' / f'{pathlib.Path(images[i]).stem}.png'))[..., ::-1]
+    h, w = labels.shape
+    assert picture.shape == (h, w + 220, 3)
+    blend = (0.5 * src[i]['image'] + 0.5 * seg.colorize(labels, palette)).astype(np.uint8)
+    np.testing.assert_array_equal(picture[:, :w], blend)
+    assert (picture[:, w:] != 255).any()  # the legend

@@ -17,6 +17,7 @@ import os
 import pathlib
 from typing import Any, Callable, Sequence
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -384,6 +385,60 @@ class Pose:
     e = self.config.eval
     return CocoKeypointMetric(source.annotation_file, self.heatmap_wh, in_vis_thre=e.in_vis_thre,
                               oks_thre=e.oks_thre, split=source.split)
+
+
+  # --- predict.py --------------------------------------------------------------------------
+
+  def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None) -> list[dict]:
+    """One person per box ([x, y, w, h], clipped as the COCO reader clips annotation boxes);
+    without boxes, the whole image is one person's box."""
+    from hrnet_jax.data.sources.coco import clean_box
+    h, w = image.shape[:2]
+    boxes = np.array([[0, 0, w, h]], np.float32) if boxes is None else np.asarray(boxes)
+    samples = []
+    for box in boxes:
+      clean = clean_box(box, w, h)
+      if clean is None:
+        raise ValueError(f'box {list(map(float, box))} is empty inside the {w}x{h} image')
+      center, scale = keypoints.box_to_center_scale(clean, self.input_wh[0] / self.input_wh[1])
+      samples.append({'image': image, 'center': center, 'scale': scale, 'score': 1.0,
+                      'image_id': 0, 'box': clean})
+    return samples
+
+  def prediction(self, samples: list[dict], outputs: dict) -> dict:
+    """Per box: keypoints (x, y, joint score) in image pixels and the rescored person score, as
+    the COCO metric computes them (no OKS NMS: the boxes are the caller's)."""
+    image_xy = keypoints.heatmap_to_image(np.asarray(outputs['coords'], np.float64),
+                                          np.asarray(outputs['center']),
+                                          np.asarray(outputs['scale']), self.heatmap_wh)
+    people = []
+    for i, sample in enumerate(samples):
+      joint_scores = np.asarray(outputs['joint_scores'][i], np.float64)
+      people.append({
+          'box': [round(float(v), 2) for v in sample['box']],
+          'keypoints': [[round(float(x), 3), round(float(y), 3), round(float(s), 4)]
+                        for (x, y), s in zip(image_xy[i], joint_scores)],
+          'score': rescore(joint_scores, float(outputs['box_score'][i]),
+                           self.config.eval.get('in_vis_thre', 0.2))})
+    return {'joint_names': list(self.joint_names), 'people': people}
+
+  def draw(self, image: np.ndarray, prediction: dict) -> np.ndarray:
+    """Boxes, limbs and joints; joints scoring under in_vis_thre are left out."""
+    thre = self.config.eval.get('in_vis_thre', 0.2)
+    picture = np.ascontiguousarray(image.copy())
+    radius = max(2, round(max(image.shape[:2]) / 200))
+    for person in prediction['people']:
+      x, y, w, h = person['box']
+      cv2.rectangle(picture, (round(x), round(y)), (round(x + w), round(y + h)), (255, 255, 0), 1)
+      k = np.asarray(person['keypoints'])
+      for a, b in self.skeleton:
+        if k[a, 2] >= thre and k[b, 2] >= thre:
+          cv2.line(picture, (round(k[a, 0]), round(k[a, 1])), (round(k[b, 0]), round(k[b, 1])),
+                   (0, 255, 0), max(1, radius // 2), cv2.LINE_AA)
+      for x, y, s in k:
+        if s >= thre:
+          cv2.circle(picture, (round(x), round(y)), radius, (255, 0, 0), -1, cv2.LINE_AA)
+    return picture
 
 
 def _eval_sample(sample: dict, *, input_wh: Sequence[int]) -> dict:

@@ -344,6 +344,34 @@ class Segmentation:
         cv2.imwrite(str(out_dir / f'{name}.png'), colorize(pred[:h, :w], self.palette)[..., ::-1])
 
 
+  # --- predict.py --------------------------------------------------------------------------
+
+  def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None) -> list[dict]:
+    """The whole image (boxes do not apply), with an all-ignore label."""
+    return [{'image': image, 'label': np.full(image.shape[:2], self.ignore_label, np.uint8)}]
+
+  def prediction(self, samples: list[dict], outputs: dict) -> dict:
+    """The class-id map at the image size, and the share of pixels per class, largest first."""
+    h, w = samples[0]['image'].shape[:2]
+    labels = np.asarray(outputs['pred'][0][:h, :w], np.uint8)
+    counts = np.bincount(labels.reshape(-1), minlength=self.num_classes)
+    order = np.argsort(-counts, kind='stable')
+    share = {self.class_names[i]: round(float(counts[i]) / labels.size, 6)
+             for i in order if counts[i]}
+    return {'labels': labels, 'class_share': share}
+
+  def draw(self, image: np.ndarray, prediction: dict) -> np.ndarray:
+    """The image blended half with the class colours, and a legend of the classes present."""
+    from hrnet_jax import visualize
+    labels = prediction['labels']
+    overlay = (0.5 * image + 0.5 * colorize(labels, self.palette, self.ignore_label))
+    names = list(self.class_names)
+    entries = [(f'{name} {100 * share:.1f}%', self.palette[names.index(name)])
+               for name, share in prediction['class_share'].items()]
+    return visualize.beside(overlay.astype(np.uint8),
+                            visualize.legend_panel(entries, image.shape[0]))
+
+
 def _main(outputs: Any) -> Array:
   return outputs[1] if isinstance(outputs, tuple) else outputs
 
