@@ -425,6 +425,7 @@ def pipeline_rates() -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
+  import jaxlib
   import torch
   cpu = platform.processor()
   try:
@@ -434,7 +435,7 @@ def machine() -> dict[str, Any]:
   except OSError:
     pass
   return {'cpu': cpu, 'cores': os.cpu_count(), 'jax': jax.__version__,
-          'jaxlib': jax.lib.__version__ if hasattr(jax.lib, '__version__') else jax.__version__,
+          'jaxlib': jaxlib.__version__,
           'torch': torch.__version__, 'torch_threads': torch.get_num_threads(),
           'backend': jax.default_backend(), 'device': str(jax.devices()[0].device_kind),
           'xla_flags': os.environ.get('XLA_FLAGS', '')}
@@ -522,6 +523,8 @@ def main(argv: list[str] | None = None) -> dict:
     results['cases'].append(run_case(case, batch=a.batch, steps=a.steps, dtype=dtype, gpu=gpu,
                                      train_hw=train_hw, infer_hw=infer_hw,
                                      log=functools.partial(print, flush=True)))
+    print('\n'.join(table(results).splitlines()[-2:]), flush=True)  # this case's rows
+    write_json(results, a.json)  # after every case: a long run keeps what it measured
   if not a.no_pipeline:
     results['pipeline'] = pipeline_rates()
     print(f"input pipeline per worker: seg {results['pipeline']['seg_samples_per_s_per_worker']:.2f}"
@@ -529,11 +532,16 @@ def main(argv: list[str] | None = None) -> dict:
           flush=True)
   results['load_end'] = load()
   print(table(results))
+  write_json(results, a.json)
   if a.json:
-    with open(a.json, 'w') as f:
-      json.dump(results, f, indent=1)
     print(f'wrote {a.json}')
   return results
+
+
+def write_json(results: dict, path: str) -> None:
+  if path:
+    with open(path, 'w') as f:
+      json.dump(results, f, indent=1)
 
 
 if __name__ == '__main__':
