@@ -7,13 +7,14 @@ import jax
 import numpy as np
 
 
-def build_step(config, accum_steps: int = 1):
+def build_step(config, accum_steps: int = 1, task=None):
   """(jitted train step with donated state, fresh state) exactly as the trainer builds them, in
-  `config.dtype` with `config.model.remat`."""
+  `config.dtype` with `config.model.remat`. `task` (create_model, loss) replaces the config's
+  task, for models without one (classification in hrnet_jax.bench)."""
   from hrnet_jax.tasks import get_task
   from hrnet_jax.train import optim
   from hrnet_jax.train.loop import compute_dtype, init_variables, new_state, train_step
-  task = get_task(config)
+  task = task or get_task(config)
   dtype = compute_dtype(config)
   model = task.create_model(dtype)
   schedule = optim.make_schedule(config.optimizer, 1000)

@@ -1,0 +1,73 @@
+"""The benchmark machinery on a tiny model: both frameworks run, the JSON holds the measured
+times, ratios and GFLOP/s follow from them, the FLOP count is hrnet_jax.flops'. No timing
+assertions."""
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip('torch')
+from hrnet_jax import bench  # noqa: E402
+from hrnet_jax.flops import flops  # noqa: E402
+
+TINY = dict(width=4, num_modules=(1, 1, 1), num_blocks=1, stage1_blocks=1)
+
+
+def test_bench_end_to_end(tmp_path):
+  out = tmp_path / 'bench.json'
+  overrides = [f'{k}={v}' for k, v in TINY.items()]
+  argv = ['--cases', 'seg_w18', '--train-size', '64', '96', '--infer-size', '64', '64',
+          '--batch', '2', '--steps', '1', '--peak-n', '128', '--no-pipeline', '--json', str(out)]
+  for o in overrides:
+    argv += ['--override', o]
+  bench.main(argv)
+  r = json.loads(out.read_text())
+  assert r['peak']['jax_gflops'] > 0 and r['peak']['torch_gflops'] > 0
+  (case,) = r['cases']
+  assert case['arch'] == 'seg_w18' and case['train_hw'] == [64, 96]
+  # The same model with the same weights on both sides.
+  assert case['infer_max_rel_err'] < 1e-4
+  assert case['train_first_loss']['jax'] == pytest.approx(case['train_first_loss']['torch'],
+                                                          rel=1e-4)
+  # FLOPs: 2 x the paper's multiply-adds; training 3x the forward.
+  assert case['gflop']['infer'] == pytest.approx(2 * flops('seg_w18', (64, 64), batch=2, **TINY)
+                                                 * 2**30 / 1e9)
+  assert case['gflop']['train'] == pytest.approx(6 * flops('seg_w18', (64, 96), batch=2, **TINY)
+                                                 * 2**30 / 1e9)
+  for phase in ('infer', 'train'):
+    p = case[phase]
+    sides = ('jax', 'torch_nchw', 'torch_channels_last')
+    for k in sides:
+      assert p[k]['reps'] == 1 and p[k]['min_s'] == p[k]['median_s'] > 0
+      assert p[k]['img_per_s'] == pytest.approx(2 / p[k]['median_s'])
+      assert p[k]['gflops'] == pytest.approx(case['gflop'][phase] / p[k]['median_s'])
+      assert p[k]['step_peak_bytes'] > 0
+    best = min(sides[1:], key=lambda k: p[k]['median_s'])
+    assert p['torch_best'] == best
+    assert p['ratio'] == pytest.approx(p[best]['median_s'] / p['jax']['median_s'])
+    assert p['jax']['compile_s'] > 0
+  assert len(r['load_start']) == 3
+
+
+def test_torch_peak_bytes_counts_live_tensors():
+  torch = pytest.importorskip('torch')
+  n = 1 << 20  # 4 MiB float32 tensors
+
+  def fn():
+    a = torch.ones(n)
+    b = torch.ones(n)  # two live at once
+    del a, b
+    c = torch.ones(n)  # a third after both were freed
+    return c
+
+  peak = bench.torch_peak_bytes(fn, 'cpu')
+  assert 2 * 4 * n <= peak < 3 * 4 * n
+
+
+def test_alternate_interleaves():
+  calls = []
+  t = bench.alternate({'a': lambda: calls.append('a'), 'b': lambda: calls.append('b')}, 3)
+  assert calls == ['a', 'b'] * 3
+  assert [len(v) for v in t.values()] == [3, 3]
+  assert np.all(np.array(t['a']) >= 0)
