@@ -54,8 +54,8 @@ CASES = [
     ('seg_w18_small_v1', {'align_corners': True}, (70, 90)),
     ('pose_w32', {}, (64, 96)),  # nearest fusion, single-scale last module
     ('pose_w18_small_v1', {'upsample': 'bilinear'}, (72, 56)),
-    ('face_w18', {}, (64, 64)),
-    ('seg_ocr_w18', {}, (72, 100)),  # align_corners=True everywhere
+    ('face_w18_small_v2', {}, (64, 64)),
+    ('seg_ocr_w18_small_v2', {}, (72, 100)),  # align_corners=True everywhere
     ('seg_ocr_w18_small_v1', {'upsample': 'nearest', 'align_corners': False}, (64, 64)),
     ('det_w18_small_v1', {}, (64, 128)),
 ]

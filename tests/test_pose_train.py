@@ -101,7 +101,7 @@ def test_eval_and_predict_on_a_converted_pytorch_pose_checkpoint_match_pytorch(d
       match = min(evaluated, key=lambda r: np.abs(np.asarray(r['keypoints']).reshape(17, 3)
                                                   - got).max())
       np.testing.assert_allclose(np.asarray(match['keypoints']).reshape(17, 3), got, atol=2e-3)
-      assert person['score'] == pytest.approx(match['score'], abs=1e-6)
+      assert person['score'] == pytest.approx(match['score'], rel=1e-4)  # other batch sizes
       compared += 1
     picture = cv2.imread(str(tmp_path / 'shown' / name.replace('.jpg', '.png')))[..., ::-1]
     image = cv2.imread(images[records.index(record)])[..., ::-1]

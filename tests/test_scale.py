@@ -81,21 +81,17 @@ def one_device(data_root, tmp_path_factory):
   return trained(workdir)
 
 
-def test_eight_devices_then_resumed_on_two_match_one(data_root, one_device, initial, tmp_path):
-  """Steps 1-2 on 8 devices (data parallel), saved; steps 3-4 restored onto 2 devices."""
-  run(8, data_root, tmp_path, '--stop-at', '2')
+def test_eight_devices_sharded_then_resumed_on_two_match_one(data_root, one_device, initial,
+                                                              tmp_path):
+  """Steps 1-2 on 8 devices, parameters and optimizer state sharded over them (ZeRO/FSDP), saved;
+  steps 3-4 restored onto 2 devices with replicated state."""
+  out = run(8, data_root, tmp_path, '--stop-at', '2', '--shard')
+  assert 'sharded over 8 devices' in out, out  # really split, not replicated
   assert checkpoint.latest_step_dir(tmp_path).name == '2'
   eight = [v for _, v in read_scalars(tmp_path, 'train/loss')]
   np.testing.assert_allclose(eight, one_device[1][:2], rtol=1e-5)
   run(2, data_root, tmp_path)
   assert checkpoint.latest_step_dir(tmp_path).name == '4'
-  assert_same_training(one_device, trained(tmp_path), initial)
-
-
-def test_eight_devices_with_sharded_state_match_one(data_root, one_device, initial, tmp_path):
-  out = run(8, data_root, tmp_path, '--shard')
-  # Parameters and optimizer state really are split over the 8 devices.
-  assert 'sharded over 8 devices' in out, out
   assert_same_training(one_device, trained(tmp_path), initial)
 
 
