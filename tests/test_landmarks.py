@@ -230,7 +230,6 @@ def test_cofw_mat_v5_and_v73_read_the_same(tmp_path):
       np.testing.assert_allclose(s['landmarks'][:, 0], phis[i, :29], rtol=1e-6)
       np.testing.assert_allclose(s['landmarks'][:, 1], phis[i, 29:58], rtol=1e-6)
       # The crop: the outward-rounded landmark box, its longer side / 200 x 1.25.
-      lo, hi = np.floor(phis[i, [0, 29]]), np.ceil(phis[i, [0, 29]])
       xs, ys = phis[i, :29], phis[i, 29:58]
       lo = np.floor([xs.min(), ys.min()])
       hi = np.ceil([xs.max(), ys.max()])
