@@ -333,7 +333,7 @@ def test_predict_hooks_match_the_eval_path(data_root):
   c = demo_config(data_root, **TINY)
   task = get_task(c)
   model = task.create_model()
-  variables = model.init(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
+  variables = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
   mesh = parallel.make_mesh(c.get('mesh'))
   step = evaluate.make_eval_step(task, model, mesh, c, np.float32)
   src = task.source('valid')
