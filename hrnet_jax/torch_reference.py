@@ -230,7 +230,7 @@ class HRNetReference(nn.Module):
     variant = zoo.VARIANTS[variant_name]
     if task == 'pose':
       variant = zoo.Variant(variant.width, 4, 64, variant.num_modules, variant.num_blocks)
-    # Shape overrides (small test models), applied as zoo.create_model applies them.
+    # Shape overrides (small test models), as zoo.create_model applies them.
     shape = {k: tuple(v) if k == 'num_modules' else v for k, v in overrides.items()
              if k in zoo.VARIANT_FIELDS}
     variant = dataclasses.replace(variant, **shape)
