@@ -14,4 +14,7 @@ def get_task(config: Any):
   if name == 'pose':
     from hrnet_jax.tasks.pose import Pose
     return Pose(config)
-  raise ValueError(f'config.task: unknown task {name!r}; expected one of: segmentation, pose')
+  if name == 'landmarks':
+    from hrnet_jax.tasks.landmarks import Landmarks
+    return Landmarks(config)
+  raise ValueError(f'config.task: unknown task {name!r}; expected one of: segmentation, pose, landmarks')

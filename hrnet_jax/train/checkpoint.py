@@ -20,16 +20,20 @@ CHECKPOINT_DIR = 'checkpoints'
 
 
 def make_manager(workdir: str | os.PathLike, keep: int, keep_best: int, metric: str,
-                 async_save: bool = True) -> ocp.CheckpointManager:
-  """Keeps the newest `keep` steps and the best `keep_best` by `metric` (higher is better).
+                 async_save: bool = True, mode: str = 'max') -> ocp.CheckpointManager:
+  """Keeps the newest `keep` steps and the best `keep_best` by `metric`: the highest with
+  `mode` 'max' (accuracy, mIoU, AP), the lowest with 'min' (errors such as NME).
 
   The preservation policy keeps the newest checkpoint whatever the metrics say; saves are atomic
   (written to a temporary directory, renamed when complete), so an interrupted save never
   replaces a good checkpoint.
   """
+  if mode not in ('max', 'min'):
+    raise ValueError(f"metric mode: expected 'max' or 'min', got {mode!r}")
   keep_policies = [policies.LatestN(n=max(1, keep))]
-  if keep_best:
+  if keep_best:  # BestN keeps the last n after sorting; reverse=True sorts the lowest last.
     keep_policies.append(policies.BestN(get_metric_fn=lambda m: m[metric], n=keep_best,
+                                        reverse=mode == 'min',
                                         keep_checkpoints_without_metrics=False))
   options = ocp.CheckpointManagerOptions(
       preservation_policy=policies.AnyPreservationPolicy(keep_policies),

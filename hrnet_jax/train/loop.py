@@ -189,7 +189,8 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None) ->
 
   c = config.checkpoint
   manager = checkpoint.make_manager(workdir, c.keep, c.keep_best, task.metric_name,
-                                    async_save=c.get('async_save', True))
+                                    async_save=c.get('async_save', True),
+                                    mode=getattr(task, 'metric_mode', 'max'))
   start = manager.latest_step()
   if start is not None:  # onto this run's shardings, whatever the device count that saved it
     abstract = jax.tree_util.tree_map(

@@ -1,0 +1,281 @@
+"""Facial landmark detection (HRNetV2-W18 face alignment: WFLW, 300W, COFW, AFLW): the task
+object for the shared trainer and evaluator, the face crops, and the NME metric.
+
+Inside jit: heatmaps (optionally flip-averaged) -> argmax + quarter offset in heatmap pixels (the
+pose decoding). On the host: back through the crop to the image, NME per face with the dataset's
+normalizer, failure rates and AUC of the cumulative error distribution, named subsets.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pathlib
+from typing import Any, Callable, Sequence
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hrnet_jax.data import keypoints
+from hrnet_jax.data.sources import faces
+from hrnet_jax.models.zoo import create_model
+from hrnet_jax.tasks.pose import decode_heatmaps, flip_back, joints_mse_loss
+
+Array = jax.Array
+THRESHOLDS = (0.08, 0.10)
+
+
+# --- Crops ------------------------------------------------------------------------------------
+
+
+def random_face_crop(sample: dict, rng: np.random.Generator, *, input_wh: Sequence[int],
+                     heatmap_wh: Sequence[int], sigma: float,
+                     flip_pairs: Sequence[tuple[int, int]], scale_factor: float = 0.25,
+                     rotation_factor: float = 30.0, rotation_prob: float = 0.6,
+                     flip: bool = True) -> dict:
+  """Training crop of one face, as the official face release draws it: scale x U(1 - f, 1 + f),
+  rotation U(-r, r) with probability `rotation_prob`, flip (p 0.5) with landmark swaps; one
+  bilinear warp; Gaussian targets (weight 0 where a landmark's window leaves the heatmap)."""
+  image = sample['image']
+  points = sample['landmarks'].astype(np.float64)
+  center = sample['center'].astype(np.float64)
+  scale = sample['scale'].astype(np.float64) * rng.uniform(1 - scale_factor, 1 + scale_factor)
+  rotation = float(rng.uniform(-rotation_factor, rotation_factor)) \
+      if rng.random() <= rotation_prob else 0.0
+  ones = np.ones(len(points), np.float32)
+  width = image.shape[1]
+  flip_width = None
+  if flip and rng.random() <= 0.5:
+    points, _ = keypoints.flip_joints(points, ones, width, flip_pairs)
+    center = np.array([width - 1 - center[0], center[1]])
+    flip_width = width
+  m = keypoints.crop_matrix(center, scale, rotation, input_wh, flip_width=flip_width)
+  crop = cv2.warpAffine(image, m, tuple(int(v) for v in input_wh), flags=cv2.INTER_LINEAR)
+  # `points` are already mirrored, so they take the crop part of the warp alone.
+  points = keypoints.apply_affine(points, keypoints.crop_matrix(center, scale, rotation,
+                                                                input_wh))
+  target, weight = keypoints.gaussian_targets(points, ones, input_wh, heatmap_wh, sigma)
+  return {'image': crop, 'target': target, 'target_weight': weight}
+
+
+def face_eval_crop(sample: dict, *, input_wh: Sequence[int]) -> dict:
+  """The crop at the annotated face (no augmentation) and what decoding needs to map back."""
+  out = keypoints.eval_crop(sample, input_wh=input_wh)
+  del out['box_score']
+  return out
+
+
+# --- Metric -----------------------------------------------------------------------------------
+
+
+def nme_per_face(pred: np.ndarray, truth: np.ndarray, norm: np.ndarray) -> np.ndarray:
+  """Mean point-to-point error of each face (M, N, 2) divided by its normalizer (M,)."""
+  return np.linalg.norm(pred - truth, axis=-1).mean(axis=-1) / norm
+
+
+def failure_rate(nme: np.ndarray, threshold: float) -> float:
+  """Fraction of faces with NME above `threshold` (strictly, as the official release counts)."""
+  return float(np.mean(nme > threshold))
+
+
+def auc(nme: np.ndarray, threshold: float) -> float:
+  """Area under the cumulative error distribution CED(e) = fraction of faces with NME <= e, from
+  0 to `threshold`, divided by `threshold` (1 = every face exact).
+
+  Integration rule: exact. CED is a step function, and face i contributes 1[e_i <= e] to it, whose
+  integral over [0, t] is max(0, t - e_i); so AUC = mean_i max(0, 1 - e_i / t). (Sampling CED on a
+  grid and using the trapezoid rule converges to this as the step shrinks.)"""
+  return float(np.mean(np.maximum(0.0, 1.0 - np.asarray(nme, np.float64) / threshold)))
+
+
+def nme_summary(nme: np.ndarray) -> dict[str, float]:
+  out = {'nme': float(np.mean(nme))}
+  for t in THRESHOLDS:
+    out[f'fr@{t:.2f}'] = failure_rate(nme, t)
+    out[f'auc@{t:.2f}'] = auc(nme, t)
+  return out
+
+
+class NMEMetric:
+  """NME over a split (and its named subsets), matched to the truth by sample index. Values are
+  fractions (0.046 = 4.6%), as the official release computes them; reports print percent."""
+
+  def __init__(self, source: Any, heatmap_wh: Sequence[int]):
+    self.source = source
+    self.heatmap_wh = tuple(heatmap_wh)
+    self.pred = np.zeros((len(source), source.dataset.num_landmarks, 2))
+    self.seen = np.zeros(len(source), bool)
+    self._result = None
+
+  def update(self, outputs: dict) -> None:
+    xy = landmarks_in_image(outputs, self.heatmap_wh)
+    for i, (index, valid) in enumerate(zip(np.asarray(outputs['index']),
+                                           np.asarray(outputs['valid']))):
+      if valid:
+        self.pred[int(index)], self.seen[int(index)] = xy[i], True
+    self._result = None
+
+  def per_face(self) -> np.ndarray:
+    if not self.seen.all():
+      raise ValueError(f'NME: {int((~self.seen).sum())} of {len(self.seen)} faces have no '
+                       'prediction')
+    return nme_per_face(self.pred, self.source.landmarks, self.source.norms())
+
+  def result(self) -> dict[str, Any]:
+    if self._result is None:
+      nme = self.per_face()
+      self._result = nme_summary(nme)
+      self._result['num_faces'] = len(nme)
+      for name, ids in self.source.subsets().items():
+        self._result[f'nme_{name}'] = float(np.mean(nme[ids]))
+    return self._result
+
+  def report(self) -> str:
+    r = self.result()
+    names = ['NME'] + [f'FR@{t:.2f}' for t in THRESHOLDS] + [f'AUC@{t:.2f}' for t in THRESHOLDS]
+    values = [r['nme']] + [r[f'fr@{t:.2f}'] for t in THRESHOLDS] + [
+        r[f'auc@{t:.2f}'] for t in THRESHOLDS]
+    for k in r:
+      if k.startswith('nme_'):
+        names.append(k[4:])
+        values.append(r[k])
+    norm = 'box size' if self.source.dataset.norm is None else 'inter-ocular distance'
+    return (f'{self.source.dataset.name} {self.source.split}: {r["num_faces"]} faces, NME by '
+            f'{norm}, in %\n' + ' | '.join(f'{n:>12}' for n in names) + '\n'
+            + ' | '.join(f'{100 * v:12.2f}' for v in values))
+
+  def summary(self) -> str:
+    r = self.result()
+    return (f'NME {100 * r["nme"]:.2f}%, FR@0.10 {100 * r["fr@0.10"]:.2f}%, AUC@0.10 '
+            f'{r["auc@0.10"]:.4f}')
+
+  def write(self, out_dir: str | os.PathLike) -> pathlib.Path:
+    path = pathlib.Path(out_dir) / f'landmarks_{self.source.split}.json'
+    rows = [{'image': str(self.source.names[i]), 'landmarks': np.round(self.pred[i], 3).tolist()}
+            for i in range(len(self.pred))]
+    with open(path, 'w') as f:
+      json.dump(rows, f)
+    return path
+
+
+def landmarks_in_image(outputs: dict, heatmap_wh: Sequence[int]) -> np.ndarray:
+  """Decoded heatmap coordinates of a batch -> image pixels (B, N, 2), through each crop."""
+  return keypoints.heatmap_to_image(np.asarray(outputs['coords'], np.float64),
+                                    np.asarray(outputs['center']), np.asarray(outputs['scale']),
+                                    heatmap_wh)
+
+
+# --- The task ---------------------------------------------------------------------------------
+
+
+class Landmarks:
+  """What the trainer and evaluator need for face alignment; reads config.model/data/eval."""
+
+  metric_name = 'nme'
+  metric_mode = 'min'  # lower NME is better: the trainer keeps the checkpoint with the lowest
+
+  def __init__(self, config: Any):
+    self.config = config
+    d = config.data
+    self.dataset = faces.dataset_info(d.name)
+    self.num_landmarks = self.dataset.num_landmarks
+    self.flip_perm = keypoints.flip_permutation(self.num_landmarks, self.dataset.flip_pairs)
+    self.input_wh = (int(d.input_size[1]), int(d.input_size[0]))
+    self.heatmap_wh = (int(d.heatmap_size[1]), int(d.heatmap_size[0]))
+    self.model_kwargs = dict(config.model.get('overrides', {}), num_joints=self.num_landmarks)
+
+  def create_model(self, dtype: Any = jnp.float32):
+    return create_model(self.config.model.arch, dtype=dtype,
+                        remat=bool(self.config.model.get('remat', False)), **self.model_kwargs)
+
+  def root(self) -> str:
+    d = self.config.data
+    if d.name == 'face_demo' and not d.root:
+      from hrnet_jax.data.demo import face_demo_root
+      return str(face_demo_root())
+    if not d.root:
+      raise ValueError(f'config.data.root is empty: set --config.data.root=PATH to the {d.name} '
+                       'dataset')
+    return d.root
+
+  def source(self, split: str) -> faces.FaceLandmarks:
+    d = self.config.data
+    return faces.FaceLandmarks(self.root(), split, self.dataset,
+                               image_dir=d.get('image_dir', 'images'),
+                               annotation=d.get('annotations', {}).get(split, ''))
+
+  def train_transform(self) -> Callable:
+    d = self.config.data
+    return functools.partial(
+        random_face_crop, input_wh=self.input_wh, heatmap_wh=self.heatmap_wh, sigma=d.sigma,
+        flip_pairs=self.dataset.flip_pairs, scale_factor=d.scale_factor,
+        rotation_factor=d.rotation_factor, rotation_prob=d.rotation_prob, flip=d.flip)
+
+  def eval_transform(self) -> Callable:
+    return functools.partial(face_eval_crop, input_wh=self.input_wh)
+
+  def loss(self, outputs: Array, batch: dict) -> tuple[Array, dict]:
+    weight = batch['target_weight'] if self.config.loss.use_target_weight else None
+    return joints_mse_loss(outputs.astype(jnp.float32), batch['target'], weight), {}
+
+  def heatmaps(self, apply_fn: Callable, images: Array) -> Array:
+    """Heatmaps of a normalized batch; with config.eval.flip, averaged with the flipped crop's."""
+    e = self.config.eval
+    if not e.flip:
+      return apply_fn(images).astype(jnp.float32)
+    both = apply_fn(jnp.concatenate([images, images[:, :, ::-1]], axis=0)).astype(jnp.float32)
+    plain, mirrored = jnp.split(both, 2, axis=0)
+    return 0.5 * (plain + flip_back(mirrored, self.flip_perm, e.get('shift_heatmap', True)))
+
+  def eval_outputs(self, apply_fn: Callable, images: Array, batch: dict) -> dict:
+    coords, scores = decode_heatmaps(self.heatmaps(apply_fn, images))
+    return {'coords': coords, 'scores': scores, 'center': batch['center'],
+            'scale': batch['scale']}
+
+  def protocol(self) -> str:
+    norm = 'box size' if self.dataset.norm is None else 'inter-ocular distance'
+    return (f'{self.input_wh[0]}x{self.input_wh[1]} crops at the annotated face (x1.25), flip '
+            f'test {bool(self.config.eval.flip)}, NME by {norm}')
+
+  def new_metric(self, source: Any) -> NMEMetric:
+    return NMEMetric(source, self.heatmap_wh)
+
+  # --- predict.py hooks ---
+
+  def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None) -> list[dict]:
+    """One sample per face box [x, y, w, h] (the whole image without boxes): the crop is the
+    box's longer side x1.25 around its centre, as the datasets' face boxes are used."""
+    h, w = image.shape[:2]
+    boxes = np.array([[0, 0, w, h]], np.float64) if boxes is None else np.asarray(boxes,
+                                                                                 np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+      raise ValueError(f'boxes: expected (N, 4) [x, y, w, h], got shape {boxes.shape}')
+    samples = []
+    for i, (x, y, bw, bh) in enumerate(boxes):
+      scale = max(bw, bh) / keypoints.PIXEL_STD * faces.PADDING
+      samples.append({'image': image,
+                      'landmarks': np.zeros((self.num_landmarks, 2), np.float32),
+                      'center': np.array([x + bw / 2, y + bh / 2], np.float32),
+                      'scale': np.array([scale, scale], np.float32),
+                      'box_size': np.float32(0), 'index': np.int32(i)})
+    return samples
+
+  def prediction(self, samples: list[dict], outputs: dict) -> dict:
+    """{'faces': [{'landmarks': [[x, y], ...] in image pixels, 'scores': heatmap peaks}]}."""
+    xy = landmarks_in_image(outputs, self.heatmap_wh)
+    scores = np.asarray(outputs['scores'])
+    return {'dataset': self.dataset.name,
+            'faces': [{'landmarks': [[float(a), float(b)] for a, b in xy[i]],
+                       'scores': [float(v) for v in scores[i]]} for i in range(len(samples))]}
+
+  def draw(self, image: np.ndarray, prediction: dict) -> np.ndarray:
+    """The image with a dot per landmark (green), sized to the image."""
+    out = np.ascontiguousarray(image.copy())
+    radius = max(1, round(max(image.shape[:2]) / 200))
+    for face in prediction['faces']:
+      for x, y in face['landmarks']:
+        cv2.circle(out, (int(round(x)), int(round(y))), radius, (0, 255, 0), -1, cv2.LINE_AA)
+    return out
