@@ -4,6 +4,7 @@ lower-is-better metric, the predict hooks, the demo learning, and eval.py on a c
 face checkpoint."""
 
 import json
+import pathlib
 
 import cv2
 import grain
@@ -425,3 +426,20 @@ def test_eval_on_a_converted_pytorch_face_checkpoint_matches_pytorch(data_root, 
   errors = np.concatenate(errors)
   assert np.mean(errors < 1e-2) > 0.99, np.sort(errors)[-10:]
   assert scores['nme'] == pytest.approx(np.mean(nme), rel=1e-2)
+
+  # predict.py on two images, with boxes giving the annotated crops: eval.py's landmarks.
+  from hrnet_jax import predict
+  boxes, images = {}, []
+  for i in (0, 1):
+    side = float(src.scales[i][0]) * 200 / 1.25
+    cx, cy = (float(v) for v in src.centers[i])
+    path = src.image_root / str(src.names[i])
+    boxes[path.name] = [[cx - side / 2, cy - side / 2, side, side]]
+    images.append(str(path))
+  (tmp_path / 'boxes.json').write_text(json.dumps(boxes))
+  records = predict.run(c, str(tmp_path / 'face.pth'), images, tmp_path / 'shown',
+                        boxes_path=tmp_path / 'boxes.json')
+  for i, record in enumerate(records):
+    np.testing.assert_allclose(record['faces'][0]['landmarks'], rows[i]['landmarks'], atol=1e-3)
+    picture = cv2.imread(str(tmp_path / 'shown' / (pathlib.Path(images[i]).stem + '.png')))
+    assert picture.shape == src[i]['image'].shape
