@@ -7,6 +7,7 @@ load into it directly. Needs torch; the rest of the package never imports this m
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -229,6 +230,10 @@ class HRNetReference(nn.Module):
     variant = zoo.VARIANTS[variant_name]
     if task == 'pose':
       variant = zoo.Variant(variant.width, 4, 64, variant.num_modules, variant.num_blocks)
+    # Shape overrides (small test models), as zoo.create_model applies them.
+    shape = {k: tuple(v) if k == 'num_modules' else v for k, v in overrides.items()
+             if k in zoo.VARIANT_FIELDS}
+    variant = dataclasses.replace(variant, **shape)
     self.task, self.align_corners = task, c['align_corners']
     m = 1.0 - c['bn_momentum']
     backbone = Backbone(variant, c['upsample'], c['align_corners'], m, task != 'pose')

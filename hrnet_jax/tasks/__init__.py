@@ -14,4 +14,8 @@ def get_task(config: Any):
   if name == 'pose':
     from hrnet_jax.tasks.pose import Pose
     return Pose(config)
-  raise ValueError(f'config.task: unknown task {name!r}; expected one of: segmentation, pose')
+  if name == 'classification':
+    from hrnet_jax.tasks.classification import Classification
+    return Classification(config)
+  raise ValueError(f'config.task: unknown task {name!r}; expected one of: segmentation, pose, '
+                   'classification')
