@@ -12,7 +12,7 @@ def get_config():
   c.model.overrides.bn_momentum = 0.9  # running statistics settle within a short run
   c.data.name = 'imagenet_demo'
   c.data.input_size = (32, 32)  # from 48x48 images; evaluation resizes to 36 and crops 32
-  c.data.area_range = (0.25, 1.0)  # the object should stay mostly in view
+  c.data.area_range = (0.35, 1.0)  # the object should stay mostly in view
   c.data.num_workers = 2
   c.optimizer.lr = 0.05
   c.optimizer.boundary_epochs = ()

@@ -290,18 +290,21 @@ def pose_demo_root() -> pathlib.Path:
 
 # --- Classification ---------------------------------------------------------------------------
 
-CLS_VERSION = 1
+CLS_VERSION = 2
 CLS_CLASSES = ('circle', 'square', 'triangle', 'star', 'cross', 'ring', 'stripes', 'checker',
                'dots', 'crescent')
 
 
 def _cls_shape(image: np.ndarray, name: str, rng: np.random.Generator) -> None:
-  """Draws one object of class `name`, in a random colour, size, place and rotation."""
+  """Draws one object of class `name`: a hue of its own (jittered), random saturation,
+  brightness, size, place and rotation."""
   h, w = image.shape[:2]
-  r = rng.uniform(0.2, 0.38) * min(h, w)
+  r = rng.uniform(0.28, 0.42) * min(h, w)
   cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
   angle = rng.uniform(0, 2 * np.pi)
-  color = tuple(float(v) for v in rng.uniform(0, 255, 3))
+  hue = (18 * CLS_CLASSES.index(name) + rng.uniform(-5, 5)) % 180
+  hsv = np.array([[[hue, rng.uniform(150, 255), rng.uniform(120, 255)]]], np.uint8)
+  color = tuple(float(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
   other = tuple(float(v) for v in rng.uniform(0, 255, 3))
 
   def polygon(radii: Sequence[float], phase: float = 0.0) -> np.ndarray:
@@ -362,7 +365,7 @@ def _cls_image(rng: np.random.Generator, name: str, size: int) -> np.ndarray:
   top, bottom = rng.uniform(30, 230, 3), rng.uniform(30, 230, 3)
   image = np.linspace(0, 1, size)[:, None, None] * (bottom - top) + top
   image = np.broadcast_to(image, (size, size, 3)).copy()
-  for _ in range(int(rng.integers(3, 8))):  # clutter: thin lines and small blobs
+  for _ in range(int(rng.integers(2, 6))):  # clutter: thin lines and small blobs
     color = tuple(float(v) for v in rng.uniform(0, 255, 3))
     p = tuple(int(v) for v in rng.integers(0, size, 2))
     if rng.random() < 0.5:
@@ -378,6 +381,7 @@ def _cls_image(rng: np.random.Generator, name: str, size: int) -> np.ndarray:
 def write_cls_demo(root: str | os.PathLike, num_train: int = 40, num_val: int = 10,
                    size: int = 48, seed: int = 0) -> pathlib.Path:
   """Writes the classification demo in the ImageFolder layout under `root` (atomically):
+  shapes and textures whose class shows in both form and hue (learnable in minutes on a CPU),
   `{train,val}/<class>/*.jpg`, `num_train`/`num_val` images per class of CLS_CLASSES, plus
   `class_names.txt` (`<folder> <name>` lines)."""
 
