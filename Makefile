@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo pose-demo test clean
+.PHONY: demo pose-demo face-demo cls-demo test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ demo: $(VENV)/.core
 
 pose-demo: $(VENV)/.core
 	$(PY) train.py --config configs/pose_demo.py --workdir runs/pose_demo
+
+cls-demo: $(VENV)/.core
+	$(PY) train.py --config configs/cls_demo.py --workdir runs/cls_demo
+
+face-demo: $(VENV)/.core
+	$(PY) train.py --config configs/face_demo.py --workdir runs/face_demo
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q tests

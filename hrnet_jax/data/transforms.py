@@ -101,3 +101,79 @@ def normalize(images, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float
   x = jnp.asarray(images).astype(jnp.float32)
   x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
   return x.astype(dtype)
+
+
+# --- Classification (ImageNet) -----------------------------------------------------------------
+
+
+def _resize(image: np.ndarray, out_hw: Sequence[int]) -> np.ndarray:
+  """Bilinear resize; area averaging when shrinking, the counterpart of PIL's antialiased
+  bilinear that the official torchvision pipelines use."""
+  h, w = image.shape[:2]
+  oh, ow = int(out_hw[0]), int(out_hw[1])
+  if (h, w) == (oh, ow):
+    return image
+  interpolation = cv2.INTER_AREA if oh * ow < h * w else cv2.INTER_LINEAR
+  return cv2.resize(image, (ow, oh), interpolation=interpolation)
+
+
+def random_resized_crop_box(h: int, w: int, rng: np.random.Generator,
+                            area_range: Sequence[float] = (0.08, 1.0),
+                            aspect_range: Sequence[float] = (3 / 4, 4 / 3),
+                            tries: int = 10) -> tuple[int, int, int, int]:
+  """(y0, x0, crop_h, crop_w) as torchvision's RandomResizedCrop draws it: area fraction uniform in
+  `area_range`, aspect (w/h) log-uniform in `aspect_range`, `tries` draws that must fit the image,
+  then the central crop of the largest allowed aspect as the fallback."""
+  area = h * w
+  log_lo, log_hi = np.log(aspect_range[0]), np.log(aspect_range[1])
+  for _ in range(tries):
+    target = area * rng.uniform(*area_range)
+    aspect = np.exp(rng.uniform(log_lo, log_hi))
+    cw = int(round(np.sqrt(target * aspect)))
+    ch = int(round(np.sqrt(target / aspect)))
+    if 0 < cw <= w and 0 < ch <= h:
+      return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
+  ratio = w / h
+  if ratio < min(aspect_range):
+    cw, ch = w, int(round(w / min(aspect_range)))
+  elif ratio > max(aspect_range):
+    ch, cw = h, int(round(h * max(aspect_range)))
+  else:
+    ch, cw = h, w
+  return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def random_resized_crop_flip(sample: dict, rng: np.random.Generator, *, size_hw: Sequence[int],
+                             area_range: Sequence[float] = (0.08, 1.0),
+                             aspect_range: Sequence[float] = (3 / 4, 4 / 3),
+                             flip: bool = True) -> dict:
+  """ImageNet training augmentation: a random resized crop to `size_hw`, then a horizontal flip
+  with probability 0.5. Keys other than the image pass through."""
+  image = sample['image']
+  y0, x0, ch, cw = random_resized_crop_box(image.shape[0], image.shape[1], rng, area_range,
+                                           aspect_range)
+  out = _resize(image[y0:y0 + ch, x0:x0 + cw], size_hw)
+  if flip and rng.random() < 0.5:
+    out = out[:, ::-1]
+  return dict(sample, image=np.ascontiguousarray(out))
+
+
+def resize_center_crop(sample: dict, *, size_hw: Sequence[int], crop_fraction: float = 0.875
+                       ) -> dict:
+  """ImageNet evaluation: the shorter side resized to floor(min(size) / crop_fraction) (256 for
+  224 crops), the other keeping the aspect ratio (truncated, as torchvision's Resize), then the
+  central `size_hw` crop (offsets rounded as torchvision's CenterCrop)."""
+  image = sample['image']
+  h, w = image.shape[:2]
+  th, tw = int(size_hw[0]), int(size_hw[1])
+  short = int(np.floor(min(th, tw) / crop_fraction))
+  if h <= w:
+    nh, nw = short, int(short * w / h)
+  else:
+    nh, nw = int(short * h / w), short
+  if nh < th or nw < tw:
+    raise ValueError(f'resize_center_crop: {h}x{w} resized to {nh}x{nw} is smaller than the '
+                     f'{th}x{tw} crop (crop_fraction {crop_fraction} must be <= 1)')
+  image = _resize(image, (nh, nw))
+  y0, x0 = int(round((nh - th) / 2.0)), int(round((nw - tw) / 2.0))
+  return dict(sample, image=np.ascontiguousarray(image[y0:y0 + th, x0:x0 + tw]))

@@ -17,4 +17,8 @@ def get_task(config: Any):
   if name == 'landmarks':
     from hrnet_jax.tasks.landmarks import Landmarks
     return Landmarks(config)
-  raise ValueError(f'config.task: unknown task {name!r}; expected one of: segmentation, pose, landmarks')
+  if name == 'classification':
+    from hrnet_jax.tasks.classification import Classification
+    return Classification(config)
+  raise ValueError(f'config.task: unknown task {name!r}; expected one of: segmentation, pose, '
+                   'landmarks, classification')
