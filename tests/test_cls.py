@@ -396,12 +396,13 @@ def test_eval_of_a_converted_pytorch_classifier_matches_pytorch(data_root, tmp_p
   assert json.loads((tmp_path / 'scores.json').read_text())['num_images'] == 60
 
 
-def test_a_trained_classifier_initializes_a_segmentation_backbone(trained, tmp_path):
-  """init_from=<classifier workdir>: every backbone array of the segmentation model is the
-  classifier's, the head is the segmentation model's own fresh initialization."""
+def test_a_trained_classifier_initializes_a_segmentation_backbone(trained, tmp_path,
+                                                                   monkeypatch):
+  """init_from=<classifier workdir>: the trainer's initial segmentation variables hold every
+  backbone array of the classifier and the segmentation model's own fresh head. (The trainer is
+  stopped once it has built them; test_seg_train.py follows init_from through training.)"""
   from flax import traverse_util
-  from hrnet_jax.train import checkpoint
-  from hrnet_jax.train.loop import init_variables
+  from hrnet_jax.train import checkpoint, loop
   from seg_tiny import tiny_config
   _, workdir, _ = trained
   cls_vars, _ = checkpoint.load_variables(workdir)
@@ -410,19 +411,25 @@ def test_a_trained_classifier_initializes_a_segmentation_backbone(trained, tmp_p
                                  size_hw=(64, 128))
   s = tiny_config(seg_root, steps=1, batch_size=4)
   s.model.overrides.update(TINY)
-  s.model.overrides.bn_momentum = 1.0  # running statistics stay as loaded ...
-  s.optimizer.lr = 0.0  # ... and so do the parameters: the checkpoint shows what was loaded
-  s.eval.every_steps = 0
   s.init_from = str(workdir)
-  train_and_evaluate(s, str(tmp_path / 'seg'))
-  seg_vars, _ = checkpoint.load_variables(tmp_path / 'seg')
-  model = get_task(s).create_model()
-  fresh = jax.device_get(jax.jit(lambda: init_variables(model, s.seed))())  # as the trainer
+  built, merge = {}, checkpoint.merge_subtree
+
+  class Built(Exception):
+    pass
+
+  def merge_and_stop(target, loaded, subtree):
+    built['fresh'] = target
+    built['merged'], _ = merge(target, loaded, subtree)
+    raise Built
+
+  monkeypatch.setattr(loop.checkpoint, 'merge_subtree', merge_and_stop)
+  with pytest.raises(Built):
+    train_and_evaluate(s, str(tmp_path / 'seg'))
 
   for collection in ('params', 'batch_stats'):
-    got = traverse_util.flatten_dict(seg_vars[collection])
+    got = traverse_util.flatten_dict(built['merged'][collection])
     want = traverse_util.flatten_dict(cls_vars[collection])
-    new = traverse_util.flatten_dict(fresh[collection])
+    new = traverse_util.flatten_dict(built['fresh'][collection])
     backbone = [k for k in got if k[0] == 'backbone']
     assert len(backbone) > 20 and {k for k in want if k[0] == 'backbone'} == set(backbone)
     for k in backbone:
