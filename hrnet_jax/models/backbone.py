@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from hrnet_jax.models.layers import (Array, BasicBlock, Bottleneck, ConvBN, Dtype, ModuleDef,
-                                     conv3x3, make_conv, make_norm, materialize, upsample_to)
+                                     conv3x3, make_conv, make_norm, upsample_to)
 
 Streams = tuple[Array, ...]
 
@@ -76,7 +76,7 @@ class HRModule(nn.Module):
             x = ConvBN(self.conv, self.norm, self.widths[i] if last else self.widths[j],
                        stride=2, relu=not last, name=f'fuse_layers.{i}.{j}.{k}')(x)
         y = x if y is None else y + x
-      fused.append(materialize(nn.relu(y)))
+      fused.append(nn.relu(y))
     return tuple(fused)
 
 

@@ -99,16 +99,6 @@ class ConvBN(nn.Module):
     return nn.relu(x) if self.relu else x
 
 
-def materialize(x: Array) -> Array:
-  """Keeps a block's output as one buffer for all its consumers.
-
-  Without it XLA:CPU fuses the cheap elementwise residual chain (BN affine, ReLU, add) into each
-  consumer, and every backward transpose feeding a weight-gradient convolution recomputes the
-  stream from the start of the stage (benchmarks/profile_step.py: most of a seg_w18 step).
-  """
-  return jax.lax.optimization_barrier(x)
-
-
 class BasicBlock(nn.Module):
   conv: ModuleDef
   norm: ModuleDef
@@ -121,7 +111,7 @@ class BasicBlock(nn.Module):
     y = self.norm(name='bn2')(conv3x3(self.conv, self.planes, name='conv2')(y))
     if x.shape[-1] != self.planes:
       x = ConvBN(self.conv, self.norm, self.planes, kernel=1, relu=False, name='downsample')(x)
-    return materialize(nn.relu(x + y))
+    return nn.relu(x + y)
 
 
 class Bottleneck(nn.Module):
@@ -138,7 +128,7 @@ class Bottleneck(nn.Module):
     y = self.norm(name='bn3')(conv1x1(self.conv, out, name='conv3')(y))
     if x.shape[-1] != out:
       x = ConvBN(self.conv, self.norm, out, kernel=1, relu=False, name='downsample')(x)
-    return materialize(nn.relu(x + y))
+    return nn.relu(x + y)
 
 
 # ---------------------------------------------------------------------------------------------
