@@ -2,12 +2,12 @@
 (benchmarks/common.build_step) traced with jax.profiler, its XLA:CPU op events grouped.
 
   python benchmarks/profile_step.py [--arch seg_w18] [--size 128 256] [--batch 2] [--steps 3]
-                                    [--override width=8 ...] [--top 15]
+                                    [--override width=8 ...] [--top 15] [--save DIR | --load DIR]
 
 Proportions stay meaningful on a loaded machine (every op is slowed alike); absolute times do
 not. Ops are classified from the optimized HLO of the compiled step: a convolution is a forward,
-input-gradient or weight-gradient convolution by its dimension numbers (see `conv_kind`); a
-fusion by the ops inside it.
+input-gradient or weight-gradient convolution by its output shape and metadata (see
+`conv_kind`); a fusion by the ops inside it, forward / backward / other by its metadata.
 """
 
 import argparse
