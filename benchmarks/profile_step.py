@@ -198,7 +198,7 @@ def main():
         f'{total * 1e3:.0f} ms in XLA ops (summed over threads), load {bench.load()}, '
         f'XLA_FLAGS={xla_flags()!r}')
   print(f'{"category":<36} {"ms/step":>9} {"share":>7}')
-  for c, t in [ct for ct in by_cat.most_common() if ct[1] > 0]:
+  for c, t in [ct for ct in by_cat.most_common() if ct[1] >= 5e-5]:
     print(f'{c:<36} {t * 1e3:9.1f} {100 * t / total:6.1f}%')
   by_prefix = collections.Counter()
   for n, t in by_op.items():  # XLA names fusions by their main ops: transpose_copy_fusion.12
