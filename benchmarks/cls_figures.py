@@ -9,7 +9,6 @@ import argparse
 import pathlib
 import sys
 import tempfile
-import time
 
 import cv2
 import numpy as np
@@ -36,18 +35,8 @@ def pipeline_rates(n: int = 60) -> tuple[float, float]:
   c = cls_imagenet_w18.get_config()
   c.data.root = str(root)
   task = get_task(c)
-  rates = []
-  for split, tf in (('train', task.train_transform()), ('val', task.eval_transform())):
-    src = task.source(split)
-    g = np.random.default_rng(0)
-    run = (lambda i: tf(src[i % len(src)], g)) if split == 'train' else (
-        lambda i: tf(src[i % len(src)]))
-    run(0)
-    start = time.perf_counter()
-    for i in range(n):
-      run(i)
-    rates.append(n / (time.perf_counter() - start))
-  return rates[0], rates[1]
+  return (common.transform_rate(task.source('train'), task.train_transform(), n),
+          common.transform_rate(task.source('val'), task.eval_transform(), n, random=False))
 
 
 def step_time(arch: str, batch: int, size: int, steps: int) -> tuple[float, float]:

@@ -53,3 +53,15 @@ def header() -> str:
 
 def random_images(rng: np.random.Generator, shape: tuple) -> np.ndarray:
   return rng.integers(0, 256, shape, dtype=np.uint8)
+
+
+def transform_rate(source, transform, n: int, random: bool = True) -> float:
+  """Samples/s of one worker: read + `transform` (with an rng when `random`), after a warm-up."""
+  g = np.random.default_rng(0)
+  run = (lambda i: transform(source[i % len(source)], g)) if random else (
+      lambda i: transform(source[i % len(source)]))
+  run(0)
+  start = time.perf_counter()
+  for i in range(n):
+    run(i)
+  return n / (time.perf_counter() - start)

@@ -8,7 +8,6 @@ import argparse
 import pathlib
 import sys
 import tempfile
-import time
 
 import cv2
 import numpy as np
@@ -36,13 +35,7 @@ def pipeline_rate(n: int = 60) -> float:
   c = face_wflw.get_config()
   c.data.root = str(root)
   task = get_task(c)
-  src, tf = task.source('train'), task.train_transform()
-  g = np.random.default_rng(0)
-  tf(src[0], g)
-  start = time.perf_counter()
-  for i in range(n):
-    tf(src[i % len(src)], g)
-  return n / (time.perf_counter() - start)
+  return common.transform_rate(task.source('train'), task.train_transform(), n)
 
 
 def step_time(arch: str, batch: int, steps: int) -> tuple[float, float]:

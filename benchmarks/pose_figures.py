@@ -9,7 +9,6 @@ import json
 import pathlib
 import sys
 import tempfile
-import time
 
 import cv2
 import numpy as np
@@ -41,13 +40,7 @@ def pipeline_rate(n: int = 40) -> float:
   c = pose_coco_w32_256x192.get_config()
   c.data.root = str(root)
   task = get_task(c)
-  src, tf = task.source('train2017'), task.train_transform()
-  g = np.random.default_rng(0)
-  tf(src[0], g)
-  start = time.perf_counter()
-  for i in range(n):
-    tf(src[i % len(src)], g)
-  return n / (time.perf_counter() - start)
+  return common.transform_rate(task.source('train2017'), task.train_transform(), n)
 
 
 def step_time(arch: str, batch: int, size: tuple[int, int], steps: int) -> tuple[float, float]:

@@ -9,7 +9,6 @@ import functools
 import pathlib
 import sys
 import tempfile
-import time
 
 import cv2
 import numpy as np
@@ -35,12 +34,7 @@ def pipeline_rate(n: int = 6) -> float:
       cv2.imwrite(str(d / f'city_{i:06d}_000019_{suffix}.png'), array)
   src = CityscapesFolder(root, 'train')
   tf = functools.partial(transforms.random_scale_crop_flip, crop_hw=(512, 1024))
-  g = np.random.default_rng(0)
-  tf(src[0], g)
-  start = time.perf_counter()
-  for i in range(n):
-    tf(src[i], g)
-  return n / (time.perf_counter() - start)
+  return common.transform_rate(src, tf, n)
 
 
 def step_time(arch: str, batch: int, crop: tuple[int, int], steps: int) -> tuple[float, float]:

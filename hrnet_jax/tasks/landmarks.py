@@ -22,7 +22,7 @@ import numpy as np
 from hrnet_jax.data import keypoints
 from hrnet_jax.data.sources import faces
 from hrnet_jax.models.zoo import create_model
-from hrnet_jax.tasks.pose import decode_heatmaps, flip_back, joints_mse_loss
+from hrnet_jax.tasks.pose import decode_heatmaps, flip_test_heatmaps, joints_mse_loss
 
 Array = jax.Array
 THRESHOLDS = (0.08, 0.10)
@@ -222,13 +222,9 @@ class Landmarks:
     return joints_mse_loss(outputs.astype(jnp.float32), batch['target'], weight), {}
 
   def heatmaps(self, apply_fn: Callable, images: Array) -> Array:
-    """Heatmaps of a normalized batch; with config.eval.flip, averaged with the flipped crop's."""
     e = self.config.eval
-    if not e.flip:
-      return apply_fn(images).astype(jnp.float32)
-    both = apply_fn(jnp.concatenate([images, images[:, :, ::-1]], axis=0)).astype(jnp.float32)
-    plain, mirrored = jnp.split(both, 2, axis=0)
-    return 0.5 * (plain + flip_back(mirrored, self.flip_perm, e.get('shift_heatmap', True)))
+    return flip_test_heatmaps(apply_fn, images, self.flip_perm if e.flip else None,
+                              e.get('shift_heatmap', True))
 
   def eval_outputs(self, apply_fn: Callable, images: Array, batch: dict) -> dict:
     coords, scores = decode_heatmaps(self.heatmaps(apply_fn, images))

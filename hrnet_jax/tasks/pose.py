@@ -54,6 +54,17 @@ def flip_back(heatmaps: Array, flip_perm: Sequence[int], shift: bool = True) -> 
   return out
 
 
+def flip_test_heatmaps(apply_fn: Callable, images: Array, flip_perm: Sequence[int] | None,
+                       shift: bool = True) -> Array:
+  """Float32 heatmaps of a normalized batch; with a flip permutation, averaged with the mirrored
+  crop's heatmaps flipped back (one forward over both halves)."""
+  if flip_perm is None:
+    return apply_fn(images).astype(jnp.float32)
+  both = apply_fn(jnp.concatenate([images, images[:, :, ::-1]], axis=0)).astype(jnp.float32)
+  plain, mirrored = jnp.split(both, 2, axis=0)
+  return 0.5 * (plain + flip_back(mirrored, flip_perm, shift))
+
+
 def decode_heatmaps(heatmaps: Array) -> tuple[Array, Array]:
   """(B, H, W, K) -> coordinates (B, K, 2) in heatmap pixels (x, y) and scores (B, K).
 
@@ -358,13 +369,9 @@ class Pose:
     return joints_mse_loss(outputs.astype(jnp.float32), batch['target'], weight), {}
 
   def heatmaps(self, apply_fn: Callable, images: Array) -> Array:
-    """Heatmaps of a normalized batch; with config.eval.flip, averaged with the flipped crop's."""
     e = self.config.eval
-    if not e.flip:
-      return apply_fn(images).astype(jnp.float32)
-    both = apply_fn(jnp.concatenate([images, images[:, :, ::-1]], axis=0)).astype(jnp.float32)
-    plain, mirrored = jnp.split(both, 2, axis=0)
-    return 0.5 * (plain + flip_back(mirrored, self.flip_perm, e.get('shift_heatmap', True)))
+    return flip_test_heatmaps(apply_fn, images, self.flip_perm if e.flip else None,
+                              e.get('shift_heatmap', True))
 
   def eval_outputs(self, apply_fn: Callable, images: Array, batch: dict) -> dict:
     coords, scores = decode_heatmaps(self.heatmaps(apply_fn, images))
