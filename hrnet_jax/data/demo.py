@@ -533,3 +533,21 @@ def write_cls_demo(root: str | os.PathLike, num_train: int = 40, num_val: int = 
 def cls_demo_root() -> pathlib.Path:
   """The classification demo dataset (ImageFolder layout), written into the cache on first use."""
   return write_cls_demo(cache_dir() / f'demo_cls_v{CLS_VERSION}')
+
+
+# --- Where a config's data lives ------------------------------------------------------------------
+
+DEMO_ROOTS: dict[str, Callable[[], pathlib.Path]] = {
+    'cityscapes_demo': seg_demo_root, 'coco_demo': pose_demo_root, 'face_demo': face_demo_root,
+    'imagenet_demo': cls_demo_root}
+
+
+def dataset_root(data_config, what: str = 'dataset') -> str:
+  """`config.data.root`, or the embedded demo's (generated on first use) for a demo name; an
+  empty root for any other dataset is an error saying which key to set."""
+  if data_config.root:
+    return str(data_config.root)
+  if data_config.name in DEMO_ROOTS:
+    return str(DEMO_ROOTS[data_config.name]())
+  raise ValueError(f'config.data.root is empty: set --config.data.root=PATH to the '
+                   f'{data_config.name} {what}')

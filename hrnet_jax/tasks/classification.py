@@ -123,41 +123,35 @@ DATASETS = ('imagenet', 'imagenet_tfds', 'imagenet_demo')
 
 def make_source(d: Any, split: str):
   """The reader of `config.data` for a split."""
-  names_file = d.get('class_names_file') or None
-  if d.name == 'imagenet_demo':
-    from hrnet_jax.data.demo import cls_demo_root
-    from hrnet_jax.data.sources.imagenet import ImageFolder
-    root = pathlib.Path(d.root or cls_demo_root())
-    return ImageFolder(root, split, train_split=d.train_split,
-                       class_names_file=names_file or root / 'class_names.txt')
+  from hrnet_jax.data.demo import dataset_root
   if d.name not in DATASETS:
     raise ValueError(f'config.data.name: unknown classification dataset {d.name!r}; expected one '
                      f'of {", ".join(DATASETS)}')
-  if not d.root:
-    raise ValueError(f'config.data.root is empty: set --config.data.root=PATH to the {d.name} '
-                     'dataset (the TFDS data_dir for imagenet_tfds)')
-  if d.name == 'imagenet':
+  root = dataset_root(d, 'dataset (the TFDS data_dir for imagenet_tfds)')
+  names_file = _class_names_file(d, root)
+  if d.name in ('imagenet', 'imagenet_demo'):
     from hrnet_jax.data.sources.imagenet import ImageFolder
-    return ImageFolder(d.root, split, train_split=d.train_split, class_names_file=names_file)
+    return ImageFolder(root, split, train_split=d.train_split, class_names_file=names_file)
   from hrnet_jax.data.sources.imagenet import ImageNetTFDS
-  return ImageNetTFDS(d.root, split, name=d.get('tfds_name', 'imagenet2012'),
+  return ImageNetTFDS(root, split, name=d.get('tfds_name', 'imagenet2012'),
                       class_names_file=names_file)
+
+
+def _class_names_file(d: Any, root: str) -> Any:
+  """`data.class_names_file`; the demo ships its own."""
+  names_file = d.get('class_names_file') or None
+  if d.name == 'imagenet_demo' and not names_file:
+    return pathlib.Path(root) / 'class_names.txt'
+  return names_file
 
 
 def dataset_classes(d: Any) -> tuple[list[str], list[str]]:
   """(class keys, readable names) in class-index order, without listing any images."""
   if d.name in ('imagenet', 'imagenet_demo'):
+    from hrnet_jax.data.demo import dataset_root
     from hrnet_jax.data.sources.imagenet import folder_classes, read_class_names
-    if d.name == 'imagenet_demo' and not d.root:
-      from hrnet_jax.data.demo import cls_demo_root
-      root = cls_demo_root()
-    else:
-      root = d.root
-    if not root:
-      make_source(d, d.train_split)  # raises the missing-root error
-    names_file = d.get('class_names_file') or None
-    if d.name == 'imagenet_demo' and not names_file:
-      names_file = pathlib.Path(root) / 'class_names.txt'
+    root = dataset_root(d)
+    names_file = _class_names_file(d, root)
     classes = folder_classes(root, d.train_split)
     return classes, (read_class_names(names_file, classes) if names_file else list(classes))
   from hrnet_jax.data.sources.common import DataError

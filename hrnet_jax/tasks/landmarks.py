@@ -192,14 +192,8 @@ class Landmarks:
                         remat=bool(self.config.model.get('remat', False)), **self.model_kwargs)
 
   def root(self) -> str:
-    d = self.config.data
-    if d.name == 'face_demo' and not d.root:
-      from hrnet_jax.data.demo import face_demo_root
-      return str(face_demo_root())
-    if not d.root:
-      raise ValueError(f'config.data.root is empty: set --config.data.root=PATH to the {d.name} '
-                       'dataset')
-    return d.root
+    from hrnet_jax.data.demo import dataset_root
+    return dataset_root(self.config.data)
 
   def source(self, split: str) -> faces.FaceLandmarks:
     d = self.config.data

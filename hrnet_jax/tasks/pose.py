@@ -331,14 +331,8 @@ class Pose:
                         remat=bool(self.config.model.get('remat', False)), **self.model_kwargs)
 
   def root(self) -> str:
-    d = self.config.data
-    if d.name == 'coco_demo' and not d.root:
-      from hrnet_jax.data.demo import pose_demo_root
-      return str(pose_demo_root())
-    if not d.root:
-      raise ValueError(f'config.data.root is empty: set --config.data.root=PATH to the {d.name} '
-                       'dataset')
-    return d.root
+    from hrnet_jax.data.demo import dataset_root
+    return dataset_root(self.config.data)
 
   def source(self, split: str, *, boxes: str = 'auto'):
     """People of a split. COCO evaluation splits use `config.data.det_json` boxes when set

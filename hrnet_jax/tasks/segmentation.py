@@ -218,15 +218,11 @@ def dataset_info(name: str) -> tuple[tuple[str, ...], np.ndarray, tuple]:
 
 
 def make_source(data_config: Any, split: str):
-  name, root = data_config.name, data_config.root
-  if name == 'cityscapes_demo':
-    from hrnet_jax.data.demo import seg_demo_root
-    from hrnet_jax.data.sources.cityscapes import CityscapesFolder
-    return CityscapesFolder(root or seg_demo_root(), split)
-  if not root:
-    raise ValueError(f'config.data.root is empty: set --config.data.root=PATH to the {name} '
-                     'dataset')
-  if name == 'cityscapes':
+  from hrnet_jax.data.demo import dataset_root
+  name = data_config.name
+  dataset_info(name)  # Unknown names: the error naming the valid choices.
+  root = dataset_root(data_config)
+  if name in ('cityscapes', 'cityscapes_demo'):
     from hrnet_jax.data.sources.cityscapes import CityscapesFolder
     return CityscapesFolder(root, split)
   if name == 'cityscapes_tfds':
@@ -238,7 +234,6 @@ def make_source(data_config: Any, split: str):
   if name == 'lip':
     from hrnet_jax.data.sources.lip import LIP
     return LIP(root, split)
-  dataset_info(name)  # Raises the error naming the valid choices.
 
 
 def _identity(sample: dict) -> dict:
