@@ -1,10 +1,10 @@
-# The two set-up commands: `make demo` (trains on the embedded demo data) and `make test`.
-# Each creates .venv if missing and installs.
+# The two set-up commands: `make demo` (trains on the embedded demo data) and `make test` (the
+# fast test tier). `make test-all` runs every test (what CI runs). Each creates .venv if missing.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo pose-demo face-demo cls-demo test clean
+.PHONY: demo pose-demo face-demo cls-demo test test-all clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,18 +19,21 @@ $(VENV)/.dev: pyproject.toml | $(PY)
 	touch $@ $(VENV)/.core
 
 demo: $(VENV)/.core
-	$(PY) train.py --config configs/seg_demo.py --workdir runs/seg_demo
+	$(PY) train.py --config configs/seg_cityscapes.py:demo --workdir runs/seg_demo
 
 pose-demo: $(VENV)/.core
-	$(PY) train.py --config configs/pose_demo.py --workdir runs/pose_demo
+	$(PY) train.py --config configs/pose_coco.py:demo --workdir runs/pose_demo
 
 cls-demo: $(VENV)/.core
-	$(PY) train.py --config configs/cls_demo.py --workdir runs/cls_demo
+	$(PY) train.py --config configs/cls_imagenet.py:demo --workdir runs/cls_demo
 
 face-demo: $(VENV)/.core
-	$(PY) train.py --config configs/face_demo.py --workdir runs/face_demo
+	$(PY) train.py --config configs/face_300w.py:demo --workdir runs/face_demo
 
 test: $(VENV)/.dev
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-all: $(VENV)/.dev
 	$(PY) -m pytest -q tests
 
 clean:

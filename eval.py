@@ -1,38 +1,40 @@
 """Evaluate: `python eval.py --config CONFIG --checkpoint PATH [--flip] [--multi_scale]`.
 
-Segmentation reports mIoU per class; pose reports COCO keypoint AP (ground-truth boxes, or
-detector boxes with --config.data.det_json=FILE) or MPII PCKh.
+Prints the task's scores: segmentation mIoU per class; pose COCO keypoint AP (ground-truth boxes,
+or detector boxes with --config.data.det_json=FILE) or MPII PCKh; classification top-1/top-5
+accuracy; facial landmarks NME, failure rate and AUC.
 
 PATH is a training workdir or step directory, a `python -m hrnet_jax.convert` directory, or an
 official PyTorch .pth / .safetensors (converted on the fly).
 """
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags
 
-config_flags.DEFINE_config_file('config', None, 'Recipe file with get_config().', lock_config=True)
+from hrnet_jax import cli
+
+cli.define_config_flag()
 flags.DEFINE_string('checkpoint', None, 'Checkpoint to evaluate.')
 flags.DEFINE_string('split', None, 'Split to evaluate (default: config.data.eval_split).')
 flags.DEFINE_bool('flip', False, 'Average with the horizontally flipped image.')
-flags.DEFINE_bool('multi_scale', False, 'Average over config.eval.multi_scales.')
-flags.DEFINE_string('sliding', None, "Sliding-window rule: 'auto', 'always' or 'never'.")
+flags.DEFINE_bool('multi_scale', False, 'Average over config.eval.multi_scales (segmentation).')
+flags.DEFINE_string('sliding', None, "Sliding-window rule: 'auto', 'always' or 'never' "
+                    '(segmentation).')
 flags.DEFINE_string('predictions', None, 'Write predictions into this directory (segmentation: '
-                    'colour PNGs; pose: the COCO-format keypoint results JSON).')
+                    'colour PNGs; pose: the COCO-format keypoint results JSON; classification: '
+                    'the top-5 per image; landmarks: the points per face).')
 flags.DEFINE_string('results', None, 'Write the scores as JSON here.')
 flags.mark_flags_as_required(['config', 'checkpoint'])
 
 
 def main(argv):
   del argv
-  if not flags.FLAGS['verbosity'].present:  # Orbax logs every save step at INFO.
-    logging.set_verbosity(logging.WARNING)
   from hrnet_jax.train.parallel import initialize_distributed
   initialize_distributed(flags.FLAGS.config)  # before anything asks JAX for devices
-  from hrnet_jax.evaluate import run
+  from hrnet_jax.evaluate_checkpoint import run
   f = flags.FLAGS
   run(f.config, f.checkpoint, split=f.split, flip=f.flip, multi_scale=f.multi_scale,
       sliding=f.sliding, predictions_dir=f.predictions, results_path=f.results)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -1,31 +1,25 @@
-"""Shared by the figure scripts: the real train step of a config, timed on a given batch."""
+"""Shared by the benchmark scripts: the trainer's own train step of a config, timed on a batch."""
 
-import functools
 import time
 
 import jax
 import numpy as np
 
 
-def build_step(config, accum_steps: int = 1, task=None):
-  """(jitted train step with donated state, fresh state) exactly as the trainer builds them, in
-  `config.dtype` with `config.model.remat`. `task` (create_model, loss) replaces the config's
-  task, for models without one (classification in hrnet_jax.bench)."""
+def build_step(config, task=None):
+  """(jitted train step with donated state, fresh state) from the trainer's own seams
+  (create_train_state, make_train_step) on all devices, in `config.dtype` with
+  `config.model.remat` and `config.grad_accum_steps`. `task` replaces the config's own (e.g. a
+  classifier given its classes, without a dataset)."""
   from hrnet_jax.tasks import get_task
-  from hrnet_jax.train import optim
-  from hrnet_jax.train.loop import compute_dtype, init_variables, new_state, train_step
+  from hrnet_jax.train import optim, parallel
+  from hrnet_jax.train.loop import create_train_state, make_train_step, shardings_of
   task = task or get_task(config)
-  dtype = compute_dtype(config)
-  model = task.create_model(dtype)
+  mesh = parallel.make_mesh(config.get('mesh'))
   schedule = optim.make_schedule(config.optimizer, 1000)
   tx = optim.make_optimizer(config.optimizer, schedule)
-  state = new_state(init_variables(model, 0), tx)
-  step = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_fn=task.loss,
-                                   schedule=schedule, mean=tuple(config.data.mean),
-                                   std=tuple(config.data.std), dtype=dtype,
-                                   rng=jax.random.key(0), accum_steps=accum_steps),
-                 donate_argnums=(0,))
-  return step, state
+  state, _ = create_train_state(config, task, mesh, tx, log=lambda _: None)
+  return make_train_step(config, task, mesh, tx, schedule, shardings_of(state)), state
 
 
 def timed_steps(step, state, batch: dict, steps: int) -> float:
@@ -37,9 +31,9 @@ def timed_steps(step, state, batch: dict, steps: int) -> float:
   return (time.perf_counter() - t) / steps
 
 
-def step_time(config, batch: dict, steps: int) -> tuple[float, float]:
+def step_time(config, batch: dict, steps: int, task=None) -> tuple[float, float]:
   """(compile s, s/step) of the trainer's own step function for `config` on `batch`."""
-  step, state = build_step(config)
+  step, state = build_step(config, task)
   t = time.perf_counter()
   state, m = step(state, batch)
   jax.block_until_ready(m)

@@ -23,8 +23,8 @@ CASES = (('float32', False, 1), ('float32', True, 1), ('bfloat16', False, 1),
 def measure(arch, batch, crop, steps, dtype, remat, accum):
   from configs import seg_cityscapes
   c = seg_cityscapes.get_config()
-  c.model.arch, c.model.remat, c.dtype = arch, remat, dtype
-  step, state = common.build_step(c, accum)
+  c.model.arch, c.model.remat, c.dtype, c.grad_accum_steps = arch, remat, dtype, accum
+  step, state = common.build_step(c)
   rng = np.random.default_rng(0)
   data = {'image': common.random_images(rng, (batch, *crop, 3)),
           'label': rng.integers(0, 19, (batch, *crop), dtype=np.uint8)}

@@ -20,8 +20,8 @@ from benchmarks import common  # noqa: E402
 
 def pipeline_rate(n: int = 40) -> float:
   """Crops/s of one worker on synthetic 640x480 JPEGs, through the COCO reader and the train
-  transform of configs/pose_coco_w32_256x192.py."""
-  from configs import pose_coco_w32_256x192
+  transform of configs/pose_coco.py."""
+  from configs import pose_coco
   from hrnet_jax.tasks import get_task
   root = pathlib.Path(tempfile.mkdtemp())
   (root / 'annotations').mkdir()
@@ -37,7 +37,7 @@ def pipeline_rate(n: int = 40) -> float:
                  'keypoints': kpts.reshape(-1).tolist()})
   (root / 'annotations' / 'person_keypoints_train2017.json').write_text(
       json.dumps({'images': images, 'annotations': anns}))
-  c = pose_coco_w32_256x192.get_config()
+  c = pose_coco.get_config()
   c.data.root = str(root)
   task = get_task(c)
   return common.transform_rate(task.source('train2017'), task.train_transform(), n)
@@ -45,8 +45,8 @@ def pipeline_rate(n: int = 40) -> float:
 
 def step_time(arch: str, batch: int, size: tuple[int, int], steps: int) -> tuple[float, float]:
   """(compile s, s/step) of the real train step (Adam, joints MSE) at `size`."""
-  from configs import pose_coco_w32_256x192
-  c = pose_coco_w32_256x192.get_config()
+  from configs import pose_coco
+  c = pose_coco.get_config()
   c.model.arch = arch
   hh, hw = size[0] // 4, size[1] // 4
   rng = np.random.default_rng(0)

@@ -23,8 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from benchmarks import common  # noqa: E402
-from hrnet_jax import bench  # noqa: E402
+from benchmarks import vs_pytorch as bench  # noqa: E402
 
 
 def conv_kind(line: str, batch: int) -> str:
@@ -118,9 +117,7 @@ def xla_flags() -> str:
 def build(arch: str, size, batch: int, overrides: dict):
   case = bench.Case(arch, tuple(size), tuple(size), tuple(size), tuple(size),
                     tuple(overrides.items()))
-  config = bench.train_config(case, 'float32')
-  task = bench._ClsTask(arch, overrides) if arch.startswith('cls') else None
-  step, state = common.build_step(config, task=task)
+  step, state, _ = bench.jax_train_step(case, 'float32', None)
   data = jax.device_put(bench.case_batch(case, batch, tuple(size), seed=1))
   compiled = step.lower(state, data).compile()
   return compiled, state, data

@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from hrnet_jax.bench import alternate, load  # noqa: E402
+from benchmarks.vs_pytorch import alternate, load  # noqa: E402
 from hrnet_jax.models.layers import BatchNorm  # noqa: E402
 
 

@@ -1,1 +1,1 @@
-"""Training recipes: one file per recipe with `get_config()`; variants import their base."""
+"""Training recipes: one file per recipe with `get_config(arg)`, built on common.base_config."""

@@ -1,20 +1,119 @@
-"""What every recipe shares: checkpointing, devices and processes, logging (trainer keys)."""
+"""What every recipe shares: `base_config(task, arch)` holds every key the trainer, the evaluator
+and the model read, at its default; a recipe file sets only what makes it that recipe.
+
+Recipes take an argument in the big_vision way, `--config configs/seg_cityscapes.py:ARG`, where
+ARG is a comma-separated list of `key=value` or bare switches:
+  arch=seg_w18     another zoo variant of the recipe's task
+  demo             the recipe on its embedded demo data, sized to learn in minutes on a CPU
+  runlocal         a tiny model and 6 steps: a smoke test (used by the tests); on the demo data
+                   where the recipe has a demo, else on --config.data.root
+"""
+
+from __future__ import annotations
+
+import ast
 
 import ml_collections
+from ml_collections import config_dict
 
-from hrnet_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (for recipes)
+from hrnet_jax.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from hrnet_jax.errors import ConfigError
+
+# The tiny model of `runlocal` (and of the tests): an 8-wide HRNet, one block per branch.
+TINY_MODEL = dict(width=8, num_modules=(1, 1, 1), num_blocks=1, stage1_blocks=1,
+                  stage1_planes=16)
 
 
-def add_trainer_keys(c: ml_collections.ConfigDict, checkpoint_every: int,
-                     log_every: int) -> ml_collections.ConfigDict:
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """'arch=seg_w18,runlocal' -> {'arch': 'seg_w18', 'runlocal': True, ...the other defaults}.
+  A switch not given is False; a key not among `defaults` is an error naming the valid ones."""
+  out = ml_collections.ConfigDict(defaults)
+  for item in filter(None, (s.strip() for s in (arg or '').split(','))):
+    key, sep, value = item.partition('=')
+    if key not in defaults:
+      raise ConfigError(f'config argument {item!r}: expected one of {sorted(defaults)} (as '
+                       '`key=value` or a bare switch, comma-separated)')
+    if not sep:
+      out[key] = True
+      continue
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return out
+
+
+def model_overrides() -> ml_collections.ConfigDict:
+  """Every zoo override a user may set from the command line, unset (None: the arch's default),
+  so that e.g. `--config.model.overrides.align_corners=True` parses."""
+  p = config_dict.placeholder
+  return ml_collections.ConfigDict({
+      # The shape of the variant (small test models):
+      'width': p(int), 'num_modules': p(tuple), 'num_blocks': p(int), 'stage1_blocks': p(int),
+      'stage1_planes': p(int),
+      # Settings of the task's official release:
+      'upsample': p(str),  # fusion upsampling: 'nearest' or 'bilinear'
+      'align_corners': p(bool), 'bn_momentum': p(float),
+      # OCR only:
+      'ocr_mid_channels': p(int), 'ocr_key_channels': p(int), 'ocr_dropout': p(float),
+  })
+
+
+def base_config(task: str, arch: str) -> ml_collections.ConfigDict:
+  """The keys every recipe has, at their defaults."""
+  c = ml_collections.ConfigDict()
+  c.task = task
+  c.seed = 0
+  c.dtype = 'float32'  # or 'bfloat16' (float32 params, BN statistics and loss)
+  c.init_from = ''  # a pretrained backbone: an official .pth, a converted dir, or a workdir
+
+  c.model = ml_collections.ConfigDict()
+  c.model.arch = arch
+  c.model.overrides = model_overrides()
+  c.model.remat = False  # recompute blocks in the backward pass: less memory, ~1.3x compute
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = ''
+  c.data.root = ''  # empty: the embedded demo's (generated on first use) for a *_demo name
+  c.data.train_split = 'train'
+  c.data.eval_split = 'val'
+  c.data.num_workers = 8  # processes running the transforms; 0: threads in this process
+  c.data.mean = IMAGENET_MEAN
+  c.data.std = IMAGENET_STD
+
+  c.loss = ml_collections.ConfigDict()
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'sgd'  # or 'adam'
+  c.optimizer.lr = 0.01
+  c.optimizer.momentum = 0.9  # sgd
+  c.optimizer.nesterov = False  # sgd
+  c.optimizer.b1 = 0.9  # adam
+  c.optimizer.b2 = 0.999  # adam
+  c.optimizer.weight_decay = 0.0  # coupled, as in PyTorch: added to the gradient
+  c.optimizer.schedule = 'constant'  # 'poly', 'step' or 'constant'
+  c.optimizer.power = 0.9  # poly
+  c.optimizer.boundaries = ()  # step: epochs (fractions allowed) where lr is multiplied ...
+  c.optimizer.gamma = 0.1  # ... by gamma
+  c.optimizer.warmup_steps = 0  # linear warmup from warmup_init * lr
+  c.optimizer.warmup_init = 0.0
+
+  c.batch_size = 16  # global, over all devices and hosts
+  c.num_epochs = 1
+  c.total_steps = 0  # > 0 overrides num_epochs
+  c.grad_accum_steps = 1  # > 1: the batch runs as that many micro-batches per update
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.every_steps = 1000  # and at the end; 0 = never while training (use eval.py)
+  c.eval.batch_size = 0  # 0: one sample per device
+  c.eval.flip = False
+
   c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.every_steps = checkpoint_every
+  c.checkpoint.every_steps = 1000
   c.checkpoint.keep = 3  # the newest ones ...
   c.checkpoint.keep_best = 1  # ... and the best by the task's metric
   c.checkpoint.async_save = True
   c.checkpoint.preemption_check_every = 10  # steps between multi-host SIGTERM agreements
-
-  c.grad_accum_steps = 1  # > 1: the batch runs as that many micro-batches per update
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # devices on the data axis; -1 = all
@@ -26,5 +125,22 @@ def add_trainer_keys(c: ml_collections.ConfigDict, checkpoint_every: int,
   c.distributed.num_processes = 1
   c.distributed.process_id = 0
 
-  c.log_every_steps = log_every
+  c.log_every_steps = 100
+  return c
+
+
+def runlocal(c: ml_collections.ConfigDict, steps: int = 6, batch_size: int = 4
+             ) -> ml_collections.ConfigDict:
+  """The tiny model, `steps` steps of `batch_size`, no worker processes, evaluation, checkpoint
+  and log at the end. The recipe shrinks its own image sizes."""
+  c.model.overrides.update(TINY_MODEL)
+  c.data.num_workers = 0
+  c.batch_size = batch_size
+  c.num_epochs = 0
+  c.total_steps = steps
+  c.optimizer.boundaries = ()
+  c.eval.every_steps = steps
+  c.eval.batch_size = batch_size
+  c.checkpoint.every_steps = steps
+  c.log_every_steps = steps
   return c

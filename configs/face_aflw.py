@@ -6,8 +6,8 @@
 from configs import face_wflw
 
 
-def get_config():
-  c = face_wflw.get_config()
+def get_config(arg=None):
+  c = face_wflw.get_config(arg)
   c.data.name = 'aflw'
   c.data.eval_split = 'test'
   c.optimizer.lr = 2e-4

@@ -6,8 +6,8 @@ holds COFW_train_color.mat and COFW_test_color.mat (MATLAB v7.3, read with h5py)
 from configs import face_wflw
 
 
-def get_config():
-  c = face_wflw.get_config()
+def get_config(arg=None):
+  c = face_wflw.get_config(arg)
   c.data.name = 'cofw'
   c.data.eval_split = 'test'
   return c

@@ -6,34 +6,21 @@ flip with landmark swaps; heatmaps 64x64 (sigma 1.5); Adam lr 1e-4, x0.1 at epoc
   python train.py --config configs/face_wflw.py --workdir runs/face_wflw \
       --config.data.root=/data/wflw --config.init_from=hrnetv2_w18_imagenet_pretrained.pth
   python eval.py --config configs/face_wflw.py --checkpoint HR18-WFLW.pth
+The other datasets: face_300w.py, face_cofw.py, face_aflw.py. `:runlocal`: a tiny model, 6 steps.
 """
 
-import ml_collections
-
 from configs import common
-from configs.common import IMAGENET_MEAN, IMAGENET_STD
 
 
-def get_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.task = 'landmarks'
-  c.seed = 0
-  c.dtype = 'float32'  # or 'bfloat16'
-  c.init_from = ''  # ImageNet-pretrained backbone: a .pth, a converted dir, or a workdir
-
-  c.model = ml_collections.ConfigDict()
-  c.model.arch = 'face_w18'
-  c.model.overrides = ml_collections.ConfigDict()
-  c.model.remat = False
-
-  c.data = ml_collections.ConfigDict()
+def get_config(arg=None):
+  args = common.parse_arg(arg, arch='face_w18', runlocal=False)
+  c = common.base_config('landmarks', args.arch)
   c.data.name = 'wflw'  # wflw | 300w | cofw | aflw | face_demo
   c.data.root = ''  # holds the annotation files and image_dir
   c.data.image_dir = 'images'
   # Annotation file per split, relative to root; unset splits use the official names
   # (face_landmarks_<name>_<split>.csv, COFW_<split>_color.mat).
-  c.data.annotations = ml_collections.ConfigDict()
-  c.data.train_split = 'train'
+  c.data.annotations = {'train': '', 'test': '', 'valid': ''}
   c.data.eval_split = 'test'
   c.data.input_size = (256, 256)  # (h, w)
   c.data.heatmap_size = (64, 64)
@@ -43,29 +30,27 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.rotation_prob = 0.6
   c.data.flip = True
   c.data.num_workers = 4
-  c.data.mean = IMAGENET_MEAN
-  c.data.std = IMAGENET_STD
 
-  c.loss = ml_collections.ConfigDict()
   c.loss.use_target_weight = False  # the official face loss is a plain heatmap MSE
 
-  c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = 'adam'
   c.optimizer.lr = 1e-4
-  c.optimizer.weight_decay = 0.0
   c.optimizer.schedule = 'step'
-  c.optimizer.boundary_epochs = (30, 50)
-  c.optimizer.gamma = 0.1
-  c.optimizer.warmup_steps = 0
-
-  c.batch_size = 16  # global, over all devices and hosts
+  c.optimizer.boundaries = (30, 50)
+  c.batch_size = 16
   c.num_epochs = 60
-  c.total_steps = 0  # > 0 overrides num_epochs
 
-  c.eval = ml_collections.ConfigDict()
-  c.eval.every_steps = 2000  # and at the end; 0 = never while training
+  c.eval.every_steps = 2000
   c.eval.batch_size = 32
   c.eval.flip = False  # the official face release tests without flip
   c.eval.shift_heatmap = True
+  c.checkpoint.every_steps = 2000
+  if args.runlocal:
+    runlocal(c)
+  return c
 
-  return common.add_trainer_keys(c, checkpoint_every=2000, log_every=100)
+
+def runlocal(c):
+  common.runlocal(c)
+  c.data.input_size, c.data.heatmap_size = (64, 64), (16, 16)
+  return c

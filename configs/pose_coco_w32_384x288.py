@@ -1,11 +1,3 @@
-"""HRNet-W32 on COCO keypoints at 384x288 (heatmaps 96x72, sigma 3); paper: 75.8 AP."""
-
-from configs import pose_coco_w32_256x192
-
-
-def get_config():
-  c = pose_coco_w32_256x192.get_config()
-  c.data.input_size = (384, 288)
-  c.data.heatmap_size = (96, 72)
-  c.data.sigma = 3.0
-  return c
+"""Alias of `pose_coco.py:arch=pose_w32,size=384x288`."""
+from configs import pose_coco
+def get_config(arg=None): return pose_coco.get_config(f'arch=pose_w32,size=384x288,{arg or ""}')

@@ -1,9 +1,3 @@
-"""HRNet-W48 on COCO keypoints at 384x288 (heatmaps 96x72, sigma 3); paper: 76.3 AP."""
-
-from configs import pose_coco_w32_384x288
-
-
-def get_config():
-  c = pose_coco_w32_384x288.get_config()
-  c.model.arch = 'pose_w48'
-  return c
+"""Alias of `pose_coco.py:arch=pose_w48,size=384x288`."""
+from configs import pose_coco
+def get_config(arg=None): return pose_coco.get_config(f'arch=pose_w48,size=384x288,{arg or ""}')

@@ -4,72 +4,62 @@ SGD lr 0.01 momentum 0.9 wd 5e-4, poly 0.9 per step, 484 epochs at batch 12 (~12
 synced BN, 512x1024 crops of images scaled by [0.5, 2.0], class-weighted cross entropy.
   python train.py --config configs/seg_cityscapes.py --workdir runs/w48 \
       --config.data.root=/data/cityscapes --config.init_from=hrnetv2_w48_imagenet_pretrained.pth
+Variants: `:arch=seg_w18` (also seg_w18_small_v1, seg_w18_small_v2, seg_ocr_w48: OCR, with
+align_corners and the 0.4 aux loss of its release); `:demo` (the embedded street scenes, a
+W18-Small-v1, 300 steps: `make demo`); `:runlocal` (a tiny model, 6 steps).
 """
 
-import ml_collections
-
 from configs import common
-from configs.common import IMAGENET_MEAN, IMAGENET_STD
+
 CITYSCAPES_CLASS_WEIGHTS = (0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786,
                             1.0023, 0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529,
                             1.0507)
 CITYSCAPES_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 
 
-def get_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.task = 'segmentation'
-  c.seed = 0
-  c.dtype = 'float32'  # or 'bfloat16' (float32 params, BN statistics and loss)
-  c.init_from = ''  # ImageNet-pretrained backbone: a .pth, a converted dir, or a workdir
-
-  c.model = ml_collections.ConfigDict()
-  c.model.arch = 'seg_w48'
-  c.model.overrides = ml_collections.ConfigDict()
-  c.model.remat = False  # recompute blocks in the backward pass: less memory, ~1.3x compute  # e.g. align_corners, upsample, width
-
-  c.data = ml_collections.ConfigDict()
-  c.data.name = 'cityscapes'  # cityscapes | cityscapes_tfds | cityscapes_demo | pascal_context | lip
-  c.data.root = ''  # dataset root (the TFDS data_dir for cityscapes_tfds)
-  c.data.train_split = 'train'
-  c.data.eval_split = 'val'
+def get_config(arg=None):
+  args = common.parse_arg(arg, arch='', demo=False, runlocal=False)
+  demo = args.demo or args.runlocal
+  c = common.base_config('segmentation', args.arch or ('seg_w18_small_v1' if demo else 'seg_w48'))
+  c.data.name = 'cityscapes'  # cityscapes | cityscapes_tfds (root: the TFDS data_dir) | ..._demo
   c.data.crop_size = (512, 1024)
   c.data.scale_range = (0.5, 2.0)
   c.data.flip = True
   c.data.eval_size = ()  # pad (or shrink) eval images to this size; () = keep (all same size)
-  c.data.num_workers = 8
-  c.data.mean = IMAGENET_MEAN
-  c.data.std = IMAGENET_STD
 
-  c.loss = ml_collections.ConfigDict()
   c.loss.class_weights = CITYSCAPES_CLASS_WEIGHTS
   c.loss.ohem = False
   c.loss.ohem_thresh = 0.9
   c.loss.ohem_min_kept = 131072
-  c.loss.aux_weight = 0.4  # OCR only
+  c.loss.aux_weight = 0.4  # OCR: the aux head's plain cross entropy
 
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = 'sgd'
   c.optimizer.lr = 0.01
-  c.optimizer.momentum = 0.9
-  c.optimizer.nesterov = False
   c.optimizer.weight_decay = 5e-4
   c.optimizer.schedule = 'poly'
-  c.optimizer.power = 0.9
-  c.optimizer.warmup_steps = 0
-
-  c.batch_size = 12  # global, over all devices and hosts
+  c.batch_size = 12
   c.num_epochs = 484
-  c.total_steps = 0  # > 0 overrides num_epochs
 
-  c.eval = ml_collections.ConfigDict()
-  c.eval.every_steps = 5000  # and at the end; 0 = never while training
-  c.eval.batch_size = 0  # 0: one image per device
+  c.eval.every_steps = 5000
   c.eval.scales = (1.0,)
   c.eval.multi_scales = CITYSCAPES_SCALES  # what eval.py --multi_scale uses
-  c.eval.flip = False
   c.eval.sliding = 'auto'  # windows of eval.crop_size for scales > 1
   c.eval.crop_size = (512, 1024)
   c.eval.save_predictions = 0
+  c.checkpoint.every_steps = 1000
+  c.log_every_steps = 50
 
-  return common.add_trainer_keys(c, checkpoint_every=1000, log_every=50)
+  if demo:
+    c.model.overrides.bn_momentum = 0.9  # running statistics settle within a short run
+    c.data.name = 'cityscapes_demo'
+    c.data.crop_size = c.eval.crop_size = (128, 128)
+    c.data.scale_range = (0.75, 1.5)
+    c.data.num_workers = 2
+    c.optimizer.lr = 0.05
+    c.batch_size = c.eval.batch_size = 8
+    c.num_epochs, c.total_steps = 0, 300
+    c.eval.every_steps = c.checkpoint.every_steps = 100
+    c.log_every_steps = 20
+  if args.runlocal:
+    common.runlocal(c)
+    c.data.crop_size = c.eval.crop_size = (64, 64)
+  return c

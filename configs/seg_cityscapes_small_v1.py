@@ -1,9 +1,3 @@
-"""HRNetV2-W18-Small-v1 on Cityscapes (70.3 mIoU val in the release)."""
-
+"""Alias of `seg_cityscapes.py:arch=seg_w18_small_v1`."""
 from configs import seg_cityscapes
-
-
-def get_config():
-  c = seg_cityscapes.get_config()
-  c.model.arch = 'seg_w18_small_v1'
-  return c
+def get_config(arg=None): return seg_cityscapes.get_config(f'arch=seg_w18_small_v1,{arg or ""}')

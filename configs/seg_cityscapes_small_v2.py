@@ -1,9 +1,3 @@
-"""HRNetV2-W18-Small-v2 on Cityscapes (76.2 mIoU val in the release)."""
-
+"""Alias of `seg_cityscapes.py:arch=seg_w18_small_v2`."""
 from configs import seg_cityscapes
-
-
-def get_config():
-  c = seg_cityscapes.get_config()
-  c.model.arch = 'seg_w18_small_v2'
-  return c
+def get_config(arg=None): return seg_cityscapes.get_config(f'arch=seg_w18_small_v2,{arg or ""}')

@@ -1,9 +1,3 @@
-"""HRNetV2-W18 on Cityscapes: the W48 recipe with the W18 backbone."""
-
+"""Alias of `seg_cityscapes.py:arch=seg_w18`."""
 from configs import seg_cityscapes
-
-
-def get_config():
-  c = seg_cityscapes.get_config()
-  c.model.arch = 'seg_w18'
-  return c
+def get_config(arg=None): return seg_cityscapes.get_config(f'arch=seg_w18,{arg or ""}')

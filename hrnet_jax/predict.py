@@ -3,54 +3,75 @@
 Each image goes through the evaluator's own jitted step (normalize + the task's eval outputs) on
 the samples the task makes of it (the whole image, or given boxes), and the task's host-side
 post-processing; so the results are what `eval.py` would compute for the same image.
+
+A file that cannot be read or predicted (or whose boxes do not fit it) is reported, counted and
+skipped; the others are written all the same.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
+import sys
 from typing import Any, Sequence
 
 import cv2
 import jax
 import numpy as np
 
-from hrnet_jax.data.sources.common import read_image
-from hrnet_jax.evaluate import load_checked
+from hrnet_jax.data.sources import read_image
+from hrnet_jax.errors import UserError
 from hrnet_jax.tasks import get_task
-from hrnet_jax.train.evaluate import make_eval_step
-from hrnet_jax.train.loop import compute_dtype
+from hrnet_jax.train import checkpoint
+from hrnet_jax.train.evaluator import make_eval_step
 
 
 def read_boxes(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """A JSON file {image file name: [[x, y, w, h], ...]} -> boxes per name."""
-  with open(path) as f:
-    try:
+  try:
+    with open(path) as f:
       table = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f'{path}: not valid JSON ({e})') from None
+  except OSError as e:
+    raise UserError(f'boxes file {path}: cannot read it ({e.strerror})') from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise UserError(f'{path}: not valid JSON ({e})') from None
   if not isinstance(table, dict):
-    raise ValueError(f'{path}: expected an object mapping image file names to lists of '
-                     f'[x, y, w, h] boxes, got {type(table).__name__}')
+    raise UserError(f'{path}: expected an object mapping image file names to lists of '
+                    f'[x, y, w, h] boxes, got {type(table).__name__}')
   out = {}
   for name, boxes in table.items():
-    arr = np.asarray(boxes, np.float32)
-    if arr.ndim != 2 or arr.shape[1] != 4:
-      raise ValueError(f'{path}: boxes of {name!r} must be a list of [x, y, w, h], got shape '
-                       f'{arr.shape}')
-    out[name] = arr
+    ok = isinstance(boxes, list) and all(
+        isinstance(b, list) and len(b) == 4 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in b)
+        for b in boxes)
+    if not ok:
+      raise UserError(f'{path}: boxes of {name!r} must be a list of [x, y, w, h] lists of four '
+                      f'numbers, got {json.dumps(boxes)[:80]}')
+    out[name] = np.asarray(boxes, np.float32).reshape(-1, 4)
   return out
 
 
-def _json_ready(prediction: dict, out_dir: pathlib.Path, stem: str) -> dict:
+def output_names(paths: Sequence[pathlib.Path]) -> list[str]:
+  """A distinct output name (no suffix) per input: its path relative to the inputs' common
+  folder (so a/x.png and b/x.png stay apart), with the suffix kept where two inputs would still
+  meet (x.png and x.jpg)."""
+  parents = [str(p.resolve().parent) for p in paths]
+  root = pathlib.Path(os.path.commonpath(parents)) if paths else pathlib.Path('.')
+  names = [str(p.resolve().relative_to(root).with_suffix('')) for p in paths]
+  clash = {n for n in names if names.count(n) > 1}
+  return [f'{n}_{p.suffix.lstrip(".")}' if n in clash else n for n, p in zip(names, paths)]
+
+
+def _json_ready(prediction: dict, out_dir: pathlib.Path, name: str) -> dict:
   """Arrays in a prediction (e.g. a label map) go to PNG files; the JSON names them."""
   out = {}
   for key, value in prediction.items():
     if isinstance(value, np.ndarray):
-      name = f'{stem}_{key}.png'
-      cv2.imwrite(str(out_dir / name), value)
-      out[key] = name
+      file = f'{name}_{key}.png'
+      cv2.imwrite(str(out_dir / file), value)
+      out[key] = file
     else:
       out[key] = value
   return out
@@ -65,14 +86,12 @@ class Predictor:
       if 'save_predictions' in config.eval:
         config.eval.save_predictions = 1  # segmentation: keep the label map
     self.task = get_task(config)
-    dtype = compute_dtype(config)
-    model = self.task.create_model(dtype)
     # One device: a single image is the batch.
-    self.mesh = jax.make_mesh((1,), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
-                              devices=jax.local_devices()[:1])
-    variables, self.where = load_checked(self.task, model, checkpoint_path)
+    mesh = jax.make_mesh((1,), ('data',), axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=jax.local_devices()[:1])
+    variables, self.where = checkpoint.load_model_variables(checkpoint_path, self.task)
     self.variables = jax.device_put(variables, jax.local_devices()[0])
-    self.step = make_eval_step(self.task, model, self.mesh, config, dtype)
+    self.step = make_eval_step(config, self.task, mesh)
     self.transform = self.task.eval_transform()
 
   def __call__(self, image: np.ndarray, boxes: np.ndarray | None = None) -> dict:
@@ -84,27 +103,48 @@ class Predictor:
     return self.task.prediction(samples, outputs)
 
 
+@dataclasses.dataclass
+class Outcome:
+  records: list[dict]  # one per image written
+  failed: list[tuple[str, str]]  # (file, reason) of each image skipped
+
+
 def run(config: Any, checkpoint_path: str, images: Sequence[str], out_dir: str | os.PathLike,
-        boxes_path: str | None = None) -> list[dict]:
-  """Writes `<stem>.png` (the picture) and `<stem>.json` (the raw results) per image into
-  `out_dir`, plus `predictions.json` with all of them; returns the results."""
+        boxes_path: str | None = None) -> Outcome:
+  """Writes `<name>.png` (the picture) and `<name>.json` (the raw results) per image into
+  `out_dir` (names: see `output_names`), and `predictions.json` with all of them."""
   out = pathlib.Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
+  if out.exists() and not out.is_dir():
+    raise UserError(f'--out {out}: exists and is not a directory')
   boxes = read_boxes(boxes_path) if boxes_path else {}
+  paths = list(dict.fromkeys(pathlib.Path(p) for p in images))  # each file once
+  names = output_names(paths)
   predictor = Predictor(config, checkpoint_path)
   print(f'model: {predictor.where}', flush=True)
-  everything = []
-  for path in images:
-    path = pathlib.Path(path)
-    image = read_image(path)
-    prediction = predictor(image, boxes.get(path.name))
-    picture = predictor.task.draw(image, prediction)
-    cv2.imwrite(str(out / f'{path.stem}.png'), picture[..., ::-1])
-    record = dict(image=str(path), **_json_ready(prediction, out, path.stem))
-    with open(out / f'{path.stem}.json', 'w') as f:
-      json.dump(record, f, indent=1)
-    everything.append(record)
-    print(f'{path} -> {out / (path.stem + ".png")}', flush=True)
+  out.mkdir(parents=True, exist_ok=True)
+  done = Outcome([], [])
+  for path, name in zip(paths, names):
+    try:
+      image = read_image(path)
+      found = [boxes[k] for k in (str(path), name, path.name) if k in boxes]
+      prediction = predictor(image, found[0] if found else None)
+      picture = predictor.task.draw(image, prediction)
+      (out / name).parent.mkdir(parents=True, exist_ok=True)
+      if not cv2.imwrite(str(out / f'{name}.png'), picture[..., ::-1]):
+        raise OSError(f'cannot write {out / name}.png')
+      record = dict(image=str(path), picture=f'{name}.png',
+                    **_json_ready(prediction, out, name))
+      with open(out / f'{name}.json', 'w') as f:
+        json.dump(record, f, indent=1)
+    except Exception as e:  # pylint: disable=broad-except  (one bad file must not stop the run)
+      reason = str(e) if isinstance(e, UserError) else f'{type(e).__name__}: {e}'
+      done.failed.append((str(path), reason))
+      print(f'error: {path}: {reason}', file=sys.stderr, flush=True)
+      continue
+    done.records.append(record)
+    print(f'{path} -> {out / name}.png', flush=True)
   with open(out / 'predictions.json', 'w') as f:
-    json.dump(everything, f, indent=1)
-  return everything
+    json.dump(done.records, f, indent=1)
+  print(f'{len(done.records)} done, {len(done.failed)} failed; results in '
+        f'{out / "predictions.json"}', flush=True)
+  return done

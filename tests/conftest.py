@@ -1,26 +1,127 @@
-"""Shared helpers: PyTorch references are optional; tests that need them skip without torch."""
+"""Shared fixtures and helpers.
+
+Tiers: `make test` runs the fast tier (`-m "not slow"`), `make test-all` everything (CI). A test
+is marked slow when it launches processes, trains 60+ steps, runs a converted checkpoint end to
+end, builds a TFDS dataset, or runs the benchmark.
+
+Compiled programs are shared through JAX's persistent compilation cache, kept between runs (in
+$HRNET_JAX_CACHE or ~/.cache/hrnet_jax), and the trainer tests all run one tiny recipe
+(`configs/<family>.py:runlocal`) so that they compile the same programs.
+"""
 
 import os
 import pathlib
-import tempfile
 
 import jax
 import numpy as np
 import pytest
 
-# Trainer tests compile the same tiny programs many times: share them through the disk cache
-# (subprocesses inherit it through the environment).
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='hrnet_jax_xla_'))
+from hrnet_jax.data import synthetic
+
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', str(synthetic.cache_dir() / 'xla-tests'))
 jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
 
 DATA = pathlib.Path(__file__).parent / 'data'
+# The tiny model of the `runlocal` recipes, for tests that build models directly.
+from configs.common import TINY_MODEL as TINY  # noqa: E402,F401 (for the tests)
+
+
+def recipe(name: str, root=None, arg: str = 'runlocal'):
+  """configs/<name>.py:<arg> with the data root set (the `runlocal` tiny recipe by default)."""
+  import importlib
+  c = importlib.import_module(f'configs.{name}').get_config(arg)
+  if root is not None:
+    c.data.root = str(root)
+  return c
+
+
+def fresh_step(config, total_steps: int = 10):
+  """(fresh state, jitted step) of a config, built by the trainer's own seams on all devices."""
+  from hrnet_jax.tasks import get_task
+  from hrnet_jax.train import optim, parallel
+  from hrnet_jax.train.loop import create_train_state, make_train_step, shardings_of
+  task, mesh = get_task(config), parallel.make_mesh()
+  schedule = optim.make_schedule(config.optimizer, total_steps)
+  tx = optim.make_optimizer(config.optimizer, schedule)
+  state, _ = create_train_state(config, task, mesh, tx, log=lambda _: None)
+  return state, make_train_step(config, task, mesh, tx, schedule, shardings_of(state))
+
+
+# --- Demo data, written once per session ---------------------------------------------------
+
+
+@pytest.fixture(scope='session')
+def seg_root(tmp_path_factory):
+  return synthetic.write_seg_demo(tmp_path_factory.mktemp('seg') / 'demo', num_train=16,
+                                  num_val=4, size_hw=(64, 128))
+
+
+@pytest.fixture(scope='session')
+def pose_root(tmp_path_factory):
+  return synthetic.write_pose_demo(tmp_path_factory.mktemp('pose') / 'demo', num_train=24,
+                                   num_val=12, size_hw=(96, 128))
+
+
+@pytest.fixture(scope='session')
+def face_root(tmp_path_factory):
+  return synthetic.write_face_demo(tmp_path_factory.mktemp('face') / 'demo', num_train=32,
+                                   num_valid=16)
+
+
+@pytest.fixture(scope='session')
+def cls_root(tmp_path_factory):
+  return synthetic.write_cls_demo(tmp_path_factory.mktemp('cls') / 'demo', num_train=24,
+                                  num_val=6)
+
+
+# --- Reading results back ------------------------------------------------------------------
+
+
+def read_scalars(workdir, tag):
+  """(step, value) of one TensorBoard scalar, read back from the event files."""
+  from tensorboardX.proto import event_pb2
+  values = []
+  for f in sorted((pathlib.Path(workdir) / 'tensorboard').glob('events.out.tfevents.*')):
+    data = f.read_bytes()
+    pos = 0
+    while pos < len(data):
+      n = int.from_bytes(data[pos:pos + 8], 'little')
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+      pos += 12 + n + 4
+      for v in event.summary.value:
+        if v.tag == tag:
+          values.append((event.step, v.simple_value))
+  return values
+
+
+def flat(tree) -> dict:
+  """{'path': numpy array} of a pytree."""
+  return {jax.tree_util.keystr(k): np.asarray(v)
+          for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def relative_error(a, b) -> float:
   """max |a - b| / max |b|: the bound the parity tests hold."""
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+# --- Optional frameworks ------------------------------------------------------------------
+
+
+@pytest.fixture
+def tensorflow():
+  """TensorFlow (TFDS builds), skipping without it. torchvision is imported first when present:
+  importing it after TensorFlow crashes the process (a segfault in triton's import)."""
+  try:
+    import torchvision  # noqa: F401
+  except ImportError:
+    pass
+  return pytest.importorskip('tensorflow')
+
+
+# --- PyTorch references (optional: tests that need them skip without torch) ----------------
 
 
 def nchw_to_nhwc(t) -> np.ndarray:

@@ -8,32 +8,35 @@ import numpy as np
 import pytest
 
 pytest.importorskip('torch')
-from hrnet_jax import bench  # noqa: E402
+from benchmarks import vs_pytorch as bench  # noqa: E402
 from hrnet_jax.flops import flops  # noqa: E402
 
 TINY = dict(width=4, num_modules=(1, 1, 1), num_blocks=1, stage1_blocks=1)
 
 
-def test_bench_end_to_end(tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize('case', ['seg_w18', 'cls_w18'])
+def test_bench_end_to_end(tmp_path, case):
   out = tmp_path / 'bench.json'
   overrides = [f'{k}={v}' for k, v in TINY.items()]
-  argv = ['--cases', 'seg_w18', '--train-size', '64', '96', '--infer-size', '64', '64',
+  argv = ['--cases', case, '--train-size', '64', '96', '--infer-size', '64', '64',
           '--batch', '2', '--steps', '1', '--peak-n', '128', '--no-pipeline', '--json', str(out)]
   for o in overrides:
     argv += ['--override', o]
   bench.main(argv)
   r = json.loads(out.read_text())
   assert r['peak']['jax_gflops'] > 0 and r['peak']['torch_gflops'] > 0
+  arch = case
   (case,) = r['cases']
-  assert case['arch'] == 'seg_w18' and case['train_hw'] == [64, 96]
+  assert case['arch'] == arch and case['train_hw'] == [64, 96]
   # The same model with the same weights on both sides.
   assert case['infer_max_rel_err'] < 1e-4
   assert case['train_first_loss']['jax'] == pytest.approx(case['train_first_loss']['torch'],
                                                           rel=1e-4)
   # FLOPs: 2 x the paper's multiply-adds; training 3x the forward.
-  assert case['gflop']['infer'] == pytest.approx(2 * flops('seg_w18', (64, 64), batch=2, **TINY)
+  assert case['gflop']['infer'] == pytest.approx(2 * flops(arch, (64, 64), batch=2, **TINY)
                                                  * 2**30 / 1e9)
-  assert case['gflop']['train'] == pytest.approx(6 * flops('seg_w18', (64, 96), batch=2, **TINY)
+  assert case['gflop']['train'] == pytest.approx(6 * flops(arch, (64, 96), batch=2, **TINY)
                                                  * 2**30 / 1e9)
   for phase in ('infer', 'train'):
     p = case[phase]

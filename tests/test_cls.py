@@ -1,7 +1,6 @@
 """Classification: top-1/top-5 and the loss against numpy, the ImageNet transforms worked by hand,
 the ImageFolder and TFDS readers, the demo learns through the shared trainer, eval.py on a
-converted PyTorch classifier matches the PyTorch forward, predict hooks, and a trained
-classifier's backbone as init_from of a segmentation run."""
+converted PyTorch classifier matches the PyTorch forward, and predict.py agrees with eval.py."""
 
 import io
 import json
@@ -16,19 +15,24 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import randomize_torch_bn
-from hrnet_jax.data import demo, transforms
-from hrnet_jax.data.sources.common import DataError
+from conftest import randomize_torch_bn, recipe
+from hrnet_jax.data import synthetic, transforms
+from hrnet_jax.data.sources import DataError
 from hrnet_jax.data.sources.imagenet import ImageFolder, ImageNetTFDS
 from hrnet_jax.tasks import classification, get_task
 from hrnet_jax.train.loop import train_and_evaluate
 
-TINY = dict(width=8, num_modules=(1, 1, 1), num_blocks=1, stage1_blocks=1, stage1_planes=16)
-
 
 @pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-  return demo.write_cls_demo(tmp_path_factory.mktemp('cls') / 'demo', num_train=24, num_val=6)
+def data_root(cls_root):
+  return cls_root  # 10 classes, 24 train and 6 val images each
+
+
+def demo_config(root):
+  """The demo recipe with the tiny model and evaluation batches of 50 (the last one padded)."""
+  c = recipe('cls_imagenet', root, 'demo,runlocal')
+  c.eval.batch_size = 50
+  return c
 
 
 @pytest.fixture(scope='module')
@@ -37,21 +41,10 @@ def trained(data_root, tmp_path_factory):
   c = demo_config(data_root)
   c.batch_size = 16
   c.total_steps = 60
-  c.optimizer.boundaries = (50,)
-  c.eval.every_steps = 60
-  c.checkpoint.every_steps = 60
+  c.optimizer.boundaries = (50 / 15,)  # epochs: step 50 at 240 images, batch 16
+  c.eval.every_steps = c.checkpoint.every_steps = 60
   workdir = tmp_path_factory.mktemp('cls_run')
   return c, workdir, train_and_evaluate(c, str(workdir))
-
-
-def demo_config(root, tiny=True):
-  from configs import cls_demo
-  c = cls_demo.get_config()
-  c.data.root = str(root)
-  c.data.num_workers = 0
-  if tiny:
-    c.model.overrides.update(TINY)
-  return c
 
 
 # --- Metric and loss ---------------------------------------------------------------------------
@@ -68,7 +61,7 @@ def test_top1_top5_match_numpy_argsort_and_ignore_padded_rows(data_root):
   valid = np.ones((3, 8), np.int32)
   valid[2, 5:] = 0  # the evaluator's filler rows
   labels[2, 5:] = 255
-  metric = task.new_metric()
+  metric = task.new_metric(task.source('val'))
   for b in range(3):
     batch = {'label': labels[b], 'valid': valid[b], 'index': np.arange(8) + 8 * b}
     out = task.eval_outputs(lambda x, b=b: jnp.asarray(logits[b]), None, batch)
@@ -95,7 +88,7 @@ def test_metric_rejects_labels_outside_the_classes():
   metric = classification.AccuracyMetric(['a', 'b', 'c'])
   with pytest.raises(ValueError, match='label 7'):
     metric.update({'top_ids': np.zeros((1, 3), np.int32), 'top_probs': np.ones((1, 3)),
-                   'label': np.array([7])})
+                   'label': np.array([7]), 'index': np.array([0]), 'valid': np.array([1])})
 
 
 @pytest.mark.parametrize('smoothing', [0.0, 0.1])
@@ -239,11 +232,12 @@ def _tar_add(tar, name, data):
   tar.addfile(info, io.BytesIO(data))
 
 
-def test_tfds_imagenet2012_built_from_official_style_tars_reads_without_tensorflow(tmp_path):
+@pytest.mark.slow
+def test_tfds_imagenet2012_built_from_official_style_tars_reads_without_tensorflow(tmp_path,
+                                                                                  tensorflow):
   """A tiny `imagenet2012` built by TFDS's own builder from fake manual tars in the official
   layout (per-class tars inside the train tar, flat validation JPEGs), read back as ArrayRecord
   through tfds.data_source."""
-  pytest.importorskip('tensorflow')
   import tensorflow_datasets as tfds
   from hrnet_jax.data.sources.imagenet import prepare_tfds
   labels_file = tfds.core.tfds_path('datasets/imagenet2012/labels.txt')
@@ -303,72 +297,67 @@ def test_tfds_imagenet2012_built_from_official_style_tars_reads_without_tensorfl
 # --- Through the trainer and the evaluator ---------------------------------------------------
 
 
-def test_training_on_the_demo_beats_chance_and_predict_hooks_agree_with_the_eval_path(
-    trained, tmp_path):
+@pytest.mark.slow
+def test_training_on_the_demo_beats_chance_and_predict_agrees_with_the_eval_path(trained,
+                                                                                 tmp_path):
+  from hrnet_jax import predict
   from hrnet_jax.train import checkpoint, parallel
-  from hrnet_jax.train.evaluate import evaluate, make_eval_step
+  from hrnet_jax.train.evaluator import evaluate
   c, workdir, results = trained
   # 10 balanced classes (6 validation images each): chance is 10% top-1, 50% top-5.
   assert results['num_images'] == 60
   assert results['top1'] >= 0.25 and results['top5'] >= 0.7, results
   assert (workdir / 'checkpoints' / '60').is_dir()
 
-  # predict.py's path on one validation image gives what the evaluator computed for it.
+  # The evaluator on the checkpoint: the trainer's figures, and the per-image predictions.
   task = get_task(c)
-  model = task.create_model()
   variables, _ = checkpoint.load_variables(workdir)
-  mesh = parallel.make_mesh(c.get('mesh'))
   source = task.source('val')
-  step = make_eval_step(task, model, mesh, c, jnp.float32)
-  metric = evaluate(task, model, variables, mesh, c, dtype=jnp.float32, source=source,
-                    predictions_dir=tmp_path / 'pred', eval_step=step)
+  metric = evaluate(c, task, parallel.make_mesh(), variables, source=source,
+                    predictions_dir=tmp_path / 'pred')
   assert metric.result()['top1'] == pytest.approx(results['top1'])
   rows = json.loads((tmp_path / 'pred' / 'predictions_val.json').read_text())
   assert len(rows) == 60 and rows[7]['file'] == source.names[7]
 
-  def predict(samples):
-    """As predict.py does, padded with invalid rows to the compiled evaluation batch."""
-    items = [dict(task.eval_transform()(s), index=np.int32(i), valid=np.int32(1))
-             for i, s in enumerate(samples)]
-    items += [dict(items[0], valid=np.int32(0))] * (c.eval.batch_size - len(items))
-    batch = {k: np.stack([it[k] for it in items]) for k in items[0]}
-    return task.prediction(samples, jax.device_get(step(variables, batch)))
-
+  # predict.py's Predictor on the same image: the evaluator's top-5.
+  predictor = predict.Predictor(c, str(workdir))
   image = source[7]['image']
-  pred = predict(task.image_samples(image))
-  (p,) = pred['predictions']
+  (p,) = predictor(image)['predictions']
   assert p['box'] == [0.0, 0.0, 48.0, 48.0]
   assert [t['class_id'] for t in p['top5']] == [t['class_id'] for t in rows[7]['top5']]
   np.testing.assert_allclose([t['probability'] for t in p['top5']],
                              [t['probability'] for t in rows[7]['top5']], atol=1e-6)
-  assert p['top5'][0]['name'] == demo.CLS_CLASSES[p['top5'][0]['class_id']]
-  json.dumps(pred)
+  assert p['top5'][0]['name'] == synthetic.CLS_CLASSES[p['top5'][0]['class_id']]
 
   # Two boxes: crops in image pixels (clipped), one prediction each; the picture shows them.
   boxes = np.array([[4, 2, 30, 40], [30, 30, 100, 100]], np.float32)
   samples = task.image_samples(image, boxes)
   assert [s['image'].shape for s in samples] == [(40, 30, 3), (18, 18, 3)]
-  pred = predict(samples)
+  pred = predictor(image, boxes)
+  json.dumps(pred)
   assert [p['box'] for p in pred['predictions']] == [[4, 2, 30, 40], [30, 30, 18, 18]]
   picture = task.draw(image, pred)
   assert picture.dtype == np.uint8 and picture.shape[1] == 48 + 300
   assert picture.shape[0] >= 48 and (picture[:, 48:] < 128).any()  # text on the strip
   assert (picture[2, 4:34] != image[2, 4:34]).any()  # the first box's outline
   np.testing.assert_array_equal(picture[10:20, 38:46], image[10:20, 38:46])  # elsewhere kept
-  whole = task.draw(image, predict(task.image_samples(image)))
+  whole = task.draw(image, predictor(image))
   np.testing.assert_array_equal(whole[:48, :48], image)  # no box drawn over the whole image
 
 
+@pytest.mark.slow
 def test_eval_of_a_converted_pytorch_classifier_matches_pytorch(data_root, tmp_path):
   torch = pytest.importorskip('torch')
-  from hrnet_jax import evaluate, torch_reference
-  ref = torch_reference.build('cls_w18', **TINY, num_classes=10).eval()
+  from conftest import TINY
+  from hrnet_jax import evaluate_checkpoint
+  from hrnet_jax.convert import torch_hrnet
+  ref = torch_hrnet.build('cls_w18', **TINY, num_classes=10).eval()
   randomize_torch_bn(ref)
   with torch.no_grad():  # a classifier with confident, well separated outputs
     ref.classifier.weight.mul_(30.0)
   torch.save(ref.state_dict(), tmp_path / 'cls.pth')
   c = demo_config(data_root)  # evaluation batches of 50: the second one is padded
-  scores = evaluate.run(c, str(tmp_path / 'cls.pth'), predictions_dir=tmp_path / 'pred',
+  scores = evaluate_checkpoint.run(c, str(tmp_path / 'cls.pth'), predictions_dir=tmp_path / 'pred',
                         results_path=tmp_path / 'scores.json')
   rows = json.loads((tmp_path / 'pred' / 'predictions_val.json').read_text())
 
@@ -394,49 +383,3 @@ def test_eval_of_a_converted_pytorch_classifier_matches_pytorch(data_root, tmp_p
   assert scores['top1'] == pytest.approx(np.mean(order[:, 0] == labels))
   assert scores['top5'] == pytest.approx(np.mean([l in o for l, o in zip(labels, order)]))
   assert json.loads((tmp_path / 'scores.json').read_text())['num_images'] == 60
-
-
-def test_a_trained_classifier_initializes_a_segmentation_backbone(trained, tmp_path,
-                                                                   monkeypatch):
-  """init_from=<classifier workdir>: the trainer's initial segmentation variables hold every
-  backbone array of the classifier and the segmentation model's own fresh head. (The trainer is
-  stopped once it has built them; test_seg_train.py follows init_from through training.)"""
-  from flax import traverse_util
-  from hrnet_jax.train import checkpoint, loop
-  from seg_tiny import tiny_config
-  _, workdir, _ = trained
-  cls_vars, _ = checkpoint.load_variables(workdir)
-
-  seg_root = demo.write_seg_demo(tmp_path / 'seg_data', num_train=8, num_val=2,
-                                 size_hw=(64, 128))
-  s = tiny_config(seg_root, steps=1, batch_size=4)
-  s.model.overrides.update(TINY)
-  s.init_from = str(workdir)
-  built, merge = {}, checkpoint.merge_subtree
-
-  class Built(Exception):
-    pass
-
-  def merge_and_stop(target, loaded, subtree):
-    built['fresh'] = target
-    built['merged'], _ = merge(target, loaded, subtree)
-    raise Built
-
-  monkeypatch.setattr(loop.checkpoint, 'merge_subtree', merge_and_stop)
-  with pytest.raises(Built):
-    train_and_evaluate(s, str(tmp_path / 'seg'))
-
-  for collection in ('params', 'batch_stats'):
-    got = traverse_util.flatten_dict(built['merged'][collection])
-    want = traverse_util.flatten_dict(cls_vars[collection])
-    new = traverse_util.flatten_dict(built['fresh'][collection])
-    backbone = [k for k in got if k[0] == 'backbone']
-    assert len(backbone) > 20 and {k for k in want if k[0] == 'backbone'} == set(backbone)
-    for k in backbone:
-      np.testing.assert_array_equal(got[k], want[k])
-      if collection == 'params' and got[k].size > 1:
-        assert not np.array_equal(got[k], new[k])  # really the trained values
-    head = [k for k in got if k[0] == 'head']
-    assert head
-    for k in head:
-      np.testing.assert_array_equal(got[k], new[k])

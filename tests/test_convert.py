@@ -1,7 +1,10 @@
 """Conversion: official layouts, bit-exact round trips, arch inference, the CLI, bad inputs."""
 
+import errno
 import os
 import pathlib
+import shutil
+import stat
 
 import jax
 import numpy as np
@@ -44,7 +47,12 @@ def test_export_matches_official_layout(arch):
   assert state['bn1.num_batches_tracked'].dtype == np.int64
 
 
-@pytest.mark.parametrize('arch', zoo.list_models())
+# The fast tier round-trips the smallest variant of every task; test-all every variant.
+SMALLEST = {f'{task}_w18_small_v1' for task in zoo.TASKS}
+
+
+@pytest.mark.parametrize('arch', [a if a in SMALLEST else pytest.param(a, marks=pytest.mark.slow)
+                                  for a in zoo.list_models()])
 def test_round_trip_is_bit_identical(arch):
   state = fake_state_dict(arch)
   variables = convert.torch_to_flax(state, arch)
@@ -139,9 +147,9 @@ torch = pytest.importorskip('torch')
 def pth(tmp_path_factory):
   """An official-style face checkpoint (DataParallel prefix) of a small variant."""
   from conftest import randomize_torch_bn
-  from hrnet_jax import torch_reference
+  from hrnet_jax.convert import torch_hrnet
   torch.manual_seed(0)
-  model = torch_reference.build('face_w18_small_v1', num_joints=29)
+  model = torch_hrnet.build('face_w18_small_v1', num_joints=29)
   randomize_torch_bn(model)
   path = tmp_path_factory.mktemp('ckpt') / 'HR18-COFW.pth'
   torch.save({'module.' + k: v for k, v in model.state_dict().items()}, path)
@@ -218,3 +226,167 @@ def test_cli_refuses_to_overwrite_and_unknown_direction(pth, tmp_path, capsys):
   assert 'exists' in capsys.readouterr().err
   assert run_cli(tmp_path / 'a', tmp_path / 'b') == 2
   assert 'one of SRC and DST' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the CLI writes: --overwrite, permissions, unwritable destinations, failures mid-write.
+
+
+@pytest.fixture(scope='module')
+def ckpt(pth, tmp_path_factory):
+  """The orbax checkpoint the CLI makes of `pth` (copy it before writing over it)."""
+  path = tmp_path_factory.mktemp('orbax') / 'cofw'
+  assert run_cli(pth, path) == 0
+  return path
+
+
+def _tree(root: pathlib.Path) -> dict:
+  """Everything under root: files' bytes, directories, symbolic links' targets (not followed)."""
+  out = {}
+  for dirpath, dirs, names in os.walk(root):
+    for name in dirs + names:
+      p = pathlib.Path(dirpath, name)
+      out[str(p.relative_to(root))] = (('link', os.readlink(p)) if p.is_symlink() else
+                                       'dir' if p.is_dir() else p.read_bytes())
+  return out
+
+
+def _one_line_error(capsys) -> str:
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and err.count('\n') == 1, err
+  return err
+
+
+@pytest.mark.parametrize('case', ['user_folder', 'checkpoint_and_user_file', 'partial_checkpoint',
+                                  'symlink_to_checkpoint', 'file', 'export_onto_directory',
+                                  'export_onto_symlink'])
+def test_cli_overwrite_refuses_what_the_converter_did_not_write(pth, ckpt, tmp_path, capsys,
+                                                                case):
+  """--overwrite once deleted a user's folder at DST; now anything but its own output stays."""
+  src, dst = pth, tmp_path / 'out'
+  if case == 'user_folder':
+    (dst / 'sub').mkdir(parents=True)
+    (dst / 'notes.txt').write_text('mine')
+    (dst / 'sub' / 'data.bin').write_bytes(b'\x00\x01')
+  elif case == 'checkpoint_and_user_file':
+    shutil.copytree(ckpt, dst)
+    (dst / 'notes.txt').write_text('mine')
+  elif case == 'partial_checkpoint':  # the converter always writes both entries
+    (dst / 'variables').mkdir(parents=True)
+  elif case == 'symlink_to_checkpoint':
+    shutil.copytree(ckpt, tmp_path / 'real')
+    dst.symlink_to('real', target_is_directory=True)
+  elif case == 'file':
+    dst.write_text('mine')
+  elif case == 'export_onto_directory':
+    src, dst = ckpt, tmp_path / 'out.pth'
+    dst.mkdir()
+    (dst / 'notes.txt').write_text('mine')
+  else:
+    src, dst = ckpt, tmp_path / 'out.pth'
+    (tmp_path / 'real.pth').write_bytes(b'mine')
+    dst.symlink_to('real.pth')
+  before = _tree(tmp_path)
+  assert run_cli(src, dst, '--overwrite') == 2
+  err = _one_line_error(capsys)
+  assert f'error: {dst} exists and ' in err and 'not replacing it' in err
+  assert _tree(tmp_path) == before  # no temporary siblings left either
+
+
+def test_cli_overwrite_replaces_converter_output(pth, ckpt, tmp_path, capsys):
+  """What --overwrite may replace: the converter's own checkpoint, an empty directory, a file."""
+  dst = tmp_path / 'out'
+  shutil.copytree(ckpt, dst)
+  (dst / convert.files.META_FILE).write_text('{"arch": "stale"}')
+  assert run_cli(pth, dst, '--overwrite') == 0
+  assert sorted(os.listdir(dst)) == sorted([convert.files.META_FILE, 'variables'])
+  assert convert.read_variables(dst)[1]['arch'] == 'face_w18_small_v1'
+  (tmp_path / 'empty').mkdir()
+  assert run_cli(pth, tmp_path / 'empty', '--overwrite') == 0
+  (tmp_path / 'out.pth').write_bytes(b'stale')
+  assert run_cli(ckpt, tmp_path / 'out.pth', '--overwrite') == 0
+  assert 'head.1.num_batches_tracked' in convert.read_torch_file(tmp_path / 'out.pth')
+  assert sorted(os.listdir(tmp_path)) == ['empty', 'out', 'out.pth']
+  assert capsys.readouterr().err == ''
+
+
+def test_cli_output_permissions_follow_umask(pth, ckpt, tmp_path):
+  """The result had tempfile's private 0700; it must look like any file the user creates."""
+  old = os.umask(0o027)
+  try:
+    assert run_cli(pth, tmp_path / 'out') == 0
+    assert run_cli(ckpt, tmp_path / 'out.pth') == 0
+    assert run_cli(ckpt, tmp_path / 'out.safetensors') == 0
+  finally:
+    os.umask(old)
+  modes = {p: stat.S_IMODE(p.stat().st_mode) for p in
+           [tmp_path / 'out', *(tmp_path / 'out').rglob('*'), tmp_path / 'out.pth',
+            tmp_path / 'out.safetensors']}
+  assert modes == {p: 0o750 if p.is_dir() else 0o640 for p in modes}
+  assert modes[tmp_path / 'out' / convert.files.META_FILE] == 0o640
+
+
+@pytest.mark.parametrize('parent', ['regular_file', 'read_only_dir'])
+@pytest.mark.parametrize('direction', ['import', 'export'])
+def test_cli_unwritable_destination_is_a_one_line_error(pth, ckpt, tmp_path, capsys, monkeypatch,
+                                                        parent, direction):
+  """An unwritable DST ended in a traceback; it is an `error: cannot write DST: ...`, status 2."""
+  where = tmp_path / 'parent'
+  if parent == 'regular_file':
+    where.write_text('not a directory')
+  else:
+    where.mkdir(mode=0o555)
+    if os.geteuid() == 0:  # root writes into read-only directories: refuse as the OS would
+      for name in ('mkdir', 'open'):
+
+        def refuse(path, *args, _real=getattr(os, name), **kwargs):
+          if pathlib.Path(path).parent == where:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+          return _real(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, name, refuse)
+  src, dst = (pth, where / 'out') if direction == 'import' else (ckpt, where / 'out.pth')
+  try:
+    assert run_cli(src, dst) == 2
+  finally:
+    where.chmod(0o755)
+  assert _one_line_error(capsys).startswith(f'error: cannot write {dst}: ')
+
+
+@pytest.mark.parametrize('failure', ['disk_full', 'reload_check'])
+@pytest.mark.parametrize('direction', ['import', 'export'])
+def test_cli_failed_overwrite_keeps_old_destination(pth, ckpt, tmp_path, capsys, monkeypatch,
+                                                    failure, direction):
+  """A write or --verify failure after the old DST was deleted lost it; now it survives."""
+  import orbax.checkpoint as ocp
+  import safetensors.numpy
+  if direction == 'import':
+    src, dst = pth, tmp_path / 'out'
+    shutil.copytree(ckpt, dst)
+  else:
+    src, dst = ckpt, tmp_path / 'out.safetensors'
+    dst.write_bytes(b'old')
+  before = _tree(tmp_path)
+
+  def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  def differs(*args, **kwargs):
+    raise convert.ConversionError('reloaded tensors differ')
+
+  if failure == 'disk_full':
+    if direction == 'import':
+      monkeypatch.setattr(ocp.StandardCheckpointer, 'save', disk_full)
+    else:
+      monkeypatch.setattr(safetensors.numpy, 'save_file', disk_full)
+  else:
+    reader = 'read_variables' if direction == 'import' else 'read_torch_file'
+    monkeypatch.setattr(convert.files, reader, differs)
+  args = ['--verify'] if failure == 'reload_check' else []
+  assert run_cli(src, dst, '--overwrite', *args) == 2
+  err = _one_line_error(capsys)
+  if failure == 'disk_full':
+    assert err == f'error: cannot write {dst}: {os.strerror(errno.ENOSPC)}\n'
+  else:
+    assert err == 'error: reloaded tensors differ\n'
+  assert _tree(tmp_path) == before

@@ -1,25 +1,19 @@
 """Facial landmarks against values worked by hand: NME / failure rate / AUC, the normalizers, the
-mirror tables, the CSV and .mat readers, the augmented crop, best-checkpoint selection by a
-lower-is-better metric, the predict hooks, the demo learning, and eval.py on a converted PyTorch
-face checkpoint."""
+mirror tables, the CSV and .mat readers, the augmented crop; predict.py against the eval path,
+the demo learning (keeping the lowest NME), and eval.py on a converted PyTorch face
+checkpoint."""
 
 import json
-import pathlib
 
 import cv2
-import grain
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
-from hrnet_jax.data import demo, keypoints
-from hrnet_jax.data.sources import faces
-from hrnet_jax.data.sources.common import DataError
-from hrnet_jax.tasks import landmarks
-from hrnet_jax.train import checkpoint
-
-TINY = dict(width=4, stage1_blocks=1, stage1_planes=8, num_modules=(1, 1, 1), num_blocks=1)
+from conftest import read_scalars, recipe
+from hrnet_jax.data import keypoints, synthetic
+from hrnet_jax.data.sources import DataError, faces
+from hrnet_jax.tasks import heatmaps, landmarks
 
 
 # --- Metric -----------------------------------------------------------------------------------
@@ -150,7 +144,7 @@ def test_flip_pairs_fix_exactly_the_midline():
 def test_300w_pairs_map_left_to_right_on_the_mean_shape():
   """Mirroring the mean synthetic face (drawn in the iBUG markup) and swapping the 300W pairs
   gives the mean face again: each pair is a left/right counterpart."""
-  shapes = np.stack([demo._face_shape(np.random.default_rng(i)) for i in range(400)])
+  shapes = np.stack([synthetic._face_shape(np.random.default_rng(i)) for i in range(400)])
   mean = shapes.mean(axis=0)
   mirrored = mean * [-1, 1]
   perm = keypoints.flip_permutation(68, faces.FLIP_PAIRS_300W)
@@ -280,54 +274,41 @@ def test_random_face_crop_targets_sit_on_the_landmark_dots_with_flip_swaps():
   assert seen == {True, False}
 
 
-# --- Best checkpoint --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize('mode, best', [('min', 2), ('max', 3)])
-def test_best_checkpoint_by_a_lower_is_better_metric(tmp_path, mode, best):
-  manager = checkpoint.make_manager(tmp_path, keep=1, keep_best=1, metric='nme', mode=mode,
-                                    async_save=False)
-  it = iter(grain.MapDataset.range(10).to_iter_dataset())
-  config = ml_collections.ConfigDict({'a': 1})
-  for step, nme in ((1, 0.05), (2, 0.02), (3, 0.09), (4, None)):
-    next(it)
-    checkpoint.save(manager, step, {'w': np.full(3, step, np.float32)}, it, config,
-                    None if nme is None else {'nme': nme})
-  manager.wait_until_finished()
-  assert sorted(manager.all_steps()) == [best, 4]
-  with pytest.raises(ValueError, match="expected 'max' or 'min'"):
-    checkpoint.make_manager(tmp_path / 'x', 1, 1, 'nme', mode='lowest')
-  assert landmarks.Landmarks.metric_mode == 'min' and landmarks.Landmarks.metric_name == 'nme'
-
-
 # --- The task on the demo ---------------------------------------------------------------------
 
 
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
-  return demo.write_face_demo(tmp_path_factory.mktemp('face') / 'demo', num_train=160,
-                              num_valid=16)
+  return synthetic.write_face_demo(tmp_path_factory.mktemp('face') / 'demo', num_train=160,
+                                   num_valid=16)
 
 
-def demo_config(root, **overrides):
-  from configs import face_demo
-  c = face_demo.get_config()
-  c.data.root = str(root)
-  c.data.num_workers = 0
-  for k, v in overrides.items():
-    c.model.overrides[k] = v
+def demo_config(root, arg='demo,runlocal'):
+  """The face demo recipe (300W layout, 96x96 crops) with the tiny model."""
+  c = recipe('face_300w', root, arg)
+  c.data.input_size, c.data.heatmap_size = (96, 96), (24, 24)
+  c.eval.batch_size = 16
   return c
 
 
-def test_predict_hooks_match_the_eval_path(data_root):
+def test_predict_on_a_face_box_gives_the_eval_path_landmarks(data_root, tmp_path):
+  """predict.py's Predictor on a box equal to the annotated face crop gives the landmarks the
+  evaluator computes for that face (batch of one, through the same jitted step)."""
+  from hrnet_jax import convert, predict
+  from hrnet_jax.models import zoo
   from hrnet_jax.tasks import get_task
-  from hrnet_jax.train import evaluate, parallel
-  c = demo_config(data_root, **TINY)
+  from hrnet_jax.train import parallel
+  from hrnet_jax.train.evaluator import make_eval_step
+  c = demo_config(data_root)
   task = get_task(c)
-  model = task.create_model()
-  variables = jax.jit(model.init)(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
-  mesh = parallel.make_mesh(c.get('mesh'))
-  step = evaluate.make_eval_step(task, model, mesh, c, np.float32)
+  rng = np.random.default_rng(0)
+  variables = jax.tree_util.tree_map(
+      lambda s: (0.3 * rng.standard_normal(s.shape)).astype(s.dtype),
+      zoo.init_shapes('face_w18', **task.model_kwargs))
+  variables['batch_stats'] = jax.tree_util.tree_map(np.abs, variables['batch_stats'])  # var > 0
+  convert.write_variables(variables, tmp_path / 'face', {'arch': 'face_w18',
+                                                         'overrides': task.model_kwargs})
+  predictor = predict.Predictor(c, str(tmp_path / 'face'))
   src = task.source('valid')
   sample = src[3]
   # A box whose longer side x1.25 / 200 is the annotated scale, centred on the annotated centre.
@@ -337,16 +318,15 @@ def test_predict_hooks_match_the_eval_path(data_root):
   samples = task.image_samples(sample['image'], box)
   np.testing.assert_allclose(samples[0]['center'], sample['center'], atol=1e-4)
   np.testing.assert_allclose(samples[0]['scale'], sample['scale'], rtol=1e-6)
-  batch = {k: np.stack([v[k] for v in map(task.eval_transform(), samples)])
-           for k in ('image', 'center', 'scale')}
-  outputs = jax.device_get(step(variables, batch))
-  pred = task.prediction(samples, outputs)
+  pred = predictor(sample['image'], box)
   json.dumps(pred)
-  metric = task.new_metric(src)
+
+  step = make_eval_step(c, task, parallel.make_mesh())
   ev = task.eval_transform()(sample)
   out = jax.device_get(step(variables, {k: ev[k][None] for k in ('image', 'center', 'scale')}))
-  expected = landmarks.landmarks_in_image(out, task.heatmap_wh)[0]
+  expected = keypoints.decoded_to_image(out, task.heatmap_wh)[0]
   np.testing.assert_allclose(pred['faces'][0]['landmarks'], expected, atol=1e-3)
+  metric = task.new_metric(src)
   metric.update(dict(out, index=np.array([3]), valid=np.array([1])))
   np.testing.assert_allclose(metric.pred[3], expected)
   # Without boxes: the whole image is the face box.
@@ -360,49 +340,44 @@ def test_predict_hooks_match_the_eval_path(data_root):
   assert (picture != sample['image']).any()
 
 
-def test_training_on_demo_faces_lowers_nme_and_keeps_the_lowest(data_root, tmp_path,
-                                                                monkeypatch):
+@pytest.mark.slow
+def test_training_on_demo_faces_lowers_nme_and_keeps_the_lowest(data_root, tmp_path):
   """The trainer, loss, decoding and metric together: fitting 16 demo faces (no augmentation,
   evaluated on the same faces) the NME falls by more than 30% from step 50 to step 100 (measured:
   45.5% -> 21.4%; their mean shape scores 14.0%, reached by the full demo run, not in this
   budget). The checkpoint kept besides the newest is the one with the LOWEST NME."""
-  from hrnet_jax.train import loop
+  from hrnet_jax.train.loop import train_and_evaluate
+  assert landmarks.Landmarks.metric_mode == 'min' and landmarks.Landmarks.metric_name == 'nme'
   c = demo_config(data_root)
   c.data.train_split = c.data.eval_split = 'valid'
   c.data.scale_factor, c.data.rotation_factor, c.data.flip = 0.0, 0.0, False
+  c.batch_size = 16
   c.total_steps = 100
-  c.optimizer.boundaries = (100,)
-  c.eval.every_steps = 50
-  c.checkpoint.every_steps = 50
+  c.optimizer.boundaries = ()
+  c.eval.every_steps = c.checkpoint.every_steps = 50
   c.checkpoint.keep = 1
-  evals = {}
-  save = loop.checkpoint.save
-
-  def recording_save(manager, step, state, data_iter, config, metrics=None):
-    if metrics:
-      evals[step] = metrics['nme']
-    save(manager, step, state, data_iter, config, metrics)
-
-  monkeypatch.setattr(loop.checkpoint, 'save', recording_save)
-  results = loop.train_and_evaluate(c, str(tmp_path))
-  assert sorted(evals) == [50, 100] and results['nme'] == evals[100]
+  results = train_and_evaluate(c, str(tmp_path))
+  evals = dict(read_scalars(tmp_path, 'eval/nme'))
+  assert sorted(evals) == [50, 100] and results['nme'] == pytest.approx(evals[100], rel=1e-6)
   assert evals[100] < 0.7 * evals[50], evals
   kept = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
   assert kept == sorted({100, min(evals, key=evals.get)}), evals
 
 
+@pytest.mark.slow
 def test_eval_on_a_converted_pytorch_face_checkpoint_matches_pytorch(data_root, tmp_path):
   torch = pytest.importorskip('torch')
-  from conftest import randomize_torch_bn
-  from hrnet_jax import evaluate, torch_reference
-  from hrnet_jax.tasks import pose
+  from conftest import TINY, randomize_torch_bn
+  from hrnet_jax import evaluate_checkpoint, predict
+  from hrnet_jax.convert import torch_hrnet
 
-  ref = torch_reference.build('face_w18', num_joints=68, **TINY).eval()
+  ref = torch_hrnet.build('face_w18', num_joints=68, **TINY).eval()
   randomize_torch_bn(ref)
   torch.save(ref.state_dict(), tmp_path / 'face.pth')
-  c = demo_config(data_root, **TINY)
+  c = demo_config(data_root)
   c.eval.flip = True
-  scores = evaluate.run(c, str(tmp_path / 'face.pth'), predictions_dir=tmp_path / 'pred')
+  scores = evaluate_checkpoint.run(c, str(tmp_path / 'face.pth'),
+                                   predictions_dir=tmp_path / 'pred')
   rows = json.loads((tmp_path / 'pred' / 'landmarks_valid.json').read_text())
   assert scores['nme'] > 0.1  # random weights
 
@@ -416,8 +391,8 @@ def test_eval_on_a_converted_pytorch_face_checkpoint_matches_pytorch(data_root, 
     with torch.no_grad():
       plain = ref(x).permute(0, 2, 3, 1).numpy()
       mirrored = ref(torch.flip(x, dims=[3])).permute(0, 2, 3, 1).numpy()
-    hm = 0.5 * (plain + np.asarray(pose.flip_back(mirrored, perm)))
-    coords, _ = pose.decode_heatmaps(hm)
+    hm = 0.5 * (plain + np.asarray(heatmaps.flip_back(mirrored, perm)))
+    coords, _ = heatmaps.decode_heatmaps(hm)
     xy = keypoints.heatmap_to_image(np.asarray(coords), src.centers[i:i + 1],
                                     src.scales[i:i + 1], (24, 24))[0]
     assert rows[i]['image'] == str(src.names[i])
@@ -428,7 +403,6 @@ def test_eval_on_a_converted_pytorch_face_checkpoint_matches_pytorch(data_root, 
   assert scores['nme'] == pytest.approx(np.mean(nme), rel=1e-2)
 
   # predict.py on two images, with boxes giving the annotated crops: eval.py's landmarks.
-  from hrnet_jax import predict
   boxes, images = {}, []
   for i in (0, 1):
     side = float(src.scales[i][0]) * 200 / 1.25
@@ -437,9 +411,9 @@ def test_eval_on_a_converted_pytorch_face_checkpoint_matches_pytorch(data_root, 
     boxes[path.name] = [[cx - side / 2, cy - side / 2, side, side]]
     images.append(str(path))
   (tmp_path / 'boxes.json').write_text(json.dumps(boxes))
-  records = predict.run(c, str(tmp_path / 'face.pth'), images, tmp_path / 'shown',
+  outcome = predict.run(c, str(tmp_path / 'face.pth'), images, tmp_path / 'shown',
                         boxes_path=tmp_path / 'boxes.json')
-  for i, record in enumerate(records):
+  for i, record in enumerate(outcome.records):
     np.testing.assert_allclose(record['faces'][0]['landmarks'], rows[i]['landmarks'], atol=1e-3)
-    picture = cv2.imread(str(tmp_path / 'shown' / (pathlib.Path(images[i]).stem + '.png')))
+    picture = cv2.imread(str(tmp_path / 'shown' / record['picture']))
     assert picture.shape == src[i]['image'].shape

@@ -26,9 +26,9 @@ def _flax_forward(arch, variables, x, **overrides):
   return jax.jit(lambda v, x: model.apply(v, x, method=_outputs_and_streams))(variables, x)
 
 
-@pytest.mark.parametrize('timm_name,arch', [('hrnet_w18_small', 'cls_w18_small_v1'),
-                                            ('hrnet_w18_small_v2', 'cls_w18_small_v2'),
-                                            ('hrnet_w18', 'cls_w18')])
+@pytest.mark.parametrize('timm_name,arch', [
+    ('hrnet_w18_small', 'cls_w18_small_v1'), ('hrnet_w18_small_v2', 'cls_w18_small_v2'),
+    pytest.param('hrnet_w18', 'cls_w18', marks=pytest.mark.slow)])
 def test_timm_classification_parity(timm_name, arch):
   timm = pytest.importorskip('timm')
   torch.manual_seed(0)
@@ -52,7 +52,8 @@ CASES = [
     ('seg_w18', {}, (72, 100)),  # bilinear fusion at sizes not divisible by 32
     ('seg_w18_small_v2', {'upsample': 'nearest'}, (64, 96)),
     ('seg_w18_small_v1', {'align_corners': True}, (70, 90)),
-    ('pose_w32', {}, (64, 96)),  # nearest fusion, single-scale last module
+    pytest.param('pose_w32', {}, (64, 96), marks=pytest.mark.slow),  # the full pose release
+    ('pose_w18_small_v2', {}, (64, 96)),  # nearest fusion, single-scale last module
     ('pose_w18_small_v1', {'upsample': 'bilinear'}, (72, 56)),
     ('face_w18_small_v2', {}, (64, 64)),
     ('seg_ocr_w18_small_v2', {}, (72, 100)),  # align_corners=True everywhere
@@ -61,11 +62,16 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize('arch,overrides,hw', CASES, ids=[f'{a}-{o}' for a, o, _ in CASES])
+def _case_id(case):
+  arch, overrides, _ = case.values if hasattr(case, 'values') else case
+  return f'{arch}-{overrides}'
+
+
+@pytest.mark.parametrize('arch,overrides,hw', CASES, ids=[_case_id(c) for c in CASES])
 def test_reference_parity(arch, overrides, hw):
-  from hrnet_jax import torch_reference
+  from hrnet_jax.convert import torch_hrnet
   torch.manual_seed(0)
-  ref = torch_reference.build(arch, **overrides)
+  ref = torch_hrnet.build(arch, **overrides)
   randomize_torch_bn(ref)
   variables = convert.torch_to_flax(ref.state_dict(), arch, **overrides)
   x = np.random.default_rng(0).standard_normal((2, *hw, 3), np.float32)
@@ -86,10 +92,10 @@ def test_reference_parity(arch, overrides, hw):
 
 def test_train_mode_parity_outputs_and_running_stats():
   """One training-mode forward: batch-statistics outputs and PyTorch's running-stat update."""
-  from hrnet_jax import torch_reference
+  from hrnet_jax.convert import torch_hrnet
   arch = 'seg_w18_small_v1'
   torch.manual_seed(0)
-  ref = torch_reference.build(arch)
+  ref = torch_hrnet.build(arch)
   randomize_torch_bn(ref)
   variables = convert.torch_to_flax(ref.state_dict(), arch)
   x = np.random.default_rng(0).standard_normal((2, 64, 96, 3), np.float32)

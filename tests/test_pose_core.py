@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from hrnet_jax.data import demo, keypoints
-from hrnet_jax.data.sources import coco, mpii
-from hrnet_jax.data.sources.common import DataError
-from hrnet_jax.tasks import pose
+from hrnet_jax.data import keypoints
+from hrnet_jax.data.sources import DataError, coco, mpii
+from hrnet_jax.data.sources.coco import CocoKeypoints
+from hrnet_jax.tasks import heatmaps, pose
 
 
 # --- Targets ---------------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def test_decode_argmax_quarter_offset_and_zeroing():
   hm[0, 3, 2, 1] = 0.5
   hm[..., 2] = -1.0  # maximum <= 0: coordinates zeroed
   hm[0, 2, 3, 3] = hm[0, 6, 7, 3] = 0.7  # ties: the first maximum in row-major order wins
-  coords, scores = pose.decode_heatmaps(hm)
+  coords, scores = heatmaps.decode_heatmaps(hm)
   np.testing.assert_allclose(np.asarray(coords[0]), [[5.25, 3.75], [1, 3], [0, 0], [3, 2]])
   np.testing.assert_allclose(np.asarray(scores[0]), [1.0, 0.9, -1.0, 0.7])
 
@@ -146,10 +146,10 @@ def test_flip_back_mirrors_swaps_and_shifts():
   hm = rng.random((2, 6, 5, 17)).astype(np.float32)
   perm = keypoints.flip_permutation(17, coco.FLIP_PAIRS)
   mirrored_output = hm[:, :, ::-1][..., perm]  # what a mirror-equivariant model gives
-  back = np.asarray(pose.flip_back(mirrored_output, perm))
+  back = np.asarray(heatmaps.flip_back(mirrored_output, perm))
   np.testing.assert_array_equal(back[:, :, 1:], hm[:, :, :-1])
   np.testing.assert_array_equal(back[:, :, 0], hm[:, :, 0])
-  np.testing.assert_array_equal(np.asarray(pose.flip_back(mirrored_output, perm, shift=False)), hm)
+  np.testing.assert_array_equal(np.asarray(heatmaps.flip_back(mirrored_output, perm, shift=False)), hm)
 
 
 # --- OKS NMS, rescoring, PCKh ----------------------------------------------------------------
@@ -211,9 +211,8 @@ def test_pckh_by_hand():
 
 
 @pytest.fixture(scope='module')
-def demo_root(tmp_path_factory):
-  return demo.write_pose_demo(tmp_path_factory.mktemp('pose') / 'demo', num_train=24, num_val=12,
-                              size_hw=(96, 128))
+def demo_root(pose_root):
+  return pose_root  # 24 train and 12 val images
 
 
 def _truth_outputs(src, heatmap_wh, jitter=0.0, seed=0):
@@ -223,10 +222,10 @@ def _truth_outputs(src, heatmap_wh, jitter=0.0, seed=0):
   factor = src.scales[:, :1, None] * keypoints.PIXEL_STD / w
   coords = (src.joints[..., :2] - src.centers[:, None]) / factor + np.array([w / 2, h / 2])
   coords = coords + np.random.default_rng(seed).normal(0, jitter, coords.shape)
-  return {'coords': coords, 'joint_scores': np.full(coords.shape[:2], 0.9),
+  return {'coords': coords, 'scores': np.full(coords.shape[:2], 0.9),
           'center': src.centers, 'scale': src.scales,
-          'box_score': getattr(src, 'scores', np.ones(n)),
-          'image_id': getattr(src, 'image_ids', np.arange(n)),
+          'box_score': src.scores if isinstance(src, CocoKeypoints) else np.ones(n),
+          'image_id': src.image_ids if isinstance(src, CocoKeypoints) else np.arange(n),
           'index': np.arange(n), 'valid': np.ones(n, np.int32)}
 
 
@@ -353,13 +352,13 @@ def test_joints_mse_loss_matches_the_per_joint_formula():
     p = pred[..., k] * weight[:, k, None, None]
     g = target[..., k] * weight[:, k, None, None]
     expected += 0.5 * np.mean((p - g) ** 2) / 5
-  assert float(pose.joints_mse_loss(pred, target, weight)) == pytest.approx(expected, rel=1e-6)
+  assert float(heatmaps.joints_mse_loss(pred, target, weight)) == pytest.approx(expected, rel=1e-6)
 
 
 def test_piecewise_schedule_by_epochs():
   import ml_collections
   from hrnet_jax.train import optim
-  c = ml_collections.ConfigDict(dict(lr=1e-3, schedule='step', boundary_epochs=(170, 200),
+  c = ml_collections.ConfigDict(dict(lr=1e-3, schedule='step', boundaries=(170, 200),
                                      gamma=0.1, warmup_steps=0))
   s = optim.make_schedule(c, 210 * 10, steps_per_epoch=10)
   assert float(s(1699)) == pytest.approx(1e-3) and float(s(1700)) == pytest.approx(1e-4)
@@ -369,7 +368,6 @@ def test_piecewise_schedule_by_epochs():
 def test_pckh_metric_through_the_pose_task(tmp_path):
   """MPII end to end on the host side: outputs from the truth score 100; one joint moved by
   more than half the head size costs exactly that joint."""
-  import ml_collections
   from configs import pose_mpii_w32_256x256
   (tmp_path / 'annot').mkdir()
   (tmp_path / 'images').mkdir()
@@ -380,11 +378,11 @@ def test_pckh_metric_through_the_pose_task(tmp_path):
   (tmp_path / 'annot' / 'valid.json').write_text(json.dumps(people))
   c = pose_mpii_w32_256x256.get_config()
   c.data.root = str(tmp_path)
-  task = pose.Pose(ml_collections.ConfigDict(c))
+  task = pose.Pose(c)
   src = task.source('valid')
   metric = task.new_metric(src)
   outputs = _truth_outputs(src, task.heatmap_wh)
-  outputs['joint_scores'] = np.ones((3, 16))
+  outputs['scores'] = np.ones((3, 16))
   outputs['coords'][1, 9, 0] += 0.6 * 50 * 0.5 / (1.5 * 1.25 * 200 / 64) * 1.01  # head, person 1
   metric.update(outputs)
   r = metric.result()

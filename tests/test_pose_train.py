@@ -1,5 +1,6 @@
-"""Pose through the shared trainer and evaluator: the demo learns (pycocotools AP), and eval.py on
-a converted PyTorch pose checkpoint gives the keypoints of the PyTorch forward + the same decode."""
+"""Pose through the shared trainer and evaluator: the demo learns (pycocotools AP), and eval.py /
+predict.py on a converted PyTorch pose checkpoint give the keypoints of the PyTorch forward and
+the same decoding."""
 
 import json
 import pathlib
@@ -8,21 +9,22 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import randomize_torch_bn
-from hrnet_jax.data import demo, keypoints
+from conftest import randomize_torch_bn, recipe
+from hrnet_jax.data import keypoints, synthetic
 from hrnet_jax.train.loop import train_and_evaluate
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
-  return demo.write_pose_demo(tmp_path_factory.mktemp('pose') / 'demo', num_train=160,
-                              num_val=16)
+  return synthetic.write_pose_demo(tmp_path_factory.mktemp('pose') / 'demo', num_train=160,
+                                   num_val=16)
 
 
 def demo_config(root):
-  from configs import pose_demo
-  c = pose_demo.get_config()
-  c.data.root = str(root)
+  """The pose demo recipe (its small HRNet), with no worker processes."""
+  c = recipe('pose_coco', root, 'demo')
   c.data.num_workers = 0
   return c
 
@@ -30,7 +32,7 @@ def demo_config(root):
 def test_training_on_the_pose_demo_raises_ap(data_root, tmp_path):
   c = demo_config(data_root)
   c.total_steps = 100
-  c.optimizer.boundaries = (80,)
+  c.optimizer.boundaries = (8,)  # epochs: step 80 at 160 images, batch 16
   c.eval.every_steps = 100
   c.checkpoint.every_steps = 100
   results = train_and_evaluate(c, str(tmp_path))
@@ -41,22 +43,23 @@ def test_training_on_the_pose_demo_raises_ap(data_root, tmp_path):
 
 def test_eval_and_predict_on_a_converted_pytorch_pose_checkpoint_match_pytorch(data_root, tmp_path):
   torch = pytest.importorskip('torch')
-  from hrnet_jax import evaluate, torch_reference
-  from hrnet_jax.data.sources.coco import CocoKeypoints
-  from hrnet_jax.tasks import pose
+  from hrnet_jax import evaluate_checkpoint
+  from hrnet_jax.convert import torch_hrnet
+  from hrnet_jax.data.sources.coco import FLIP_PAIRS, CocoKeypoints
+  from hrnet_jax.tasks import heatmaps
 
-  ref = torch_reference.build('pose_w18_small_v1').eval()
+  ref = torch_hrnet.build('pose_w18_small_v1').eval()
   randomize_torch_bn(ref)
   torch.save(ref.state_dict(), tmp_path / 'pose.pth')
   c = demo_config(data_root)
-  del c.model.overrides['stage1_blocks'], c.model.overrides['stage1_planes']  # official layout
+  c.model.overrides.stage1_blocks = c.model.overrides.stage1_planes = None  # official layout
   c.eval.oks_thre = 1.0  # keep every person, to compare all of them
-  scores = evaluate.run(c, str(tmp_path / 'pose.pth'), predictions_dir=tmp_path / 'pred')
+  scores = evaluate_checkpoint.run(c, str(tmp_path / 'pose.pth'), predictions_dir=tmp_path / 'pred')
   results = json.loads((tmp_path / 'pred' / 'keypoints_val_results.json').read_text())
   assert 0.0 <= scores['AP'] < 0.05  # random weights
 
   src = CocoKeypoints(data_root, 'val', aspect_ratio=96 / 128)
-  perm = keypoints.flip_permutation(17, pose.dataset_info('coco')[1])
+  perm = keypoints.flip_permutation(17, FLIP_PAIRS)
   mean, std = np.asarray(c.data.mean), np.asarray(c.data.std)
   expected = {}
   for i in range(len(src)):
@@ -65,8 +68,8 @@ def test_eval_and_predict_on_a_converted_pytorch_pose_checkpoint_match_pytorch(d
     with torch.no_grad():
       plain = ref(x).permute(0, 2, 3, 1).numpy()
       mirrored = ref(torch.flip(x, dims=[3])).permute(0, 2, 3, 1).numpy()
-    hm = 0.5 * (plain + np.asarray(pose.flip_back(mirrored, perm)))
-    coords, joint_scores = pose.decode_heatmaps(hm)
+    hm = 0.5 * (plain + np.asarray(heatmaps.flip_back(mirrored, perm)))
+    coords, joint_scores = heatmaps.decode_heatmaps(hm)
     xy = keypoints.heatmap_to_image(np.asarray(coords), src.centers[i:i + 1],
                                     src.scales[i:i + 1], (24, 32))[0]
     expected.setdefault(int(src.image_ids[i]), []).append(xy)
@@ -90,7 +93,7 @@ def test_eval_and_predict_on_a_converted_pytorch_pose_checkpoint_match_pytorch(d
   (tmp_path / 'boxes.json').write_text(json.dumps(boxes))
   images = [str(data_root / 'images' / 'val' / n) for n in boxes]
   records = predict.run(c, str(tmp_path / 'pose.pth'), images, tmp_path / 'shown',
-                        boxes_path=tmp_path / 'boxes.json')
+                        boxes_path=tmp_path / 'boxes.json').records
   compared = 0
   for record in records:
     name = pathlib.Path(record['image']).name
@@ -103,33 +106,7 @@ def test_eval_and_predict_on_a_converted_pytorch_pose_checkpoint_match_pytorch(d
       np.testing.assert_allclose(np.asarray(match['keypoints']).reshape(17, 3), got, atol=2e-3)
       assert person['score'] == pytest.approx(match['score'], rel=1e-4)  # other batch sizes
       compared += 1
-    picture = cv2.imread(str(tmp_path / 'shown' / name.replace('.jpg', '.png')))[..., ::-1]
+    picture = cv2.imread(str(tmp_path / 'shown' / record['picture']))[..., ::-1]
     image = cv2.imread(images[records.index(record)])[..., ::-1]
     assert picture.shape == image.shape and (picture != image).any()
   assert compared == sum(map(len, boxes.values()))
-
-
-def test_init_from_an_imagenet_classifier_fills_the_pose_backbone(tmp_path):
-  """The pose backbone (single-resolution last stage) is a subset of the classifier's: every
-  backbone array comes from the .pth, the head stays fresh."""
-  torch = pytest.importorskip('torch')
-  import jax
-  from flax import traverse_util
-  from hrnet_jax import torch_reference
-  from hrnet_jax.models import zoo
-  from hrnet_jax.train import checkpoint
-
-  ref = torch_reference.build('cls_w18')
-  torch.save(ref.state_dict(), tmp_path / 'cls.pth')
-  loaded, _ = checkpoint.load_variables(tmp_path / 'cls.pth')
-  target = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype),
-                                  zoo.init_shapes('pose_w18', (64, 64)))
-  merged, what = checkpoint.merge_subtree(target, loaded, 'backbone')
-  assert 'others kept fresh' in what
-  flat_m = traverse_util.flatten_dict(merged['params'])
-  flat_l = traverse_util.flatten_dict(loaded['params'])
-  backbone = [k for k in flat_m if k[0] == 'backbone']
-  assert len(backbone) > 100
-  for k in backbone:
-    np.testing.assert_array_equal(flat_m[k], flat_l[k])
-  assert all(not flat_m[k].any() for k in flat_m if k[0] == 'head')

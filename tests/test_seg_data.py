@@ -1,13 +1,18 @@
 """Segmentation data: the Cityscapes label table, readers and their errors, transforms, the grain
-pipeline's determinism and resumable state, and the TFDS reader on zips in the real layout."""
+pipeline's determinism, resumable state and worker processes, and the TFDS reader on zips in the
+real layout."""
 
+import os
+import subprocess
+import sys
+import time
 import zipfile
 
 import cv2
 import numpy as np
 import pytest
 
-from hrnet_jax.data import demo, pipeline, transforms
+from hrnet_jax.data import pipeline, transforms
 from hrnet_jax.data.sources import DataError, cityscapes
 
 # The official Cityscapes label definitions: (name, labelId, trainId); -1 = license plate.
@@ -36,14 +41,13 @@ def test_label_mapping_equals_the_official_table():
 
 
 @pytest.fixture(scope='module')
-def demo_root(tmp_path_factory):
-  return demo.write_seg_demo(tmp_path_factory.mktemp('demo') / 'seg', num_train=10, num_val=4,
-                             size_hw=(64, 128))
+def demo_root(seg_root):
+  return seg_root  # 16 train and 4 val scenes of 64x128
 
 
 def test_folder_reader_on_the_demo_layout(demo_root):
   src = cityscapes.CityscapesFolder(demo_root, 'train')
-  assert len(src) == 10
+  assert len(src) == 16
   sample = src[3]
   assert sample['image'].shape == (64, 128, 3) and sample['image'].dtype == np.uint8
   raw = cv2.imread(str(src.labels[3]), cv2.IMREAD_UNCHANGED)
@@ -170,8 +174,8 @@ def _png(array) -> bytes:
   return buf.tobytes()
 
 
-def test_tfds_cityscapes_from_zips_in_the_real_layout(tmp_path, demo_root):
-  pytest.importorskip('tensorflow')
+@pytest.mark.slow
+def test_tfds_cityscapes_from_zips_in_the_real_layout(tmp_path, demo_root, tensorflow):
   manual = tmp_path / 'manual'
   manual.mkdir()
   with zipfile.ZipFile(manual / 'leftImg8bit_trainvaltest.zip', 'w') as zi, \
@@ -196,15 +200,15 @@ def test_tfds_cityscapes_from_zips_in_the_real_layout(tmp_path, demo_root):
 
 
 def test_training_hosts_read_disjoint_shards(demo_root):
-  src = cityscapes.CityscapesFolder(demo_root, 'train')  # 10 samples
+  src = cityscapes.CityscapesFolder(demo_root, 'train')  # 16 samples
   keep_label = lambda s, rng: {'label': s['label']}
   seen = []
   for host in range(2):
-    it = pipeline.train_iterator(src, keep_label, batch_size=5, seed=0, process_index=host,
+    it = pipeline.train_iterator(src, keep_label, batch_size=8, seed=0, process_index=host,
                                  process_count=2)
     labels = next(it)['label']
-    seen.append({labels[i].tobytes() for i in range(5)})
-  all_labels = {src[i]['label'].tobytes() for i in range(10)}
+    seen.append({labels[i].tobytes() for i in range(8)})
+  all_labels = {src[i]['label'].tobytes() for i in range(16)}
   assert seen[0] | seen[1] == all_labels and not seen[0] & seen[1]
 
 
@@ -220,3 +224,60 @@ def test_fit_and_pad_keeps_small_images_and_shrinks_large_ones():
                                 'label': np.zeros((80, 60), np.uint8)}, (40, 60))
   np.testing.assert_array_equal(big['size'], [40, 30])  # shrunk by 1/2, aspect kept
   assert (big['label'][:, 30:] == 255).all() and (big['label'][:, :30] == 0).all()
+
+
+WORKERS = r"""
+import sys, time
+from absl import flags
+from hrnet_jax.data import pipeline
+from hrnet_jax.data.sources.cityscapes import CityscapesFolder
+
+def crop(sample, rng):
+  return {'label': sample['label'][:8, :8]}
+
+if __name__ == '__main__':
+  flags.FLAGS.mark_as_parsed()
+  it = pipeline.train_iterator(CityscapesFolder(sys.argv[1], 'train'), crop, batch_size=2,
+                               seed=0, num_workers=2)
+  next(it)
+  print('ready', flush=True)
+  time.sleep(600)
+"""
+
+
+def _children(pid: int) -> list[int]:
+  out = []
+  for task in os.listdir(f'/proc/{pid}/task'):
+    with open(f'/proc/{pid}/task/{task}/children') as f:
+      out += [int(p) for p in f.read().split()]
+  return out
+
+
+def _running(pid: int) -> bool:
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().rsplit(')', 1)[1].split()[0] != 'Z'  # a zombie has exited
+  except FileNotFoundError:
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir('/proc'), reason='reads /proc')
+def test_workers_exit_when_the_trainer_is_killed(demo_root, tmp_path):
+  """kill -9 of the process that reads batches leaves no grain worker behind."""
+  script = tmp_path / 'workers.py'
+  script.write_text(WORKERS)
+  parent = subprocess.Popen([sys.executable, str(script), str(demo_root)], stdout=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+  try:
+    assert parent.stdout.readline().strip() == 'ready'
+    workers = [p for p in _children(parent.pid) if _running(p)]
+    assert len(workers) >= 2  # the two workers (and Python's resource tracker)
+    parent.kill()
+    parent.wait()
+    deadline = time.time() + 10
+    while any(map(_running, workers)) and time.time() < deadline:
+      time.sleep(0.2)
+    assert not [p for p in workers if _running(p)]
+  finally:
+    parent.kill()

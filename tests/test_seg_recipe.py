@@ -1,15 +1,14 @@
-"""Recipe pieces: schedules and optimizer against PyTorch, the OCR loss, bf16 steps, checkpoint
-retention, init_from an official classification .pth, the PASCAL-Context / LIP readers."""
-
-import functools
+"""Recipe pieces: schedules and optimizer against PyTorch, the OCR loss, bf16 steps, init_from
+an official classification .pth, the PASCAL-Context / LIP readers."""
 
 import cv2
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+
+from conftest import flat
 
 from hrnet_jax.tasks import segmentation as seg
 from hrnet_jax.train import checkpoint, optim
@@ -60,7 +59,7 @@ def test_optimizer_matches_pytorch(name, kw):
 
 def test_ocr_loss_adds_the_weighted_aux_cross_entropy():
   c = ml_collections.ConfigDict(dict(
-      task='segmentation', model=dict(arch='seg_ocr_w18', overrides={}),
+      task='segmentation', model=dict(arch='seg_ocr_w18', overrides={}, remat=False),
       data=dict(name='cityscapes'), loss=dict(class_weights=(), ohem=True, ohem_thresh=0.7,
                                                ohem_min_kept=50, aux_weight=0.4)))
   task = seg.Segmentation(c)
@@ -76,24 +75,16 @@ def test_ocr_loss_adds_the_weighted_aux_cross_entropy():
   assert float(parts['loss_main']) == pytest.approx(float(main), rel=1e-6)
 
 
-def test_bf16_step_keeps_float32_params_and_learns():
-  from seg_tiny import tiny_config
-  from hrnet_jax.tasks import get_task
-  from hrnet_jax.train.loop import TrainState, init_variables, train_step
-  c = tiny_config('unused')
-  task = get_task(c)
-  model = task.create_model(jnp.bfloat16)
-  tx = optim.make_optimizer(c.optimizer, optim.make_schedule(c.optimizer, 10))
-  v = init_variables(model, 0)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=v['params'],
-                     batch_stats=v['batch_stats'], opt_state=tx.init(v['params']))
-  step = jax.jit(functools.partial(train_step, model=model, tx=tx, loss_fn=task.loss,
-                                   schedule=lambda t: 0.01, mean=tuple(c.data.mean),
-                                   std=tuple(c.data.std), dtype=jnp.bfloat16,
-                                   rng=jax.random.key(0)))
+def test_bf16_step_keeps_float32_params_and_learns(seg_root):
+  """The trainer's step in bfloat16: float32 params, BN statistics and loss, and it learns."""
+  from conftest import fresh_step, recipe
+  c = recipe('seg_cityscapes', seg_root)
+  c.dtype = 'bfloat16'
+  c.optimizer.update(dict(schedule='constant', lr=0.01))
+  state, step = fresh_step(c)
   rng = np.random.default_rng(0)
-  batch = {'image': rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8),
-           'label': np.tile(np.arange(32, dtype=np.uint8) % 3, (2, 32, 1))}
+  batch = {'image': rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
+           'label': np.tile(np.arange(32, dtype=np.uint8) % 3, (4, 32, 1))}
   losses = []
   for _ in range(4):
     state, m = step(state, batch)
@@ -104,45 +95,42 @@ def test_bf16_step_keeps_float32_params_and_learns():
   assert np.isfinite(losses).all() and losses[-1] < losses[0]
 
 
-def test_checkpoints_keep_the_newest_and_the_best(tmp_path):
-  manager = checkpoint.make_manager(tmp_path, keep=1, keep_best=1, metric='miou',
-                                    async_save=True)
-  it = iter(grain.MapDataset.range(10).to_iter_dataset())
-  config = ml_collections.ConfigDict({'a': 1})
-  for step, miou in ((1, 0.5), (2, 0.9), (3, 0.3), (4, None)):
-    next(it)
-    checkpoint.save(manager, step, {'w': np.full(3, step, np.float32)}, it, config,
-                    None if miou is None else {'miou': miou})
-  manager.wait_until_finished()
-  assert sorted(manager.all_steps()) == [2, 4]
-  assert checkpoint.latest_step_dir(tmp_path).name == '4'
+def random_variables(arch: str, seed: int) -> dict:
+  """Variables of an arch filled with random numbers (shapes from eval_shape: no compile)."""
+  from hrnet_jax.models import zoo
+  rng = np.random.default_rng(seed)
+  return jax.tree_util.tree_map(lambda s: rng.standard_normal(s.shape).astype(s.dtype),
+                                zoo.init_shapes(arch))
 
 
-def test_init_from_an_official_classification_pth(tmp_path):
+@pytest.mark.parametrize('target_arch', ['seg_w18', 'pose_w18'])
+def test_init_from_an_official_classification_pth(tmp_path, target_arch):
+  """An official ImageNet .pth (converted on the fly) fills a segmentation backbone, and the
+  pose backbone, whose last stage keeps only the high-resolution stream, as a subset; the head
+  keeps its fresh values. A checkpoint of another width is refused with what is mis-shaped."""
   torch = pytest.importorskip('torch')
   from hrnet_jax import convert
   from hrnet_jax.models import zoo
-  def init(arch, seed):
-    model = zoo.create_model(arch)
-    return jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 64, 64, 3)))
-
-  v = init('cls_w18_small_v1', 1)
+  pretrained = random_variables('cls_w18', 1)
   torch.save({k: torch.from_numpy(np.array(a)) for k, a in
-              convert.flax_to_torch(v, 'cls_w18_small_v1').items()}, tmp_path / 'imagenet.pth')
+              convert.flax_to_torch(pretrained, 'cls_w18').items()}, tmp_path / 'imagenet.pth')
   loaded, where = checkpoint.load_variables(tmp_path / 'imagenet.pth')
   assert 'PyTorch' in where
-  target = init('seg_w18_small_v1', 2)
-  merged, what = checkpoint.merge_subtree(jax.device_get(target), loaded)
-  assert 'backbone arrays' in what
-  for a, b in zip(jax.tree_util.tree_leaves(merged['params']['backbone']),
-                  jax.tree_util.tree_leaves(v['params']['backbone'])):
-    np.testing.assert_array_equal(a, b)
-  for a, b in zip(jax.tree_util.tree_leaves(merged['params']['head']),
-                  jax.tree_util.tree_leaves(target['params']['head'])):
-    np.testing.assert_array_equal(a, b)
-  w18 = zoo.init_shapes('seg_w18')  # shapes are all the check needs
+  target = random_variables(target_arch, 2)
+  merged, what = checkpoint.merge_subtree(target, loaded, 'backbone')
+  assert 'backbone arrays' in what and 'others kept fresh' in what
+  for collection in ('params', 'batch_stats'):
+    got = flat(merged[collection])
+    want, fresh = flat(pretrained[collection]), flat(target[collection])
+    backbone = [k for k in got if k.startswith("['backbone']")]
+    assert len(backbone) > 100
+    for k in backbone:
+      np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    for k in got:
+      if k.startswith("['head']"):
+        np.testing.assert_array_equal(got[k], fresh[k], err_msg=k)
   with pytest.raises(ValueError, match='mis-shaped'):
-    checkpoint.merge_subtree(w18, loaded)
+    checkpoint.merge_subtree(zoo.init_shapes(target_arch.replace('w18', 'w32')), loaded)
 
 
 def write_png(path, array):

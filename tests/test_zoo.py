@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import hrnet_jax
+from conftest import TINY
 from hrnet_jax.models import zoo
 
 # Trainable parameters of the official models (cls 1000, seg 19, pose 17, face 98 classes),
@@ -67,11 +68,11 @@ def test_overrides_and_errors():
 
 def test_bf16_compute_keeps_float32_params_and_agrees():
   x = np.random.default_rng(0).standard_normal((1, 64, 64, 3), np.float32)
-  f32 = hrnet_jax.create_model('seg_w18_small_v1')
-  bf16 = hrnet_jax.create_model('seg_w18_small_v1', dtype=jnp.bfloat16)
-  variables = f32.init(jax.random.key(0), x)
-  assert jax.tree_util.tree_all(jax.tree_util.tree_map(lambda a: a.dtype == jnp.float32,
-                                                       bf16.init(jax.random.key(0), x)))
+  f32 = hrnet_jax.create_model('seg_w18_small_v1', **TINY)
+  bf16 = hrnet_jax.create_model('seg_w18_small_v1', dtype=jnp.bfloat16, **TINY)
+  variables = jax.jit(f32.init)(jax.random.key(0), x)
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(
+      lambda a: a.dtype == jnp.float32, jax.eval_shape(bf16.init, jax.random.key(0), x)))
   want = np.asarray(jax.jit(f32.apply)(variables, x))
   got = jax.jit(bf16.apply)(variables, x)
   assert got.dtype == jnp.bfloat16
@@ -80,9 +81,9 @@ def test_bf16_compute_keeps_float32_params_and_agrees():
 
 
 def test_train_mode_updates_batch_stats():
-  model = hrnet_jax.create_model('seg_w18_small_v1')
+  model = hrnet_jax.create_model('seg_w18_small_v1', **TINY)
   x = np.random.default_rng(0).standard_normal((2, 64, 64, 3), np.float32)
-  variables = model.init(jax.random.key(0), x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)
   _, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats']))(
       variables, x)
   before = jax.tree_util.tree_leaves(variables['batch_stats'])

@@ -3,13 +3,14 @@
 SRC a .pth/.pth.tar/.pt/.safetensors file and DST a directory: import to an orbax checkpoint.
 SRC an orbax checkpoint directory and DST a .pth/.safetensors file: export to PyTorch.
 Nothing is written unless the whole checkpoint converts (and verifies, with --verify).
+--overwrite replaces only what the converter wrote: a directory holding just hrnet_jax_meta.json
+and variables/ (or an empty one), or a regular .pth/.safetensors file; anything else is refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 
 from hrnet_jax.convert import core, files, verify
@@ -25,7 +26,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                  'from the checkpoint)')
   p.add_argument('--verify', action='store_true', help='check a round trip bit for bit and '
                  'the forward pass against the PyTorch reference (needs torch)')
-  p.add_argument('--overwrite', action='store_true', help='replace an existing destination')
+  p.add_argument('--overwrite', action='store_true', help='replace an existing destination '
+                 'that this converter wrote (nothing else)')
   p.add_argument('--trust-pickle', action='store_true', help='load .pth files that hold '
                  'Python objects besides tensors (only for files you trust)')
   return p.parse_args(argv)
@@ -52,15 +54,15 @@ def _import(args: argparse.Namespace, overrides: dict) -> None:
     _check_forward(state, variables, report.arch, report.overrides)
   meta = {'arch': report.arch, 'overrides': report.overrides,
           'source': os.path.basename(args.src)}
-  files.write_variables(variables, args.dst, meta, overwrite=args.overwrite)
+
+  def reload(tmp) -> None:  # before the swap: a failed check leaves an existing DST as it was
+    written, _ = files.read_variables(tmp)
+    verify.check_same_tensors(state, core.flax_to_torch(written, report.arch,
+                                                        **report.overrides), str(args.dst))
+
+  files.write_variables(variables, args.dst, meta, overwrite=args.overwrite,
+                        check=reload if args.verify else None)
   if args.verify:
-    try:
-      written, _ = files.read_variables(args.dst)
-      verify.check_same_tensors(state, core.flax_to_torch(written, report.arch,
-                                                          **report.overrides), str(args.dst))
-    except core.ConversionError:
-      shutil.rmtree(args.dst, ignore_errors=True)
-      raise
     print('verify: reloaded checkpoint is bit-identical')
   print(f'wrote {args.dst}')
 
@@ -73,13 +75,13 @@ def _export(args: argparse.Namespace, overrides: dict) -> None:
   print(f'{arch} {overrides}: {len(state)} tensors')
   if args.verify:
     _check_forward(state, variables, arch, overrides)
-  files.write_torch_file(state, args.dst, overwrite=args.overwrite)
+
+  def reload(tmp) -> None:  # before the swap: a failed check leaves an existing DST as it was
+    verify.check_same_tensors(state, files.read_torch_file(tmp), str(args.dst))
+
+  files.write_torch_file(state, args.dst, overwrite=args.overwrite,
+                         check=reload if args.verify else None)
   if args.verify:
-    try:
-      verify.check_same_tensors(state, files.read_torch_file(args.dst), str(args.dst))
-    except core.ConversionError:
-      os.remove(args.dst)
-      raise
     print('verify: reloaded file is bit-identical')
   print(f'wrote {args.dst}')
 

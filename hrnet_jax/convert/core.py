@@ -9,6 +9,7 @@ import numpy as np
 from flax import traverse_util
 
 from hrnet_jax.convert import mapping
+from hrnet_jax.errors import UserError
 from hrnet_jax.models import zoo
 
 # Wrappers and prefixes that training code puts around the model's own keys.
@@ -16,8 +17,9 @@ _WRAPPER_KEYS = ('state_dict', 'model', 'model_state', 'net')
 _STRIP_PREFIXES = ('module.', 'model.')
 
 
-class ConversionError(ValueError):
-  """A checkpoint does not fit an arch; the message lists every problem."""
+class ConversionError(UserError, ValueError):
+  """A checkpoint does not fit an arch (the message lists every problem), or cannot be read or
+  written (the message names the file)."""
 
 
 @dataclasses.dataclass

@@ -32,10 +32,10 @@ def forward_errors(state_dict: Mapping[str, Any], variables: Mapping[str, Any], 
   model with `variables`, eval mode, float32, on a fixed random batch."""
   import torch  # pylint: disable=import-outside-toplevel
 
-  from hrnet_jax import torch_reference  # pylint: disable=import-outside-toplevel
+  from hrnet_jax.convert import torch_hrnet  # pylint: disable=import-outside-toplevel
   from hrnet_jax.models import zoo  # pylint: disable=import-outside-toplevel
 
-  reference = torch_reference.build(arch, **overrides)
+  reference = torch_hrnet.build(arch, **overrides)
   reference.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()})
   x = np.random.default_rng(0).standard_normal((2, *input_hw, 3), np.float32)
   with torch.no_grad():

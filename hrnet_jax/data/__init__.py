@@ -1,1 +1,2 @@
-"""Data: dataset readers (sources), numpy transforms, demo data writers, grain pipelines."""
+"""Data: dataset readers (sources), numpy transforms (transforms, keypoints), the writers of the
+synthetic demo datasets (synthetic), grain pipelines (pipeline)."""

@@ -63,6 +63,13 @@ def heatmap_to_image(coords: np.ndarray, center: np.ndarray, scale: np.ndarray,
   return np.asarray(center, np.float64)[..., None, :] + (coords - half) * factor
 
 
+def decoded_to_image(outputs: dict, heatmap_wh: Sequence[int]) -> np.ndarray:
+  """The eval step's decoded `coords` (B, K, 2 heatmap pixels) -> image pixels, through each
+  sample's crop (`center`, `scale`)."""
+  return heatmap_to_image(np.asarray(outputs['coords'], np.float64), np.asarray(outputs['center']),
+                          np.asarray(outputs['scale']), heatmap_wh)
+
+
 def flip_joints(joints: np.ndarray, visible: np.ndarray, width: int,
                 flip_pairs: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
   """Mirror joints (K, 2) horizontally in an image of `width` and swap the left/right pairs."""

@@ -9,7 +9,12 @@ the iterator state goes into the checkpoint so a resume continues exactly.
 
 from __future__ import annotations
 
+import functools
+import gc
 import math
+import os
+import threading
+import time
 from typing import Any, Callable, Iterator
 
 import grain
@@ -41,8 +46,40 @@ def train_iterator(source: Any, transform: Callable, *, batch_size: int, seed: i
                                             prefetch_buffer_size=max(prefetch, threads)))
   if num_workers:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
-                                                     per_worker_buffer_size=prefetch))
+                                                     per_worker_buffer_size=prefetch),
+                        worker_init_fn=functools.partial(exit_with_parent, os.getpid()))
   return iter(it)
+
+
+def exit_with_parent(parent: int, worker_index: int, num_workers: int) -> None:
+  """Runs in each grain worker: a daemon thread ends the worker as soon as `parent`, the process
+  that started it, is gone (also when it went while the worker was starting), so a trainer
+  killed with SIGKILL leaves no workers behind (they would otherwise keep polling their
+  queues)."""
+  del worker_index, num_workers
+
+  def watch() -> None:
+    while os.getppid() == parent:
+      time.sleep(0.5)
+    os._exit(0)
+
+  threading.Thread(target=watch, name='exit-with-parent', daemon=True).start()
+
+
+def close_iterator(it: grain.DatasetIterator) -> None:
+  """Stops the worker processes now (not at interpreter exit) and releases the shared memory of
+  the batches already delivered. grain unlinks those in a background thread pool; unlinks still
+  pending at exit would be reported as 'leaked shared_memory objects', so the pool is drained
+  (grain has no public call for this; if its internals change, only that report comes back)."""
+  it.close()
+  gc.collect()
+  from grain._src.python.ipc import shared_memory_array
+  array = shared_memory_array.SharedMemoryArray
+  pool = getattr(array, '_del_thread_pool', None)
+  if pool is not None:
+    array._disable_async_del()  # later deletions run at once; the next iterator re-enables it
+    pool.close()
+    pool.join()
 
 
 def eval_batches(source: Any, transform: Callable, *, batch_size: int, process_index: int = 0,

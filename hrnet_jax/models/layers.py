@@ -39,7 +39,8 @@ def conv1x1(conv: ModuleDef, features: int, **kw) -> nn.Module:
 class BatchNorm(nn.Module):
   """BatchNorm with PyTorch semantics.
 
-  Statistics are float32 whatever the compute dtype; the running variance is updated with the
+  Statistics are at least float32 whatever the compute dtype (float64 in float64 models, for
+  numerical checks); the running variance is updated with the
   unbiased batch variance as PyTorch does (Linen's BatchNorm uses the biased one). Under a jit
   whose batch is sharded over a mesh the batch moments are global, i.e. synced BN.
   """
@@ -54,14 +55,15 @@ class BatchNorm(nn.Module):
     c = x.shape[-1]
     scale = self.param('scale', nn.initializers.ones, (c,), self.param_dtype)
     bias = self.param('bias', nn.initializers.zeros, (c,), self.param_dtype)
-    ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((c,), jnp.float32))
-    ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((c,), jnp.float32))
+    stats = jnp.promote_types(jnp.promote_types(self.dtype, self.param_dtype), jnp.float32)
+    ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((c,), stats))
+    ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((c,), stats))
     if self.use_running_average:
       mean, var = ra_mean.value, ra_var.value
     else:
-      # One pass over x: E[x] and E[x^2] in float32.
+      # One pass over x: E[x] and E[x^2] in (at least) float32.
       axes = tuple(range(x.ndim - 1))
-      xf = x.astype(jnp.float32)
+      xf = x.astype(stats)
       mean = jnp.mean(xf, axes)
       var = jnp.maximum(jnp.mean(jnp.square(xf), axes) - jnp.square(mean), 0.0)
       if not self.is_initializing():
@@ -69,8 +71,8 @@ class BatchNorm(nn.Module):
         m = self.momentum
         ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
         ra_var.value = m * ra_var.value + (1.0 - m) * var * (n / max(n - 1, 1))
-    mul = scale.astype(jnp.float32) * jax.lax.rsqrt(var + self.epsilon)
-    add = bias.astype(jnp.float32) - mean * mul
+    mul = scale.astype(stats) * jax.lax.rsqrt(var + self.epsilon)
+    add = bias.astype(stats) - mean * mul
     return x * mul.astype(self.dtype) + add.astype(self.dtype)
 
 

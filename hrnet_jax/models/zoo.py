@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hrnet_jax.errors import ConfigError
 from hrnet_jax.models import heads
 from hrnet_jax.models.backbone import HRNet
 
@@ -64,8 +65,8 @@ def split_arch(arch: str) -> tuple[str, str]:
   for task in sorted(TASKS, key=len, reverse=True):
     if arch.startswith(task + '_') and arch[len(task) + 1:] in VARIANTS:
       return task, arch[len(task) + 1:]
-  raise ValueError(f'unknown arch {arch!r}: expected {{task}}_{{variant}} with task in '
-                   f'{sorted(TASKS)} and variant in {list(VARIANTS)}')
+  raise ConfigError(f'unknown arch {arch!r}: expected {{task}}_{{variant}} with task in '
+                    f'{sorted(TASKS)} and variant in {list(VARIANTS)}')
 
 
 def model_config(arch: str, **overrides: Any) -> dict[str, Any]:
@@ -78,11 +79,11 @@ def model_config(arch: str, **overrides: Any) -> dict[str, Any]:
     overrides['num_joints'] = overrides.pop('num_classes')
   unknown = sorted(set(overrides) - set(config))
   if unknown:
-    raise ValueError(f'{arch}: unknown override(s) {unknown}; allowed: {sorted(config)}')
+    raise ConfigError(f'{arch}: unknown override(s) {unknown}; allowed: {sorted(config)}')
   config.update(overrides)
   if config['upsample'] not in ('nearest', 'bilinear'):
-    raise ValueError(f"{arch}: upsample must be 'nearest' or 'bilinear', got "
-                     f"{config['upsample']!r}")
+    raise ConfigError(f"{arch}: upsample must be 'nearest' or 'bilinear', got "
+                      f"{config['upsample']!r}")
   return config
 
 

@@ -1,24 +1,22 @@
-"""One module per task. `get_task(config)` returns the object the trainer and evaluator talk to:
-it builds the model, the data sources and transforms, the loss, and the evaluation metric."""
+"""One module per task; `get_task(config)` returns the `Task` (hrnet_jax.tasks.base) that the
+trainer, the evaluator and predict.py talk to."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
+from hrnet_jax.errors import ConfigError
+from hrnet_jax.tasks.base import Task
 
-def get_task(config: Any):
-  name = config.task
-  if name == 'segmentation':
-    from hrnet_jax.tasks.segmentation import Segmentation
-    return Segmentation(config)
-  if name == 'pose':
-    from hrnet_jax.tasks.pose import Pose
-    return Pose(config)
-  if name == 'landmarks':
-    from hrnet_jax.tasks.landmarks import Landmarks
-    return Landmarks(config)
-  if name == 'classification':
-    from hrnet_jax.tasks.classification import Classification
-    return Classification(config)
-  raise ValueError(f'config.task: unknown task {name!r}; expected one of: segmentation, pose, '
-                   'landmarks, classification')
+# config.task -> 'module.Class' under hrnet_jax.tasks (imported on use).
+TASKS = {'segmentation': 'segmentation.Segmentation', 'pose': 'pose.Pose',
+         'landmarks': 'landmarks.Landmarks', 'classification': 'classification.Classification'}
+
+
+def get_task(config: Any) -> Task:
+  if config.task not in TASKS:
+    raise ConfigError(f'config.task: unknown task {config.task!r}; expected one of: '
+                      f'{", ".join(TASKS)}')
+  module, cls = TASKS[config.task].rsplit('.', 1)
+  return getattr(importlib.import_module(f'hrnet_jax.tasks.{module}'), cls)(config)

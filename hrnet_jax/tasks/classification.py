@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hrnet_jax.data import transforms
-from hrnet_jax.models.zoo import create_model
+from hrnet_jax.data import sources, transforms
+from hrnet_jax.tasks.base import Metric, Task, at_least_float32
 
 Array = jax.Array
 TOP_K = 5
@@ -31,7 +31,7 @@ TOP_K = 5
 def cross_entropy(logits: Array, labels: Array, label_smoothing: float = 0.0) -> Array:
   """Mean softmax cross-entropy in float32, with PyTorch's label smoothing: the target is
   (1 - eps) x one-hot + eps / K."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  logp = jax.nn.log_softmax(at_least_float32(logits), axis=-1)
   k = logits.shape[-1]
   target = jax.nn.one_hot(labels.astype(jnp.int32), k, dtype=jnp.float32)
   if label_smoothing:
@@ -55,12 +55,11 @@ def topk_rows(outputs: dict) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
   ids, probs = np.asarray(outputs['top_ids']), np.asarray(outputs['top_probs'], np.float64)
   labels = np.asarray(outputs['label'])
   n = len(ids)
-  valid = np.asarray(outputs.get('valid', np.ones(n, np.int32)))
-  index = np.asarray(outputs.get('index', np.arange(n)))
+  valid, index = np.asarray(outputs['valid']), np.asarray(outputs['index'])
   return [(int(index[i]), int(labels[i]), ids[i], probs[i]) for i in range(n) if valid[i]]
 
 
-class AccuracyMetric:
+class AccuracyMetric(Metric):
   """Top-1 and top-5 accuracy (and error, as the papers report) over a split; padded rows
   (valid 0) count for nothing."""
 
@@ -118,50 +117,6 @@ def _top_list(ids: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) ->
 # --- Data ------------------------------------------------------------------------------------
 
 
-DATASETS = ('imagenet', 'imagenet_tfds', 'imagenet_demo')
-
-
-def make_source(d: Any, split: str):
-  """The reader of `config.data` for a split."""
-  from hrnet_jax.data.demo import dataset_root
-  if d.name not in DATASETS:
-    raise ValueError(f'config.data.name: unknown classification dataset {d.name!r}; expected one '
-                     f'of {", ".join(DATASETS)}')
-  root = dataset_root(d, 'dataset (the TFDS data_dir for imagenet_tfds)')
-  names_file = _class_names_file(d, root)
-  if d.name in ('imagenet', 'imagenet_demo'):
-    from hrnet_jax.data.sources.imagenet import ImageFolder
-    return ImageFolder(root, split, train_split=d.train_split, class_names_file=names_file)
-  from hrnet_jax.data.sources.imagenet import ImageNetTFDS
-  return ImageNetTFDS(root, split, name=d.get('tfds_name', 'imagenet2012'),
-                      class_names_file=names_file)
-
-
-def _class_names_file(d: Any, root: str) -> Any:
-  """`data.class_names_file`; the demo ships its own."""
-  names_file = d.get('class_names_file') or None
-  if d.name == 'imagenet_demo' and not names_file:
-    return pathlib.Path(root) / 'class_names.txt'
-  return names_file
-
-
-def dataset_classes(d: Any) -> tuple[list[str], list[str]]:
-  """(class keys, readable names) in class-index order, without listing any images."""
-  if d.name in ('imagenet', 'imagenet_demo'):
-    from hrnet_jax.data.demo import dataset_root
-    from hrnet_jax.data.sources.imagenet import folder_classes, read_class_names
-    root = dataset_root(d)
-    names_file = _class_names_file(d, root)
-    classes = folder_classes(root, d.train_split)
-    return classes, (read_class_names(names_file, classes) if names_file else list(classes))
-  from hrnet_jax.data.sources.common import DataError
-  try:
-    source = make_source(d, d.train_split)
-  except DataError:  # e.g. only the validation split was built
-    source = make_source(d, d.eval_split)
-  return list(source.classes), list(source.class_names)
-
-
 def _eval_sample(sample: dict, *, size_hw: Sequence[int], crop_fraction: float) -> dict:
   out = transforms.resize_center_crop(sample, size_hw=size_hw, crop_fraction=crop_fraction)
   return {'image': out['image'], 'label': np.int32(sample['label'])}
@@ -175,27 +130,30 @@ def _train_sample(sample: dict, rng: np.random.Generator, **kwargs: Any) -> dict
 # --- The task --------------------------------------------------------------------------------
 
 
-class Classification:
+class Classification(Task):
   """What the trainer, evaluator and predict.py need from classification; reads
-  config.model/data/loss/eval. The classes come from the dataset (its training split)."""
+  config.model/data/loss/eval. The classes come from the dataset (its training split), or from
+  `classes` (keys, readable names) when the data is not at hand (benchmarks)."""
+  task_name = 'classification'
   metric_name = 'top1'
 
-  def __init__(self, config: Any):
-    self.config = config
-    self._sources: dict[str, Any] = {}
-    self.classes, self.class_names = dataset_classes(config.data)
+  def __init__(self, config: Any, classes: tuple[Sequence[str], Sequence[str]] | None = None):
+    super().__init__(config)
+    self._sources: dict[str, sources.Source] = {}
+    if classes is None:
+      reader = sources.reader_class(config.data.name, self.task_name)
+      classes = reader.class_list(config.data, sources.dataset_root(config.data))
+    self.classes, self.class_names = list(classes[0]), list(classes[1])
     self.num_classes = len(self.classes)
-    self.model_kwargs = dict(config.model.get('overrides', {}), num_classes=self.num_classes)
     self.size_hw = tuple(int(v) for v in config.data.input_size)
 
-  def create_model(self, dtype: Any = jnp.float32):
-    return create_model(self.config.model.arch, dtype=dtype,
-                        remat=bool(self.config.model.get('remat', False)), **self.model_kwargs)
+  def head_kwargs(self) -> dict[str, Any]:
+    return {'num_classes': self.num_classes}
 
-  def source(self, split: str):
+  def source(self, split: str) -> sources.Source:
     """The split's reader, listed once per task (an ImageNet listing takes seconds)."""
     if split not in self._sources:
-      self._sources[split] = make_source(self.config.data, split)
+      self._sources[split] = super().source(split)
     return self._sources[split]
 
   def train_transform(self) -> Callable:
@@ -231,9 +189,8 @@ class Classification:
     return (f'shorter side resized to {short}, centre crop {self.size_hw[0]}x{self.size_hw[1]}, '
             f'flip test {bool(self.config.eval.get("flip", False))}')
 
-  def new_metric(self, source: Any = None) -> AccuracyMetric:
-    return AccuracyMetric(self.class_names, getattr(source, 'names', None),
-                          getattr(source, 'split', 'val'))
+  def new_metric(self, source: sources.Source) -> AccuracyMetric:
+    return AccuracyMetric(self.class_names, source.names, source.split)
 
   # --- predict.py ------------------------------------------------------------------------------
 

@@ -16,13 +16,11 @@ from typing import Any, Callable, Sequence
 
 import cv2
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from hrnet_jax.data import keypoints
+from hrnet_jax.data import keypoints, sources
 from hrnet_jax.data.sources import faces
-from hrnet_jax.models.zoo import create_model
-from hrnet_jax.tasks.pose import decode_heatmaps, flip_test_heatmaps, joints_mse_loss
+from hrnet_jax.tasks.base import HeatmapTask, Metric
 
 Array = jax.Array
 THRESHOLDS = (0.08, 0.10)
@@ -99,7 +97,7 @@ def nme_summary(nme: np.ndarray) -> dict[str, float]:
   return out
 
 
-class NMEMetric:
+class NMEMetric(Metric):
   """NME over a split (and its named subsets), matched to the truth by sample index. Values are
   fractions (0.046 = 4.6%), as the official release computes them; reports print percent."""
 
@@ -111,7 +109,7 @@ class NMEMetric:
     self._result = None
 
   def update(self, outputs: dict) -> None:
-    xy = landmarks_in_image(outputs, self.heatmap_wh)
+    xy = keypoints.decoded_to_image(outputs, self.heatmap_wh)
     for i, (index, valid) in enumerate(zip(np.asarray(outputs['index']),
                                            np.asarray(outputs['valid']))):
       if valid:
@@ -161,45 +159,22 @@ class NMEMetric:
     return path
 
 
-def landmarks_in_image(outputs: dict, heatmap_wh: Sequence[int]) -> np.ndarray:
-  """Decoded heatmap coordinates of a batch -> image pixels (B, N, 2), through each crop."""
-  return keypoints.heatmap_to_image(np.asarray(outputs['coords'], np.float64),
-                                    np.asarray(outputs['center']), np.asarray(outputs['scale']),
-                                    heatmap_wh)
-
-
 # --- The task ---------------------------------------------------------------------------------
 
 
-class Landmarks:
-  """What the trainer and evaluator need for face alignment; reads config.model/data/eval."""
-
+class Landmarks(HeatmapTask):
+  """What the trainer, evaluator and predict.py need for face alignment; reads
+  config.model/data/loss/eval."""
+  task_name = 'landmarks'
   metric_name = 'nme'
   metric_mode = 'min'  # lower NME is better: the trainer keeps the checkpoint with the lowest
 
   def __init__(self, config: Any):
-    self.config = config
-    d = config.data
-    self.dataset = faces.dataset_info(d.name)
-    self.num_landmarks = self.dataset.num_landmarks
-    self.flip_perm = keypoints.flip_permutation(self.num_landmarks, self.dataset.flip_pairs)
-    self.input_wh = (int(d.input_size[1]), int(d.input_size[0]))
-    self.heatmap_wh = (int(d.heatmap_size[1]), int(d.heatmap_size[0]))
-    self.model_kwargs = dict(config.model.get('overrides', {}), num_joints=self.num_landmarks)
-
-  def create_model(self, dtype: Any = jnp.float32):
-    return create_model(self.config.model.arch, dtype=dtype,
-                        remat=bool(self.config.model.get('remat', False)), **self.model_kwargs)
-
-  def root(self) -> str:
-    from hrnet_jax.data.demo import dataset_root
-    return dataset_root(self.config.data)
-
-  def source(self, split: str) -> faces.FaceLandmarks:
-    d = self.config.data
-    return faces.FaceLandmarks(self.root(), split, self.dataset,
-                               image_dir=d.get('image_dir', 'images'),
-                               annotation=d.get('annotations', {}).get(split, ''))
+    super().__init__(config)
+    reader = sources.reader_class(config.data.name, self.task_name)
+    self.dataset = reader.LAYOUT
+    self.flip_pairs = self.dataset.flip_pairs
+    self.num_points = self.num_landmarks = self.dataset.num_landmarks
 
   def train_transform(self) -> Callable:
     d = self.config.data
@@ -211,26 +186,12 @@ class Landmarks:
   def eval_transform(self) -> Callable:
     return functools.partial(face_eval_crop, input_wh=self.input_wh)
 
-  def loss(self, outputs: Array, batch: dict) -> tuple[Array, dict]:
-    weight = batch['target_weight'] if self.config.loss.use_target_weight else None
-    return joints_mse_loss(outputs.astype(jnp.float32), batch['target'], weight), {}
-
-  def heatmaps(self, apply_fn: Callable, images: Array) -> Array:
-    e = self.config.eval
-    return flip_test_heatmaps(apply_fn, images, self.flip_perm if e.flip else None,
-                              e.get('shift_heatmap', True))
-
-  def eval_outputs(self, apply_fn: Callable, images: Array, batch: dict) -> dict:
-    coords, scores = decode_heatmaps(self.heatmaps(apply_fn, images))
-    return {'coords': coords, 'scores': scores, 'center': batch['center'],
-            'scale': batch['scale']}
-
   def protocol(self) -> str:
     norm = 'box size' if self.dataset.norm is None else 'inter-ocular distance'
     return (f'{self.input_wh[0]}x{self.input_wh[1]} crops at the annotated face (x1.25), flip '
             f'test {bool(self.config.eval.flip)}, NME by {norm}')
 
-  def new_metric(self, source: Any) -> NMEMetric:
+  def new_metric(self, source: sources.Source) -> NMEMetric:
     return NMEMetric(source, self.heatmap_wh)
 
   # --- predict.py hooks ---
@@ -255,7 +216,7 @@ class Landmarks:
 
   def prediction(self, samples: list[dict], outputs: dict) -> dict:
     """{'faces': [{'landmarks': [[x, y], ...] in image pixels, 'scores': heatmap peaks}]}."""
-    xy = landmarks_in_image(outputs, self.heatmap_wh)
+    xy = keypoints.decoded_to_image(outputs, self.heatmap_wh)
     scores = np.asarray(outputs['scores'])
     return {'dataset': self.dataset.name,
             'faces': [{'landmarks': [[float(a), float(b)] for a, b in xy[i]],

@@ -19,79 +19,16 @@ from typing import Any, Callable, Sequence
 
 import cv2
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from hrnet_jax.data import keypoints
-from hrnet_jax.models.zoo import create_model
+from hrnet_jax.data import keypoints, sources
+from hrnet_jax.tasks.base import HeatmapTask, Metric
 
 Array = jax.Array
 COCO_STATS = ('AP', 'AP50', 'AP75', 'APm', 'APl', 'AR', 'AR50', 'AR75', 'ARm', 'ARl')
 
 
-# --- Loss ------------------------------------------------------------------------------------
-
-
-def joints_mse_loss(heatmaps: Array, target: Array, weight: Array | None) -> Array:
-  """0.5 * mean squared error of weighted heatmaps (B, H, W, K), averaged over joints, pixels
-  and the batch; `weight` (B, K) zeroes joints without a usable label."""
-  if weight is not None:
-    heatmaps = heatmaps * weight[:, None, None, :]
-    target = target * weight[:, None, None, :]
-  return 0.5 * jnp.mean((heatmaps - target) ** 2)
-
-
-# --- Inference -------------------------------------------------------------------------------
-
-
-def flip_back(heatmaps: Array, flip_perm: Sequence[int], shift: bool = True) -> Array:
-  """Heatmaps of a mirrored crop -> heatmaps of the crop: mirror the width axis, swap left/right
-  joints, and (`shift`) move everything one pixel right, keeping column 0 (the official
-  alignment of mirrored heatmaps)."""
-  out = heatmaps[:, :, ::-1, :][..., jnp.asarray(flip_perm)]
-  if shift:
-    out = jnp.concatenate([out[:, :, :1], out[:, :, :-1]], axis=2)
-  return out
-
-
-def flip_test_heatmaps(apply_fn: Callable, images: Array, flip_perm: Sequence[int] | None,
-                       shift: bool = True) -> Array:
-  """Float32 heatmaps of a normalized batch; with a flip permutation, averaged with the mirrored
-  crop's heatmaps flipped back (one forward over both halves)."""
-  if flip_perm is None:
-    return apply_fn(images).astype(jnp.float32)
-  both = apply_fn(jnp.concatenate([images, images[:, :, ::-1]], axis=0)).astype(jnp.float32)
-  plain, mirrored = jnp.split(both, 2, axis=0)
-  return 0.5 * (plain + flip_back(mirrored, flip_perm, shift))
-
-
-def decode_heatmaps(heatmaps: Array) -> tuple[Array, Array]:
-  """(B, H, W, K) -> coordinates (B, K, 2) in heatmap pixels (x, y) and scores (B, K).
-
-  Argmax (the first maximum wins); coordinates are zeroed where the maximum is <= 0; then a
-  quarter-pixel step towards the higher neighbour on each axis when 1 < x < W-1 and 1 < y < H-1.
-  """
-  b, h, w, k = heatmaps.shape
-  flat = heatmaps.reshape(b, h * w, k)
-  idx = jnp.argmax(flat, axis=1)  # (B, K)
-  scores = jnp.max(flat, axis=1)
-  x, y = (idx % w).astype(jnp.float32), (idx // w).astype(jnp.float32)
-  positive = scores > 0
-  x, y = jnp.where(positive, x, 0.0), jnp.where(positive, y, 0.0)
-  px, py = x.astype(jnp.int32), y.astype(jnp.int32)
-  inner = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
-  maps = jnp.moveaxis(heatmaps, 3, 1)  # (B, K, H, W)
-
-  def at(yy, xx):
-    yy, xx = jnp.clip(yy, 0, h - 1), jnp.clip(xx, 0, w - 1)
-    return jnp.take_along_axis(maps.reshape(b, k, h * w), (yy * w + xx)[..., None],
-                               axis=2)[..., 0]
-
-  dx = at(py, px + 1) - at(py, px - 1)
-  dy = at(py + 1, px) - at(py - 1, px)
-  x = x + jnp.where(inner, 0.25 * jnp.sign(dx), 0.0)
-  y = y + jnp.where(inner, 0.25 * jnp.sign(dy), 0.0)
-  return jnp.stack([x, y], axis=-1), scores
+# --- Host-side post-processing ------------------------------------------------------------
 
 
 def oks_iou(a: np.ndarray, b: np.ndarray, area_a: float, area_b: np.ndarray,
@@ -142,18 +79,17 @@ class _Predictions:
     self.rows: dict[int, tuple] = {}
 
   def update(self, outputs: dict) -> None:
-    coords = np.asarray(outputs['coords'], np.float64)
-    center, scale = np.asarray(outputs['center']), np.asarray(outputs['scale'])
-    image_xy = keypoints.heatmap_to_image(coords, center, scale, self.heatmap_wh)
+    image_xy = keypoints.decoded_to_image(outputs, self.heatmap_wh)
+    scale = np.asarray(outputs['scale'])
     for i, (index, valid) in enumerate(zip(np.asarray(outputs['index']),
                                            np.asarray(outputs['valid']))):
       if valid:
-        self.rows[int(index)] = (image_xy[i], np.asarray(outputs['joint_scores'][i], np.float64),
+        self.rows[int(index)] = (image_xy[i], np.asarray(outputs['scores'][i], np.float64),
                                  scale[i], float(outputs['box_score'][i]),
                                  int(outputs['image_id'][i]))
 
 
-class CocoKeypointMetric:
+class CocoKeypointMetric(Metric):
   """COCO keypoint AP: rescoring, OKS NMS per image, pycocotools COCOeval('keypoints')."""
 
   def __init__(self, annotation_file: str | os.PathLike, heatmap_wh: Sequence[int], *,
@@ -255,7 +191,7 @@ def pckh(pred: np.ndarray, truth: np.ndarray, annotated: np.ndarray, head_diag: 
   return out
 
 
-class PCKhMetric:
+class PCKhMetric(Metric):
   """MPII PCKh@0.5 (and the mean at 0.1) over a split, matched to the truth by sample index."""
 
   def __init__(self, source: Any, heatmap_wh: Sequence[int]):
@@ -297,54 +233,18 @@ class PCKhMetric:
 # --- The task --------------------------------------------------------------------------------
 
 
-DATASETS = ('coco', 'coco_demo', 'mpii')
-
-
-def dataset_info(name: str):
-  """(keypoint names, flip pairs, upper-body ids, skeleton) of a dataset name."""
-  if name in ('coco', 'coco_demo'):
-    from hrnet_jax.data.sources import coco
-    return coco.KEYPOINT_NAMES, coco.FLIP_PAIRS, coco.UPPER_BODY, coco.SKELETON
-  if name == 'mpii':
-    from hrnet_jax.data.sources import mpii
-    return mpii.JOINT_NAMES, mpii.FLIP_PAIRS, mpii.UPPER_BODY, mpii.SKELETON
-  raise ValueError(f'config.data.name: unknown pose dataset {name!r}; expected one of '
-                   f'{", ".join(DATASETS)}')
-
-
-class Pose:
-  """What the trainer and evaluator need from pose; reads config.model/data/eval."""
+class Pose(HeatmapTask):
+  """What the trainer, evaluator and predict.py need from top-down pose; reads
+  config.model/data/loss/eval. COCO scores AP (pycocotools), MPII PCKh."""
+  task_name = 'pose'
 
   def __init__(self, config: Any):
-    self.config = config
-    d = config.data
-    self.joint_names, self.flip_pairs, self.upper_body, self.skeleton = dataset_info(d.name)
-    self.num_joints = len(self.joint_names)
-    self.flip_perm = keypoints.flip_permutation(self.num_joints, self.flip_pairs)
-    self.input_wh = (int(d.input_size[1]), int(d.input_size[0]))
-    self.heatmap_wh = (int(d.heatmap_size[1]), int(d.heatmap_size[0]))
-    self.metric_name = 'pckh' if d.name == 'mpii' else 'AP'
-    self.model_kwargs = dict(config.model.get('overrides', {}), num_joints=self.num_joints)
-
-  def create_model(self, dtype: Any = jnp.float32):
-    return create_model(self.config.model.arch, dtype=dtype,
-                        remat=bool(self.config.model.get('remat', False)), **self.model_kwargs)
-
-  def root(self) -> str:
-    from hrnet_jax.data.demo import dataset_root
-    return dataset_root(self.config.data)
-
-  def source(self, split: str, *, boxes: str = 'auto'):
-    """People of a split. COCO evaluation splits use `config.data.det_json` boxes when set
-    (`boxes='auto'`); training always uses the annotated people."""
-    d = self.config.data
-    if d.name == 'mpii':
-      from hrnet_jax.data.sources.mpii import MPII
-      return MPII(self.root(), split)
-    from hrnet_jax.data.sources.coco import CocoKeypoints
-    det_json = d.get('det_json') if (boxes == 'auto' and split != d.train_split) else None
-    return CocoKeypoints(self.root(), split, aspect_ratio=self.input_wh[0] / self.input_wh[1],
-                         det_json=det_json or None, image_thre=d.get('image_thre', 0.0))
+    super().__init__(config)
+    reader = sources.reader_class(config.data.name, self.task_name)
+    self.joint_names, self.flip_pairs = reader.KEYPOINT_NAMES, reader.FLIP_PAIRS
+    self.upper_body, self.skeleton = reader.UPPER_BODY, reader.SKELETON
+    self.num_points = len(self.joint_names)
+    self.metric_name = 'pckh' if config.data.name == 'mpii' else 'AP'
 
   def train_transform(self) -> Callable:
     d = self.config.data
@@ -358,20 +258,10 @@ class Pose:
   def eval_transform(self) -> Callable:
     return functools.partial(_eval_sample, input_wh=self.input_wh)
 
-  def loss(self, outputs: Array, batch: dict) -> tuple[Array, dict]:
-    weight = batch['target_weight'] if self.config.loss.use_target_weight else None
-    return joints_mse_loss(outputs.astype(jnp.float32), batch['target'], weight), {}
-
-  def heatmaps(self, apply_fn: Callable, images: Array) -> Array:
-    e = self.config.eval
-    return flip_test_heatmaps(apply_fn, images, self.flip_perm if e.flip else None,
-                              e.get('shift_heatmap', True))
-
   def eval_outputs(self, apply_fn: Callable, images: Array, batch: dict) -> dict:
-    coords, scores = decode_heatmaps(self.heatmaps(apply_fn, images))
-    return {'coords': coords, 'joint_scores': scores, 'center': batch['center'],
-            'scale': batch['scale'], 'box_score': batch['box_score'],
-            'image_id': batch['image_id']}
+    """The decoded joints (`scores`: per joint) with the box score and image id."""
+    out = super().eval_outputs(apply_fn, images, batch)
+    return dict(out, box_score=batch['box_score'], image_id=batch['image_id'])
 
   def protocol(self) -> str:
     e = self.config.eval
@@ -379,14 +269,13 @@ class Pose:
             + ('' if self.config.data.name == 'mpii' else
                f', in_vis_thre {e.in_vis_thre}, OKS NMS {e.oks_thre}'))
 
-  def new_metric(self, source: Any):
+  def new_metric(self, source: sources.Source) -> Metric:
     """The metric of an evaluation split (its source carries the ground truth)."""
     if self.config.data.name == 'mpii':
       return PCKhMetric(source, self.heatmap_wh)
     e = self.config.eval
     return CocoKeypointMetric(source.annotation_file, self.heatmap_wh, in_vis_thre=e.in_vis_thre,
                               oks_thre=e.oks_thre, split=source.split)
-
 
   # --- predict.py --------------------------------------------------------------------------
 
@@ -409,12 +298,10 @@ class Pose:
   def prediction(self, samples: list[dict], outputs: dict) -> dict:
     """Per box: keypoints (x, y, joint score) in image pixels and the rescored person score, as
     the COCO metric computes them (no OKS NMS: the boxes are the caller's)."""
-    image_xy = keypoints.heatmap_to_image(np.asarray(outputs['coords'], np.float64),
-                                          np.asarray(outputs['center']),
-                                          np.asarray(outputs['scale']), self.heatmap_wh)
+    image_xy = keypoints.decoded_to_image(outputs, self.heatmap_wh)
     people = []
     for i, sample in enumerate(samples):
-      joint_scores = np.asarray(outputs['joint_scores'][i], np.float64)
+      joint_scores = np.asarray(outputs['scores'][i], np.float64)
       people.append({
           'box': [round(float(v), 2) for v in sample['box']],
           'keypoints': [[round(float(x), 3), round(float(y), 3), round(float(s), 4)]

@@ -16,9 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hrnet_jax.data import transforms
+from hrnet_jax.data import sources, transforms
+from hrnet_jax.models import zoo
 from hrnet_jax.models.layers import resize_bilinear
-from hrnet_jax.models.zoo import create_model
+from hrnet_jax.tasks.base import Metric, Task, at_least_float32
 
 Array = jax.Array
 
@@ -29,14 +30,14 @@ Array = jax.Array
 
 def _pixel_nll(logits: Array, labels: Array, class_weights: Array | None, ignore_label: int):
   """Per-pixel weighted NLL (zero on ignored pixels), true-class probability, valid mask."""
-  logits = logits.astype(jnp.float32)
+  logits = at_least_float32(logits)
   valid = labels != ignore_label
   safe = jnp.where(valid, labels, 0).astype(jnp.int32)
   logp = jax.nn.log_softmax(logits, axis=-1)
   nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
-  weight = valid.astype(jnp.float32)
+  weight = valid.astype(logits.dtype)
   if class_weights is not None:
-    weight = weight * jnp.asarray(class_weights, jnp.float32)[safe]
+    weight = weight * jnp.asarray(class_weights, logits.dtype)[safe]
   return nll * weight, jnp.exp(-nll), valid, weight
 
 
@@ -202,69 +203,30 @@ def default_palette(num_classes: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 
-def dataset_info(name: str) -> tuple[tuple[str, ...], np.ndarray, tuple]:
-  """(class names, palette, flip swap pairs) of a dataset name."""
-  if name in ('cityscapes', 'cityscapes_tfds', 'cityscapes_demo'):
-    from hrnet_jax.data.sources import cityscapes
-    return cityscapes.CLASS_NAMES, cityscapes.PALETTE, ()
-  if name == 'pascal_context':
-    from hrnet_jax.data.sources import pascal_context
-    return pascal_context.CLASS_NAMES, default_palette(59), ()
-  if name == 'lip':
-    from hrnet_jax.data.sources import lip
-    return lip.CLASS_NAMES, default_palette(20), lip.FLIP_PAIRS
-  raise ValueError(f'config.data.name: unknown segmentation dataset {name!r}; expected '
-                   'cityscapes, cityscapes_tfds, cityscapes_demo, pascal_context or lip')
-
-
-def make_source(data_config: Any, split: str):
-  from hrnet_jax.data.demo import dataset_root
-  name = data_config.name
-  dataset_info(name)  # Unknown names: the error naming the valid choices.
-  root = dataset_root(data_config)
-  if name in ('cityscapes', 'cityscapes_demo'):
-    from hrnet_jax.data.sources.cityscapes import CityscapesFolder
-    return CityscapesFolder(root, split)
-  if name == 'cityscapes_tfds':
-    from hrnet_jax.data.sources.cityscapes import CityscapesTFDS
-    return CityscapesTFDS(root, split)
-  if name == 'pascal_context':
-    from hrnet_jax.data.sources.pascal_context import PascalContext
-    return PascalContext(root, split)
-  if name == 'lip':
-    from hrnet_jax.data.sources.lip import LIP
-    return LIP(root, split)
-
-
 def _identity(sample: dict) -> dict:
   return {'image': sample['image'], 'label': sample['label'],
           'size': np.array(sample['label'].shape, np.int32)}
 
 
-class Segmentation:
+class Segmentation(Task):
   """What the trainer and evaluator need from segmentation; reads config.model/data/loss/eval."""
+  task_name = 'segmentation'
   metric_name = 'miou'
 
   def __init__(self, config: Any):
-    self.config = config
-    self.class_names, self.palette, flip_pairs = dataset_info(config.data.name)
+    super().__init__(config)
+    reader = sources.reader_class(config.data.name, self.task_name)
+    self.class_names = reader.CLASS_NAMES
     self.num_classes = len(self.class_names)
-    self.flip_swap = transforms.flip_swap_table(flip_pairs)
+    self.palette = (reader.PALETTE if reader.PALETTE is not None
+                    else default_palette(self.num_classes))
+    self.flip_swap = transforms.flip_swap_table(reader.FLIP_PAIRS)
     self.ignore_label = 255
-    settings = dict(config.model.get('overrides', {}))
-    self.model_kwargs = dict(settings, num_classes=self.num_classes)
-    self.align_corners = bool(self.model_config()['align_corners'])
+    self.align_corners = bool(
+        zoo.model_config(config.model.arch, **self.model_kwargs)['align_corners'])
 
-  def model_config(self) -> dict:
-    from hrnet_jax.models.zoo import model_config
-    return model_config(self.config.model.arch, **self.model_kwargs)
-
-  def create_model(self, dtype: Any = jnp.float32):
-    return create_model(self.config.model.arch, dtype=dtype,
-                        remat=bool(self.config.model.get('remat', False)), **self.model_kwargs)
-
-  def source(self, split: str):
-    return make_source(self.config.data, split)
+  def head_kwargs(self) -> dict[str, Any]:
+    return {'num_classes': self.num_classes}
 
   def train_transform(self) -> Callable:
     d = self.config.data
@@ -288,10 +250,10 @@ class Segmentation:
                            align_corners=self.align_corners)
     if isinstance(outputs, tuple):  # OCR: (aux, out); aux gets plain CE, as officially.
       aux_logits, logits = outputs
-      aux = cross_entropy(up(aux_logits.astype(jnp.float32)), labels, weights, self.ignore_label)
+      aux = cross_entropy(up(at_least_float32(aux_logits)), labels, weights, self.ignore_label)
     else:
       logits, aux = outputs, None
-    logits = up(logits.astype(jnp.float32))
+    logits = up(at_least_float32(logits))
     if c.ohem:
       main = ohem_cross_entropy(logits, labels, weights, c.ohem_thresh, c.ohem_min_kept,
                                 self.ignore_label)
@@ -322,14 +284,14 @@ class Segmentation:
     e = self.config.eval
     return f'scales {tuple(e.scales)}, flip {bool(e.flip)}, sliding {e.sliding}'
 
-  def new_metric(self, source: Any = None) -> 'ConfusionMetric':
+  def new_metric(self, source: sources.Source) -> 'ConfusionMetric':
     return ConfusionMetric(self.num_classes, self.class_names)
 
   def write_predictions(self, source: Any, outputs: dict, out_dir: pathlib.Path) -> None:
     """Colour PNGs named after the source samples, without the batching padding."""
     if 'pred' not in outputs:
       return
-    names = getattr(source, 'names', None)
+    names = source.names
     for pred, index, valid, (h, w) in zip(np.asarray(outputs['pred']),
                                           np.asarray(outputs['index']),
                                           np.asarray(outputs['valid']),
@@ -337,7 +299,6 @@ class Segmentation:
       if valid:
         name = names[int(index)] if names else f'{int(index):06d}'
         cv2.imwrite(str(out_dir / f'{name}.png'), colorize(pred[:h, :w], self.palette)[..., ::-1])
-
 
   # --- predict.py --------------------------------------------------------------------------
 
@@ -371,7 +332,7 @@ def _main(outputs: Any) -> Array:
   return outputs[1] if isinstance(outputs, tuple) else outputs
 
 
-class ConfusionMetric:
+class ConfusionMetric(Metric):
   """Accumulates confusion matrices on the host in int64 (Cityscapes val is ~1e9 pixels)."""
 
   def __init__(self, num_classes: int, class_names: Sequence[str]):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Any
+import sys
+from typing import Any, Callable
 
 import grain
 from flax import traverse_util
@@ -15,6 +16,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
+
+from hrnet_jax.errors import UserError
 
 CHECKPOINT_DIR = 'checkpoints'
 
@@ -50,12 +53,125 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iter: Any, 
       config=ocp.args.JsonSave(json.loads(config.to_json()))), metrics=metrics)
 
 
-def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, data_iter: Any) -> Any:
-  """Restores the state onto the shardings of `abstract_state` and the iterator in place."""
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state),
-      data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
-  return restored['state']
+class CheckpointError(UserError, ValueError):
+  """A checkpoint that cannot serve this run: unreadable, or written for another model."""
+
+
+# Config keys whose values fix the shapes and structure of the saved train state.
+_STATE_KEYS = ('task', 'model.', 'data.name', 'optimizer.name', 'optimizer.momentum',
+               'optimizer.nesterov', 'optimizer.weight_decay', 'dtype')
+
+
+def _flat_config(config: Any) -> dict[str, Any]:
+  tree = config if isinstance(config, dict) else json.loads(config.to_json())
+  return {'.'.join(k): v for k, v in traverse_util.flatten_dict(tree).items()}
+
+
+def saved_config(step_dir: pathlib.Path) -> dict[str, Any] | None:
+  """The config saved with a training checkpoint (flattened), or None when unreadable."""
+  try:
+    return _flat_config(json.loads((step_dir / 'config' / 'metadata').read_text()))
+  except (OSError, ValueError):
+    return None
+
+
+def _path_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """'params/backbone/conv1/kernel' -> shape, whatever containers hold the leaves (orbax's
+  metadata has dicts and lists where the state has dataclasses and tuples)."""
+  token = lambda k: str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))))
+  return {'/'.join(map(token, path)): tuple(leaf.shape)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _shape_differences(saved: Any, target: Any) -> list[str]:
+  """Paths whose shapes (or presence) differ between two pytrees of arrays/metadata."""
+  a, b = _path_shapes(saved), _path_shapes(target)
+  return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def describe_mismatch(step_dir: pathlib.Path, config: Any, differences: list[str]) -> str:
+  """A few lines: what the checkpoint was written with, what differs, how to go on."""
+  now, then = _flat_config(config), saved_config(step_dir) or {}
+  changed = [k for k in sorted(now.keys() | then.keys())
+             if k.startswith(_STATE_KEYS) and now.get(k) != then.get(k)]
+  lines = [f'{step_dir} was written for another model or optimizer: {len(differences)} arrays '
+           f'of the train state differ in shape or presence (e.g. {differences[0]}).']
+  if changed:
+    lines.append('It was written with ' + ', '.join(
+        f'{k}={then.get(k)!r} (this run: {now.get(k)!r})' for k in changed[:6]) + '.')
+  lines.append('To train this config, use a new --workdir (add --config.init_from=<this workdir> '
+               'to start from its backbone); to resume, run with the config it was written with.')
+  return '\n'.join(lines)
+
+
+def _state_metadata(step_dir: pathlib.Path) -> Any:
+  """The saved state's tree of array metadata (read through the handler: orbax's Checkpointer
+  would warn about the step-level metadata file that only the manager writes)."""
+  return ocp.StandardCheckpointHandler().metadata(step_dir / 'state')
+
+
+def _why(e: Exception) -> str:
+  """One line on why a checkpoint could not be read; also silences the stray callbacks of the
+  failed read (see `_drop_closed_loop_callbacks`)."""
+  _drop_closed_loop_callbacks()
+  return f'{type(e).__name__}: {str(e).splitlines()[0][:160]}' if str(e) else type(e).__name__
+
+
+def _drop_closed_loop_callbacks() -> None:
+  """After orbax gives up on a damaged checkpoint, tensorstore still completes the reads in
+  flight, and their callbacks find orbax's event loop closed: Python would print a traceback for
+  each. Exactly those are dropped; every other unraisable exception is reported as before."""
+  previous = sys.unraisablehook
+  if previous.__name__ == 'drop_closed_loop_callback':
+    return
+
+  def drop_closed_loop_callback(unraisable):
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
+      previous(unraisable)
+
+  sys.unraisablehook = drop_closed_loop_callback
+
+
+def restore_latest(manager: ocp.CheckpointManager, target: Any, data_iter: Any, config: Any,
+                   log: Callable[[str], None] = print) -> tuple[Any, int] | None:
+  """(state, step) from the newest readable checkpoint, restored onto the shardings of `target`
+  (ShapeDtypeStructs) with the data iterator restored in place; None when there is none.
+
+  A checkpoint that cannot be read is named in a warning and renamed `<step>.unreadable` (kept
+  for inspection; the run will write that step again), and the one before it is tried; one
+  written for another model is an error saying what differs."""
+  steps = sorted(manager.all_steps(), reverse=True)
+  for step in steps:
+    step_dir = pathlib.Path(manager.directory) / str(step)
+    try:
+      differences = _shape_differences(_state_metadata(step_dir), target)
+      if differences:
+        raise CheckpointError(describe_mismatch(step_dir, config, differences))
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target),
+          data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
+      return restored['state'], step
+    except CheckpointError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (any damage: try the one before)
+      aside = step_dir.with_name(f'{step}.unreadable')
+      log(f'warning: checkpoint {step_dir} is unreadable ({_why(e)}); moved to {aside} and '
+          'resuming from the one before')
+      if jax.process_index() == 0:
+        step_dir.rename(aside)
+      _sync_processes(f'set aside {step_dir}')
+      manager.reload()
+  if steps:
+    raise CheckpointError(f'no readable checkpoint in {manager.directory} (steps {steps}, set '
+                          'aside as <step>.unreadable): use another --workdir')
+  return None
+
+
+def _sync_processes(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -67,37 +183,59 @@ def _restore_state_item(step_dir: pathlib.Path) -> dict[str, Any]:
   """The saved state onto this process's first device, whatever the devices and processes that
   wrote it (orbax needs an explicit target to restore onto another topology)."""
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  with ocp.StandardCheckpointer() as ckptr:
-    meta = ckptr.metadata(step_dir / 'state').item_metadata
-    target = jax.tree_util.tree_map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), meta)
-    state = ckptr.restore(step_dir / 'state', target)
-  get = (lambda k: state[k]) if isinstance(state, dict) else (lambda k: getattr(state, k))
-  return {'params': get('params'), 'batch_stats': get('batch_stats')}
+  target = jax.tree_util.tree_map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), _state_metadata(step_dir))
+  handler = ocp.StandardCheckpointHandler()
+  try:
+    state = handler.restore(step_dir / 'state', args=ocp.args.StandardRestore(target))
+  finally:
+    handler.close()
+  return {'params': state['params'], 'batch_stats': state['batch_stats']}
+
+
+def step_dirs(path: pathlib.Path) -> list[pathlib.Path]:
+  """The finished step directories under a workdir or its checkpoints/ directory, newest first."""
+  root = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
+  steps = sorted((int(p.name), p) for p in root.iterdir()
+                 if p.is_dir() and p.name.isdigit() and (p / 'state').is_dir())
+  return [p for _, p in reversed(steps)]
 
 
 def latest_step_dir(path: pathlib.Path) -> pathlib.Path | None:
   """The newest finished step directory under a workdir or its checkpoints/ directory."""
-  root = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
-  steps = sorted((int(p.name), p) for p in root.iterdir()
-                 if p.is_dir() and p.name.isdigit() and (p / 'state').is_dir())
-  return steps[-1][1] if steps else None
+  dirs = step_dirs(path)
+  return dirs[0] if dirs else None
+
+
+def _read_workdir(path: pathlib.Path, log: Callable[[str], None]) -> tuple[dict, pathlib.Path]:
+  """The variables of the newest readable step of a workdir; damaged ones are named in a warning
+  and left in place."""
+  dirs = step_dirs(path)
+  for step_dir in dirs:
+    try:
+      return _restore_state_item(step_dir), step_dir
+    except Exception as e:  # pylint: disable=broad-except  (any damage: try the one before)
+      log(f'warning: checkpoint {step_dir} is unreadable ({_why(e)}); it is left in place and '
+          'the one before it is used')
+  raise CheckpointError(f'{path}: no readable checkpoint among {[d.name for d in dirs]} (all '
+                        'left in place)')
 
 
 def load_variables(path: str | os.PathLike, arch: str | None = None,
-                   **overrides: Any) -> tuple[dict[str, Any], str]:
+                   log: Callable[[str], None] = print, **overrides: Any
+                   ) -> tuple[dict[str, Any], str]:
   """{'params', 'batch_stats'} (numpy) and a one-line description of what was read.
 
   `path`: an official PyTorch file (.pth/.pth.tar/.pt/.safetensors; `arch` None infers it), a
   directory written by `python -m hrnet_jax.convert`, a training step directory, or a workdir
-  (its newest step).
+  (its newest readable step).
   """
   from hrnet_jax import convert
   from hrnet_jax.convert.files import META_FILE, is_torch_file
 
   p = pathlib.Path(path).absolute()  # Orbax needs absolute paths.
   if not p.exists():
-    raise FileNotFoundError(f'checkpoint {p} does not exist')
+    raise CheckpointError(f'checkpoint {p} does not exist')
   if p.is_file() and (is_torch_file(p) or p.suffix == '.safetensors'):
     report = convert.Report()
     variables = convert.torch_to_flax(p, arch, report=report, **overrides)
@@ -105,13 +243,30 @@ def load_variables(path: str | os.PathLike, arch: str | None = None,
   if (p / META_FILE).is_file():
     variables, meta = convert.read_variables(p)
     return variables, f'{p} (converted {meta.get("arch", "?")})'
-  step_dir = p if (p / 'state').is_dir() else (latest_step_dir(p) if p.is_dir() else None)
-  if step_dir is None:
-    raise ValueError(f'{p}: not a checkpoint. Expected an official .pth/.pt/.safetensors file, a '
-                     f'directory from `python -m hrnet_jax.convert`, a training workdir, or one '
-                     f'of its {CHECKPOINT_DIR}/<step> directories')
-  variables = jax.tree_util.tree_map(np.asarray, _restore_state_item(step_dir))
+  if (p / 'state').is_dir():
+    try:
+      variables, step_dir = _restore_state_item(p), p
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointError(f'checkpoint {p} is unreadable ({_why(e)})') from None
+  elif p.is_dir() and step_dirs(p):
+    variables, step_dir = _read_workdir(p, log)
+  else:
+    raise CheckpointError(f'{p}: not a checkpoint. Expected an official .pth/.pt/.safetensors '
+                          'file, a directory from `python -m hrnet_jax.convert`, a training '
+                          f'workdir, or one of its {CHECKPOINT_DIR}/<step> directories')
+  variables = jax.tree_util.tree_map(np.asarray, variables)
   return variables, f'{step_dir} (training checkpoint, step {step_dir.name})'
+
+
+def load_model_variables(path: str | os.PathLike, task: Any) -> tuple[dict[str, Any], str]:
+  """The variables of any checkpoint kind for `task`'s model (arch and overrides from its
+  config), checked against the model's own structure and shapes; and what was read."""
+  variables, where = load_variables(path, task.config.model.arch, **task.model_kwargs)
+  model = task.create_model()
+  expected = jax.eval_shape(lambda: model.init(jax.random.key(0),
+                                               np.zeros((1, 64, 64, 3), np.float32)))
+  variables, _ = merge_subtree(expected, variables, subtree=None)
+  return variables, where
 
 
 def merge_subtree(target: dict[str, Any], loaded: dict[str, Any],
@@ -128,11 +283,12 @@ def merge_subtree(target: dict[str, Any], loaded: dict[str, Any],
     mismatched = [(k, tuple(src[k].shape), tuple(v.shape)) for k, v in wanted.items()
                   if k in src and tuple(src[k].shape) != tuple(v.shape)]
     if missing or mismatched:
-      raise ValueError(
+      shown = [('/'.join(k), a, b) for k, a, b in mismatched[:3]]
+      raise CheckpointError(
           f'the checkpoint\'s {collection}/{subtree or ""} does not fit this model: '
           f'{len(missing)} missing (e.g. {["/".join(k) for k in missing[:3]]}), '
-          f'{len(mismatched)} mis-shaped (e.g. {[("/".join(k), a, b) for k, a, b in mismatched[:3]]}'
-          ' as (key, checkpoint, model)); is it the same variant?')
+          f'{len(mismatched)} mis-shaped (e.g. {shown} as (key, checkpoint, model)); is it the '
+          'same variant?')
     merged = {k: (np.asarray(src[k], v.dtype) if k in wanted else v) for k, v in tgt.items()}
     out[collection] = traverse_util.unflatten_dict(merged)
     n = sum(int(np.size(src[k])) for k in wanted)

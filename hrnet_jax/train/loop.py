@@ -1,16 +1,25 @@
-"""`train_and_evaluate(config, workdir)`: the training loop shared by every task.
+"""The trainer shared by every task, in three pieces:
 
-Read top to bottom: setup, state (fresh, init_from, or resumed), data, the loop, the end.
+- `create_train_state(config, task, mesh, tx, ...)`: the state to train from (fresh, with
+  `init_from`'s backbone, or resumed from the workdir), on its shardings;
+- `make_train_step(config, task, mesh, tx, schedule, shardings)`: the jitted, sharded step;
+- `train_and_evaluate(config, workdir)`: composes them with the data, evaluation, checkpoints
+  and logs; it reads top to bottom.
+
+Benchmarks and tests build their steps from the first two, so they run the trainer's own step.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import os
+import pathlib
+import shutil
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import flax
 import jax
@@ -19,12 +28,14 @@ import numpy as np
 import optax
 
 from hrnet_jax.data import pipeline, transforms
+from hrnet_jax.errors import ConfigError, UserError
 from hrnet_jax.tasks import get_task
+from hrnet_jax.tasks.base import Task
 from hrnet_jax.train import checkpoint, optim, parallel
-from hrnet_jax.train.evaluate import evaluate, make_eval_step
+from hrnet_jax.train.evaluator import evaluate, make_eval_step
 from hrnet_jax.train.log import Logger
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float64': jnp.float64}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -39,10 +50,14 @@ class TrainState:
   opt_state: Any
 
 
-def compute_dtype(config: Any):
+def compute_dtype(config: Any) -> Any:
+  """`config.dtype`: 'float32', 'bfloat16' (float32 params, BN statistics and loss), or
+  'float64' (numerical checks; needs JAX_ENABLE_X64)."""
   name = config.get('dtype', 'float32')
   if name not in DTYPES:
-    raise ValueError(f'config.dtype: expected one of {sorted(DTYPES)}, got {name!r}')
+    raise ConfigError(f'config.dtype: expected one of {sorted(DTYPES)}, got {name!r}')
+  if name == 'float64' and not jax.config.read('jax_enable_x64'):
+    raise ConfigError('config.dtype=float64 needs 64-bit JAX: set JAX_ENABLE_X64=1')
   return DTYPES[name]
 
 
@@ -57,15 +72,17 @@ def train_step(state: TrainState, batch: dict, *, model: Any, tx: optax.Gradient
                rng: jax.Array, accum_steps: int = 1) -> tuple[TrainState, dict]:
   """One optimizer step on a global batch. Pure: the dropout key is derived from the step.
 
-  With `accum_steps` k > 1 the batch runs as k micro-batches in sequence and the update uses
-  the mean of their gradients. BatchNorm then normalizes with each micro-batch's statistics
-  (as k smaller batches would) and updates its running statistics k times."""
+  The model's outputs reach `loss_fn` in at least float32. With `accum_steps` k > 1 the batch
+  runs as k micro-batches in sequence and the update uses the mean of their gradients.
+  BatchNorm then normalizes with each micro-batch's statistics (as k smaller batches would) and
+  updates its running statistics k times."""
+  loss_dtype = jnp.promote_types(dtype, jnp.float32)
 
   def compute_loss(params, batch_stats, micro, key):
     images = transforms.normalize(micro['image'], mean, std, dtype)
     outputs, updates = model.apply({'params': params, 'batch_stats': batch_stats}, images,
                                    train=True, mutable=['batch_stats'], rngs={'dropout': key})
-    outputs = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), outputs)
+    outputs = jax.tree_util.tree_map(lambda x: x.astype(loss_dtype), outputs)
     loss, extra = loss_fn(outputs, micro)
     return loss, (updates['batch_stats'], extra)
 
@@ -84,7 +101,7 @@ def train_step(state: TrainState, batch: dict, *, model: Any, tx: optax.Gradient
     zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
     split = jax.tree_util.tree_map(lambda x: micro_batches(x, accum_steps), batch)
     (grads, loss, batch_stats), extras = jax.lax.scan(
-        body, (zeros, jnp.zeros((), jnp.float32), state.batch_stats),
+        body, (zeros, jnp.zeros((), loss_dtype), state.batch_stats),
         (split, jnp.arange(accum_steps)))
     grads = jax.tree_util.tree_map(lambda g: g / accum_steps, grads)
     loss = loss / accum_steps
@@ -98,13 +115,67 @@ def train_step(state: TrainState, batch: dict, *, model: Any, tx: optax.Gradient
 
 
 def init_variables(model: Any, seed: int) -> dict:
-  """Fresh variables (shapes do not depend on the image size)."""
+  """Fresh variables (their shapes do not depend on the image size)."""
   return model.init(jax.random.key(seed), jnp.zeros((1, 64, 64, 3), jnp.float32), train=False)
 
 
 def new_state(variables: dict, tx: optax.GradientTransformation) -> TrainState:
   return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                     batch_stats=variables['batch_stats'], opt_state=tx.init(variables['params']))
+
+
+def shardings_of(tree: Any) -> Any:
+  """The sharding of every array of a pytree of jax arrays."""
+  return jax.tree_util.tree_map(lambda x: x.sharding, tree)
+
+
+def create_train_state(config: Any, task: Task, mesh: jax.sharding.Mesh,
+                       tx: optax.GradientTransformation, *, manager: Any = None,
+                       data_iter: Any = None, log: Callable[[str], None] = print
+                       ) -> tuple[TrainState, int]:
+  """(state, start step): the state to train from, placed on its shardings over `mesh`
+  (replicated, or sharded with `config.mesh.shard_params`).
+
+  Resumed from the newest readable checkpoint of `manager` when there is one (the data
+  iterator restored in place, whatever device count wrote it); otherwise fresh from
+  `config.seed`, with the backbone of `config.init_from` when set."""
+  model = task.create_model(compute_dtype(config))
+  init = functools.partial(init_variables, model, config.seed)
+  new = functools.partial(new_state, tx=tx)
+  abstract = jax.eval_shape(lambda: new(init()))
+  shard = bool(config.mesh.get('shard_params', False))
+  sharding = parallel.state_shardings(abstract, mesh, shard)
+  if shard:
+    log(parallel.describe_sharding(abstract, sharding))
+  if manager is not None:
+    target = jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, sharding)
+    restored = checkpoint.restore_latest(manager, target, data_iter, config, log=log)
+    if restored is not None:
+      state, step = restored
+      log(f'resumed from {manager.directory / str(step)} at step {step}')
+      return state, step
+  rep = parallel.replicated(mesh)
+  variables = jax.jit(init, out_shardings=rep)()
+  if config.get('init_from'):
+    loaded, where = checkpoint.load_variables(config.init_from)
+    variables, what = checkpoint.merge_subtree(jax.device_get(variables), loaded, 'backbone')
+    log(f'init_from {where}: {what}')
+  return jax.jit(new, out_shardings=sharding)(variables), 0
+
+
+def make_train_step(config: Any, task: Task, mesh: jax.sharding.Mesh,
+                    tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    state_sharding: Any) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """jit(state, global batch) -> (new state, replicated metrics), the batch sharded over 'data',
+  the state donated and kept on `state_sharding`."""
+  dtype = compute_dtype(config)
+  step = functools.partial(
+      train_step, model=task.create_model(dtype), tx=tx, loss_fn=task.loss, schedule=schedule,
+      mean=tuple(config.data.mean), std=tuple(config.data.std), dtype=dtype,
+      rng=jax.random.key(config.seed + 1), accum_steps=int(config.get('grad_accum_steps', 1)))
+  return jax.jit(step, in_shardings=(state_sharding, parallel.batch_sharding(mesh)),
+                 out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=(0,))
 
 
 class Preemption:
@@ -135,6 +206,40 @@ class Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+class LossCheck:
+  """The NaN/Inf guard. Each step's loss is read one step late (the host never waits for the
+  step in flight), and every pending one before a checkpoint is written, so nothing non-finite
+  is ever saved."""
+
+  def __init__(self, manager: Any):
+    self.manager = manager
+    self.pending: list[tuple[int, dict]] = []
+    self.losses: list[float] = []  # checked since the last `take`
+
+  def push(self, step: int, metrics: dict) -> None:
+    """Adds this step's metrics and checks the ones before it."""
+    self.flush()
+    self.pending.append((step, metrics))
+
+  def flush(self) -> None:
+    """Checks every pending loss (waits for the step in flight)."""
+    for step, metrics in self.pending:
+      loss = float(metrics['loss'])
+      if not math.isfinite(loss):
+        self.manager.wait_until_finished()
+        latest = self.manager.latest_step()
+        where = 'none' if latest is None else self.manager.directory / str(latest)
+        raise NonFiniteLossError(
+            f'loss is {loss} at step {step}: training stopped. The last good checkpoint '
+            f'({where}) is kept; lower the learning rate, check the data, or try float32.')
+      self.losses.append(loss)
+    self.pending = []
+
+  def take(self) -> list[float]:
+    losses, self.losses = self.losses, []
+    return losses
+
+
 def total_steps_of(config: Any, train_size: int) -> tuple[int, int]:
   """(total steps, steps per epoch): `config.total_steps` or `num_epochs` over the train split."""
   steps_per_epoch = max(1, train_size // config.batch_size)
@@ -143,152 +248,123 @@ def total_steps_of(config: Any, train_size: int) -> tuple[int, int]:
   return int(math.ceil(config.num_epochs * steps_per_epoch)), steps_per_epoch
 
 
-def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None) -> dict[str, Any]:
+def check_workdir(workdir: str | os.PathLike) -> bool:
+  """Whether `workdir` exists already; an error when it is a file."""
+  path = pathlib.Path(workdir)
+  if path.exists() and not path.is_dir():
+    raise UserError(f'workdir {path} exists and is not a directory')
+  return path.exists()
+
+
+def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
+                       hooks: Sequence[Callable[[int], None]] = ()) -> dict[str, Any]:
   """Trains (resuming from the workdir's newest checkpoint), evaluates periodically, returns the
   last evaluation's results. `stop_at` ends this run early at that step with a checkpoint, as a
-  preemption would."""
+  preemption would; each of `hooks` is called with the step number after every step."""
   # --- Setup -------------------------------------------------------------------------------------
+  existed = check_workdir(workdir)
   task = get_task(config)
-  dtype = compute_dtype(config)
   mesh = parallel.make_mesh(config.get('mesh'))
   local_batch = parallel.local_batch_size(config.batch_size, mesh)
-  accum_steps = int(config.get('grad_accum_steps', 1) or 1)
+  accum_steps = int(config.get('grad_accum_steps', 1))
   if config.batch_size % (mesh.devices.size * accum_steps):
-    raise ValueError(f'config.batch_size={config.batch_size} must split into '
-                     f'grad_accum_steps={accum_steps} micro-batches over {mesh.devices.size} '
-                     'devices')
+    raise ConfigError(f'config.batch_size={config.batch_size} must split into '
+                      f'grad_accum_steps={accum_steps} micro-batches over {mesh.devices.size} '
+                      'devices')
   train_source = task.source(config.data.train_split)
+  eval_source = task.source(config.data.eval_split)  # listed once, not at every evaluation
   total_steps, steps_per_epoch = total_steps_of(config, len(train_source))
   schedule = optim.make_schedule(config.optimizer, total_steps, steps_per_epoch)
   tx = optim.make_optimizer(config.optimizer, schedule)
-  model = task.create_model(dtype)
-  logger = Logger(workdir, total_steps)
-  described = train_source.describe() if hasattr(train_source, 'describe') else len(train_source)
-  logger.info(f'{config.model.arch} on {config.data.name}: {described} for training, '
-              f'batch {config.batch_size} on {mesh.devices.size} device(s), {total_steps} steps '
-              f'({steps_per_epoch} per epoch), compute {jnp.dtype(dtype).name}')
-
-  # --- State: fresh, init_from, or resumed ------------------------------------------------------
-  rep = parallel.replicated(mesh)
-  variables = jax.jit(functools.partial(init_variables, model, config.seed), out_shardings=rep)()
-  if config.get('init_from'):
-    loaded, where = checkpoint.load_variables(config.init_from)
-    variables, what = checkpoint.merge_subtree(jax.device_get(variables), loaded, 'backbone')
-    logger.info(f'init_from {where}: {what}')
-  abstract = jax.eval_shape(functools.partial(new_state, tx=tx), variables)
-  state_sharding = parallel.state_shardings(abstract, mesh, config.mesh.get('shard_params', False))
-  state = jax.jit(functools.partial(new_state, tx=tx), out_shardings=state_sharding)(variables)
-  del variables
-  if config.mesh.get('shard_params', False):
-    logger.info(parallel.describe_sharding(abstract, state_sharding))
-
-  data_iter = pipeline.train_iterator(
-      train_source, task.train_transform(), batch_size=local_batch, seed=config.seed,
-      num_workers=config.data.num_workers, process_index=jax.process_index(),
-      process_count=jax.process_count())
-
-  c = config.checkpoint
-  manager = checkpoint.make_manager(workdir, c.keep, c.keep_best, task.metric_name,
-                                    async_save=c.get('async_save', True),
-                                    mode=getattr(task, 'metric_mode', 'max'))
-  start = manager.latest_step()
-  if start is not None:  # onto this run's shardings, whatever the device count that saved it
-    abstract = jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, state_sharding)
-    state = checkpoint.restore(manager, start, abstract, data_iter)
-    logger.info(f'resumed from {manager.directory / str(start)} at step {start}')
-  start = int(start or 0)
-
-  # --- Compiled steps ----------------------------------------------------------------------------
-  step_fn = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, loss_fn=task.loss, schedule=schedule,
-                        mean=tuple(config.data.mean), std=tuple(config.data.std), dtype=dtype,
-                        rng=jax.random.key(config.seed + 1), accum_steps=accum_steps),
-      in_shardings=(state_sharding, parallel.batch_sharding(mesh)),
-      out_shardings=(state_sharding, rep), donate_argnums=(0,))
-  variables_sharding = {'params': state_sharding.params,
-                        'batch_stats': state_sharding.batch_stats}
-  eval_step = make_eval_step(task, model, mesh, config, dtype, variables_sharding)
-  eval_source = task.source(config.data.eval_split)  # listed once, not at every evaluation
-
-  def run_eval(final: bool) -> dict[str, Any]:
-    metric = evaluate(task, model, {'params': state.params, 'batch_stats': state.batch_stats},
-                      mesh, config, dtype=dtype, eval_step=eval_step, source=eval_source)
-    logger.info(metric.report() if final else f'eval at step {step}: {metric.summary()}')
-    return metric.result()
-
-  def save(step: int, metrics: dict | None = None) -> None:
-    checkpoint.save(manager, step, state, data_iter, config, metrics)
-
-  # --- The loop ----------------------------------------------------------------------------------
   end = total_steps if stop_at is None else min(stop_at, total_steps)
-  results: dict[str, Any] = {}
-  window: list[float] = []
-  previous = None  # (step, metrics) of the step before: checked one step late, to keep overlap
-  last_time, last_step = time.time(), start
-
-  def check(step: int, metrics: dict) -> float:
-    loss = float(metrics['loss'])
-    if not math.isfinite(loss):
-      manager.wait_until_finished()
-      latest = manager.latest_step()
-      raise NonFiniteLossError(
-          f'loss is {loss} at step {step}: training stopped. The last good checkpoint '
-          f'({"none" if latest is None else manager.directory / str(latest)}) is kept; lower '
-          f'the learning rate, check the data, or try float32.')
-    return loss
-
-  step = start
-  if start >= end:
-    logger.info(f'nothing to do: the newest checkpoint is at step {start} of {end}')
-  preemption = Preemption(c.get('preemption_check_every', 10))
+  c = config.checkpoint
+  logger = data_iter = manager = preemption = None
+  step = start = None
   try:
+    logger = Logger(workdir, total_steps)
+    logger.info(f'{config.model.arch} on {config.data.name}: {train_source.describe()} for '
+                f'training, batch {config.batch_size} on {mesh.devices.size} device(s), '
+                f'{total_steps} steps ({steps_per_epoch} per epoch), compute '
+                f'{jnp.dtype(compute_dtype(config)).name}')
+    data_iter = pipeline.train_iterator(
+        train_source, task.train_transform(), batch_size=local_batch, seed=config.seed,
+        num_workers=config.data.num_workers, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    manager = checkpoint.make_manager(workdir, c.keep, c.keep_best, task.metric_name,
+                                      async_save=c.async_save, mode=task.metric_mode)
+
+    # --- State: resumed, or fresh (with init_from) ----------------------------------------------
+    state, start = create_train_state(config, task, mesh, tx, manager=manager,
+                                      data_iter=data_iter, log=logger.info)
+
+    # --- Compiled steps -------------------------------------------------------------------------
+    sharding = shardings_of(state)
+    step_fn = make_train_step(config, task, mesh, tx, schedule, sharding)
+    eval_step = make_eval_step(config, task, mesh, {'params': sharding.params,
+                                                    'batch_stats': sharding.batch_stats})
+
+    def run_eval(final: bool) -> dict[str, Any]:
+      variables = {'params': state.params, 'batch_stats': state.batch_stats}
+      metric = evaluate(config, task, mesh, variables, source=eval_source, eval_step=eval_step)
+      logger.info(metric.report() if final else f'eval at step {step}: {metric.summary()}')
+      return metric.result()
+
+    # --- The loop -------------------------------------------------------------------------------
+    results: dict[str, Any] = {}
+    losses = LossCheck(manager)
+    last_time, last_step = time.time(), start
+    step = start
+    if start >= end:
+      logger.info(f'nothing to do: the newest checkpoint is at step {start} of {end}')
+    preemption = Preemption(c.preemption_check_every)
     while step < end:
-      batch = parallel.to_global(next(data_iter), mesh)
-      state, metrics = step_fn(state, batch)
-      if previous is not None:
-        window.append(check(*previous))
+      # (No name holds the batch: its host memory is released as soon as the step has used it.)
+      state, metrics = step_fn(state, parallel.to_global(next(data_iter), mesh))
       step += 1
-      previous = (step, metrics)
+      losses.push(step, metrics)
+      for hook in hooks:
+        hook(step)
 
       if step % config.log_every_steps == 0 or step == end:
-        window.append(check(*previous))
-        previous = None
+        losses.flush()
         now = time.time()
         step_time = (now - last_time) / max(1, step - last_step)
-        figures = {'loss': float(np.mean(window)), 'lr': float(metrics['lr']),
+        figures = {'loss': float(np.mean(losses.take())), 'lr': float(metrics['lr']),
                    'img/s': config.batch_size / step_time, 's/step': step_time}
         figures.update({k: float(v) for k, v in metrics.items() if k not in ('loss', 'lr')})
         logger.progress(step, figures, first_step=start)
         logger.scalars(step, {f'train/{k}': v for k, v in figures.items()})
-        window, last_time, last_step = [], now, step
+        last_time, last_step = now, step
 
       every = config.eval.every_steps  # <= 0: no evaluation while training (use eval.py)
       is_eval = every > 0 and (step % every == 0 or step == total_steps)
       is_save = step % c.every_steps == 0 or step == end or is_eval
       if is_eval or is_save:
-        if previous is not None:
-          check(*previous)
-        metrics_now = None
+        losses.flush()
+        scores = None
         if is_eval:
           results = run_eval(final=step == total_steps)
-          metrics_now = {task.metric_name: results[task.metric_name]}
+          scores = {task.metric_name: results[task.metric_name]}
           logger.scalars(step, {f'eval/{k}': v for k, v in results.items() if np.ndim(v) == 0})
-        save(step, metrics_now)
+        checkpoint.save(manager, step, state, data_iter, config, scores)
 
       if preemption.should_stop(step):
-        if previous is not None:
-          check(*previous)
+        losses.flush()
         if not (is_eval or is_save):
-          save(step)
+          checkpoint.save(manager, step, state, data_iter, config)
         logger.info(f'SIGTERM: saved the checkpoint of step {step}; stopping. Run the same '
                     'command to resume.')
         results = {'preempted_at': step}
         break
+    return results
   finally:
-    preemption.close()
-    manager.wait_until_finished()
-    logger.close()
-    if hasattr(data_iter, 'close'):
-      data_iter.close()  # stops the worker processes now rather than at interpreter exit
-  return results
+    if preemption is not None:
+      preemption.close()
+    if manager is not None:
+      manager.close()  # waits for the last checkpoint to be written
+    if logger is not None:
+      logger.close()
+    if data_iter is not None:
+      pipeline.close_iterator(data_iter)  # the worker processes stop now
+    if not existed and (step is None or step == start):
+      shutil.rmtree(workdir, ignore_errors=True)  # this run made it and trained no step

@@ -6,23 +6,25 @@ from typing import Any
 
 import optax
 
+from hrnet_jax.errors import ConfigError
+
 
 def make_schedule(c: Any, total_steps: int, steps_per_epoch: int = 1) -> optax.Schedule:
-  """'poly' (lr * (1 - t/T)^power per step), 'step' (x gamma at `boundaries` in steps, or at
-  `boundary_epochs`) or 'constant', after an optional linear warmup of `warmup_steps`."""
+  """'poly' (lr * (1 - t/T)^power per step), 'step' (x gamma at each of `boundaries`, given in
+  epochs, fractions allowed: step round(epoch x steps_per_epoch)) or 'constant', after an
+  optional linear warmup of `warmup_steps`."""
   warmup = int(c.get('warmup_steps', 0))
   decay_steps = max(1, total_steps - warmup)
   if c.schedule == 'poly':
     main = optax.polynomial_schedule(c.lr, 0.0, c.power, decay_steps)
   elif c.schedule == 'step':
-    boundaries = ([int(e * steps_per_epoch) for e in c.boundary_epochs]
-                  if c.get('boundary_epochs') else [int(b) for b in c.boundaries])
+    boundaries = [round(e * steps_per_epoch) for e in c.boundaries]
     main = optax.piecewise_constant_schedule(c.lr, {b - warmup: c.gamma for b in boundaries})
   elif c.schedule == 'constant':
     main = optax.constant_schedule(c.lr)
   else:
-    raise ValueError(f"config.optimizer.schedule: expected 'poly', 'step' or 'constant', got "
-                     f'{c.schedule!r}')
+    raise ConfigError(f"config.optimizer.schedule: expected 'poly', 'step' or 'constant', got "
+                      f'{c.schedule!r}')
   if not warmup:
     return main
   ramp = optax.linear_schedule(c.get('warmup_init', 0.0) * c.lr, c.lr, warmup)
@@ -37,7 +39,7 @@ def make_optimizer(c: Any, schedule: optax.Schedule) -> optax.GradientTransforma
   elif c.name == 'adam':
     base = optax.adam(schedule, b1=c.get('b1', 0.9), b2=c.get('b2', 0.999))
   else:
-    raise ValueError(f"config.optimizer.name: expected 'sgd' or 'adam', got {c.name!r}")
+    raise ConfigError(f"config.optimizer.name: expected 'sgd' or 'adam', got {c.name!r}")
   if c.weight_decay:
     return optax.chain(optax.add_decayed_weights(c.weight_decay), base)
   return base

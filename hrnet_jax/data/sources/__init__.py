@@ -1,7 +1,71 @@
-"""Dataset readers. Each is a random-access source: `len(src)` and `src[i]` -> dict of numpy
-arrays (`image` HxWx3 uint8 RGB, `label` HxW uint8 with 255 = ignore), and nothing else, so that
-grain workers can index them in any order."""
+"""Dataset readers, and the one table from `config.data.name` to the reader of that dataset.
 
-from hrnet_jax.data.sources.common import DataError, read_image, read_label
+A reader is a `Source` (hrnet_jax.data.sources.reader): `len(src)`, `src[i]` -> a dict of numpy
+arrays, built with `Reader.from_config(config.data, root, split)`. Readers are imported when
+first used, so TFDS or h5py load only for the datasets that need them.
+"""
 
-__all__ = ['DataError', 'read_image', 'read_label']
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from hrnet_jax.data.sources.reader import (DataError, KeypointSource, SegmentationSource, Source,
+                                           read_image, read_label)
+
+# config.data.name -> (task, 'module.Reader' under hrnet_jax.data.sources).
+DATASETS: dict[str, tuple[str, str]] = {
+    'cityscapes': ('segmentation', 'cityscapes.CityscapesFolder'),
+    'cityscapes_tfds': ('segmentation', 'cityscapes.CityscapesTFDS'),
+    'cityscapes_demo': ('segmentation', 'cityscapes.CityscapesFolder'),
+    'pascal_context': ('segmentation', 'pascal_context.PascalContext'),
+    'lip': ('segmentation', 'lip.LIP'),
+    'coco': ('pose', 'coco.CocoKeypoints'),
+    'coco_demo': ('pose', 'coco.CocoKeypoints'),
+    'mpii': ('pose', 'mpii.MPII'),
+    'wflw': ('landmarks', 'faces.WFLW'),
+    '300w': ('landmarks', 'faces.Face300W'),
+    'cofw': ('landmarks', 'faces.COFW'),
+    'aflw': ('landmarks', 'faces.AFLW'),
+    'face_demo': ('landmarks', 'faces.Face300W'),
+    'imagenet': ('classification', 'imagenet.ImageFolder'),
+    'imagenet_tfds': ('classification', 'imagenet.ImageNetTFDS'),
+    'imagenet_demo': ('classification', 'imagenet.ImageFolder'),
+}
+
+# The embedded demos: written by hrnet_jax.data.synthetic on first use when config.data.root
+# is empty (name -> the function there that returns the root).
+DEMO_ROOTS: dict[str, str] = {'cityscapes_demo': 'seg_demo_root', 'coco_demo': 'pose_demo_root',
+                              'face_demo': 'face_demo_root', 'imagenet_demo': 'cls_demo_root'}
+
+
+def reader_class(name: str, task: str) -> type[Source]:
+  """The reader of dataset `name` for `task`; an unknown name is an error listing the task's."""
+  entry = DATASETS.get(name)
+  if entry is None or entry[0] != task:
+    names = ', '.join(k for k, (t, _) in DATASETS.items() if t == task)
+    raise DataError(f'config.data.name: unknown {task} dataset {name!r}; expected one of '
+                    f'{names}')
+  module, cls = entry[1].rsplit('.', 1)
+  return getattr(importlib.import_module(f'hrnet_jax.data.sources.{module}'), cls)
+
+
+def dataset_root(data: Any) -> str:
+  """`config.data.root`, or the embedded demo's (generated on first use) for a demo name; an
+  empty root for any other dataset is an error saying which key to set."""
+  if data.root:
+    return str(data.root)
+  if data.name in DEMO_ROOTS:
+    from hrnet_jax.data import synthetic
+    return str(getattr(synthetic, DEMO_ROOTS[data.name])())
+  raise DataError(f'config.data.root is empty: set --config.data.root=PATH to the {data.name} '
+                  'dataset (the TFDS data_dir for a *_tfds name)')
+
+
+def open_source(data: Any, split: str, task: str) -> Source:
+  """The reader of `split` of the dataset `config.data` names (`data` is config.data)."""
+  return reader_class(data.name, task).from_config(data, dataset_root(data), split)
+
+
+__all__ = ['DATASETS', 'DataError', 'KeypointSource', 'SegmentationSource', 'Source',
+           'dataset_root', 'open_source', 'read_image', 'read_label', 'reader_class']

@@ -12,8 +12,8 @@ import pathlib
 
 import numpy as np
 
-from hrnet_jax.data.sources.common import (DataError, lookup_table, read_image, read_label,
-                                           require_paths)
+from hrnet_jax.data.sources.reader import (DataError, SegmentationSource, lookup_table,
+                                           read_image, read_label, require_paths)
 
 CLASS_NAMES = ('road', 'sidewalk', 'building', 'wall', 'fence', 'pole', 'traffic light',
                'traffic sign', 'vegetation', 'terrain', 'sky', 'person', 'rider', 'car', 'truck',
@@ -39,14 +39,15 @@ def to_train_ids(label_ids: np.ndarray) -> np.ndarray:
   return TRAIN_ID_TABLE[label_ids]
 
 
-class CityscapesFolder:
+class CityscapesFolder(SegmentationSource):
   """`root/leftImg8bit/{split}/{city}/{name}_leftImg8bit.png` with
   `root/gtFine/{split}/{city}/{name}_gtFine_labelIds.png`."""
+  CLASS_NAMES, PALETTE = CLASS_NAMES, PALETTE
 
   def __init__(self, root: str | os.PathLike, split: str):
     if split not in SPLITS:
       raise DataError(f'Cityscapes split must be one of {SPLITS}, got {split!r}')
-    self.root = pathlib.Path(root)
+    self.root, self.split = pathlib.Path(root), split
     require_paths('Cityscapes', self.root, [f'leftImg8bit/{split}', f'gtFine/{split}'], _HOW)
     images = sorted((self.root / 'leftImg8bit' / split).glob('*/*_leftImg8bit.png'))
     if not images:
@@ -64,13 +65,15 @@ class CityscapesFolder:
     return {'image': read_image(self.images[i]), 'label': to_train_ids(read_label(self.labels[i]))}
 
 
-class CityscapesTFDS:
+class CityscapesTFDS(SegmentationSource):
   """TFDS `cityscapes/semantic_segmentation` (ArrayRecord), read with `tfds.data_source`.
 
   Build it once with `prepare_tfds(manual_dir, data_dir)` (needs the `tfds-build` extra)."""
+  CLASS_NAMES, PALETTE = CLASS_NAMES, PALETTE
 
   def __init__(self, data_dir: str | os.PathLike, split: str):
     import tensorflow_datasets as tfds
+    self.split = split
     split = {'val': 'validation'}.get(split, split)
     try:
       self._source = tfds.data_source('cityscapes/semantic_segmentation', split=split,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from hrnet_jax.data.keypoints import box_to_center_scale
-from hrnet_jax.data.sources.common import DataError, read_image, require_paths
+from hrnet_jax.data.sources.reader import DataError, KeypointSource, read_image, require_paths
 
 KEYPOINT_NAMES = ('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder',
                   'right_shoulder', 'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist',
@@ -57,10 +57,21 @@ def clean_box(box: Any, width: int, height: int) -> list[float] | None:
   return None
 
 
-class CocoKeypoints:
+class CocoKeypoints(KeypointSource):
   """Random-access person samples: `image` (the whole image, RGB), `joints` (17, 2), `joints_vis`
   (17,), `center`, `scale`, `score`, `image_id`. Metadata stays in small numpy arrays so the
   source pickles cheaply into grain workers."""
+  KEYPOINT_NAMES, FLIP_PAIRS, UPPER_BODY = KEYPOINT_NAMES, FLIP_PAIRS, UPPER_BODY
+  SKELETON = SKELETON
+
+  @classmethod
+  def from_config(cls, data: Any, root: str, split: str) -> 'CocoKeypoints':
+    """Boxes widened to the aspect of `data.input_size`; evaluation splits use the detector
+    boxes of `data.det_json` when it is set (training always uses the annotated people)."""
+    h, w = data.input_size
+    det_json = data.get('det_json') if split != data.train_split else None
+    return cls(root, split, aspect_ratio=w / h, det_json=det_json or None,
+               image_thre=data.get('image_thre', 0.0))
 
   def __init__(self, root: str | os.PathLike, split: str, *, aspect_ratio: float,
                det_json: str | os.PathLike | None = None, image_thre: float = 0.0):

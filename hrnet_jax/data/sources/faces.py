@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from hrnet_jax.data.sources.common import DataError, read_image
+from hrnet_jax.data.sources.reader import DataError, KeypointSource, read_image
 
 PADDING = 1.25  # the crop is 1.25 x the annotated face size
 
@@ -219,12 +219,20 @@ def box_center_scale(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
 # --- The source -------------------------------------------------------------------------------
 
 
-class FaceLandmarks:
+class FaceLandmarks(KeypointSource):
   """One split of a face dataset: annotations in memory, images read on access (COFW's are in
-  the .mat file)."""
+  the .mat file). The subclasses below fix the dataset (`LAYOUT`)."""
+  LAYOUT: FaceDataset
 
-  def __init__(self, root: str | os.PathLike, split: str, dataset: FaceDataset | str, *,
-               image_dir: str = 'images', annotation: str = ''):
+  @classmethod
+  def from_config(cls, data: Any, root: str, split: str) -> 'FaceLandmarks':
+    return cls(root, split, image_dir=data.get('image_dir', 'images'),
+               annotation=data.get('annotations', {}).get(split, ''))
+
+  def __init__(self, root: str | os.PathLike, split: str, dataset: FaceDataset | str | None = None,
+               *, image_dir: str = 'images', annotation: str = ''):
+    if dataset is None:
+      dataset = self.LAYOUT
     self.dataset = dataset_info(dataset) if isinstance(dataset, str) else dataset
     self.root, self.split = pathlib.Path(root), split
     self.image_root = self.root / image_dir
@@ -282,3 +290,28 @@ class FaceLandmarks:
 
   def describe(self) -> str:
     return f'{len(self)} faces ({self.annotation_file.name})'
+
+
+
+class WFLW(FaceLandmarks):
+  """WFLW, 98 points (the official release's CSV layout)."""
+  LAYOUT = DATASETS['wflw']
+  FLIP_PAIRS = LAYOUT.flip_pairs
+
+
+class Face300W(FaceLandmarks):
+  """300W, 68 points (the official release's CSV layout; also the embedded demo's)."""
+  LAYOUT = DATASETS['300w']
+  FLIP_PAIRS = LAYOUT.flip_pairs
+
+
+class COFW(FaceLandmarks):
+  """COFW, 29 points (COFW_{train,test}_color.mat)."""
+  LAYOUT = DATASETS['cofw']
+  FLIP_PAIRS = LAYOUT.flip_pairs
+
+
+class AFLW(FaceLandmarks):
+  """AFLW, 19 points (CSV with a face box size per face, the NME normalizer)."""
+  LAYOUT = DATASETS['aflw']
+  FLIP_PAIRS = LAYOUT.flip_pairs

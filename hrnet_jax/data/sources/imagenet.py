@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from hrnet_jax.data.sources.common import DataError, read_image
+from hrnet_jax.data.sources.reader import DataError, Source, read_image
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')  # compared lower-cased: ImageNet's .JPEG included
 
@@ -54,11 +54,31 @@ def folder_classes(root: str | os.PathLike, train_split: str = 'train') -> list[
   return classes
 
 
-class ImageFolder:
+def _class_names_file(data: Any, root: str) -> str | os.PathLike | None:
+  """`data.class_names_file`; the embedded demo ships its own."""
+  names_file = data.get('class_names_file') or None
+  if data.name == 'imagenet_demo' and not names_file:
+    return pathlib.Path(root) / 'class_names.txt'
+  return names_file
+
+
+class ImageFolder(Source):
   """`root/{split}/{class_name}/*.{jpg,jpeg,png}` (any case), images sorted by path.
 
   Files with other suffixes are not images and are left out (counted in `describe()`); a class
   folder of the split that the training split lacks, or one without images, is an error."""
+
+  @classmethod
+  def from_config(cls, data: Any, root: str, split: str) -> 'ImageFolder':
+    return cls(root, split, train_split=data.train_split,
+               class_names_file=_class_names_file(data, root))
+
+  @classmethod
+  def class_list(cls, data: Any, root: str) -> tuple[list[str], list[str]]:
+    """(class keys, readable names) in class-index order, without listing any images."""
+    classes = folder_classes(root, data.train_split)
+    names_file = _class_names_file(data, root)
+    return classes, (read_class_names(names_file, classes) if names_file else list(classes))
 
   def __init__(self, root: str | os.PathLike, split: str, *, train_split: str = 'train',
                class_names_file: str | os.PathLike | None = None):
@@ -106,9 +126,24 @@ class ImageFolder:
             f'{extra}')
 
 
-class ImageNetTFDS:
+class ImageNetTFDS(Source):
   """TFDS `imagenet2012` (ArrayRecord), read with `tfds.data_source`: no TensorFlow needed.
   `data_dir` is the TFDS data directory; splits 'train' and 'val' (= 'validation')."""
+
+  @classmethod
+  def from_config(cls, data: Any, root: str, split: str) -> 'ImageNetTFDS':
+    return cls(root, split, name=data.get('tfds_name', 'imagenet2012'),
+               class_names_file=data.get('class_names_file') or None)
+
+  @classmethod
+  def class_list(cls, data: Any, root: str) -> tuple[list[str], list[str]]:
+    """(class keys, readable names) from the dataset info of the training split, or of the
+    evaluation split when only that one was built."""
+    try:
+      source = cls.from_config(data, root, data.train_split)
+    except DataError:
+      source = cls.from_config(data, root, data.eval_split)
+    return list(source.classes), list(source.class_names)
 
   def __init__(self, data_dir: str | os.PathLike, split: str, *, name: str = 'imagenet2012',
                class_names_file: str | os.PathLike | None = None):

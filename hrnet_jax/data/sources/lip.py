@@ -13,8 +13,8 @@ import pathlib
 
 import numpy as np
 
-from hrnet_jax.data.sources.common import (DataError, lookup_table, read_image, read_label,
-                                           require_paths)
+from hrnet_jax.data.sources.reader import (DataError, SegmentationSource, lookup_table,
+                                           read_image, read_label, require_paths)
 
 CLASS_NAMES = ('background', 'hat', 'hair', 'glove', 'sunglasses', 'upper-clothes', 'dress',
                'coat', 'socks', 'pants', 'jumpsuits', 'scarf', 'skirt', 'face', 'left-arm',
@@ -26,10 +26,12 @@ _HOW = ('Unpack TrainVal_images.zip and TrainVal_parsing_annotations.zip from th
         'into this root.')
 
 
-class LIP:
+class LIP(SegmentationSource):
+  CLASS_NAMES, FLIP_PAIRS = CLASS_NAMES, FLIP_PAIRS
+
 
   def __init__(self, root: str | os.PathLike, split: str):
-    self.root = pathlib.Path(root)
+    self.root, self.split = pathlib.Path(root), split
     self.images = self.root / 'TrainVal_images' / f'{split}_images'
     self.labels = self.root / 'TrainVal_parsing_annotations' / f'{split}_segmentations'
     lst = f'TrainVal_images/{split}_id.txt'

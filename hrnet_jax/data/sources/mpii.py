@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 
 from hrnet_jax.data.sources.coco import load_json
-from hrnet_jax.data.sources.common import DataError, read_image, require_paths
+from hrnet_jax.data.sources.reader import DataError, KeypointSource, read_image, require_paths
 
 JOINT_NAMES = ('right_ankle', 'right_knee', 'right_hip', 'left_hip', 'left_knee', 'left_ankle',
                'pelvis', 'thorax', 'upper_neck', 'head_top', 'right_wrist', 'right_elbow',
@@ -26,9 +26,10 @@ SKELETON = ((0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 
             (12, 11), (11, 10), (7, 13), (13, 14), (14, 15))
 
 
-class MPII:
+class MPII(KeypointSource):
   """Random-access person samples: `image`, `joints` (16, 2, 0-based), `joints_vis`, `center`,
   `scale` (the official adjustment: centre moved down by 15 * scale px, scale x1.25), `score`."""
+  KEYPOINT_NAMES, FLIP_PAIRS, UPPER_BODY, SKELETON = JOINT_NAMES, FLIP_PAIRS, UPPER_BODY, SKELETON
 
   def __init__(self, root: str | os.PathLike, split: str):
     self.root, self.split = pathlib.Path(root), split

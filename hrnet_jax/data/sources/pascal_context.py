@@ -14,8 +14,8 @@ import pathlib
 
 import numpy as np
 
-from hrnet_jax.data.sources.common import (DataError, lookup_table, read_image, read_label,
-                                           require_paths)
+from hrnet_jax.data.sources.reader import (DataError, SegmentationSource, lookup_table,
+                                           read_image, read_label, require_paths)
 
 CLASS_NAMES = (
     'aeroplane', 'bag', 'bed', 'bedclothes', 'bench', 'bicycle', 'bird', 'boat', 'book', 'bottle',
@@ -29,10 +29,12 @@ _HOW = ('Unpack VOC2010 JPEGImages and the PASCAL-Context labels converted to 59
         '(SegmentationClassContext, 0 = background) with the train/val id lists.')
 
 
-class PascalContext:
+class PascalContext(SegmentationSource):
+  CLASS_NAMES = CLASS_NAMES
+
 
   def __init__(self, root: str | os.PathLike, split: str):
-    self.root = pathlib.Path(root)
+    self.root, self.split = pathlib.Path(root), split
     lst = f'ImageSets/SegmentationContext/{split}.txt'
     require_paths('PASCAL-Context', self.root, ['JPEGImages', 'SegmentationClassContext', lst],
                   _HOW)

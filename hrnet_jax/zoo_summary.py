@@ -1,6 +1,6 @@
 """Forward passes of zoo models on a sample image: output shapes, parameters, GFLOPs, time.
 
-  python -m hrnet_jax.demo [--image PATH] [--arch seg_w18 pose_w32 ...] [--checkpoint DIR]
+  python -m hrnet_jax.zoo_summary [--image PATH] [--arch seg_w18 pose_w32 ...] [--checkpoint DIR]
 
 Without --image a synthetic street-like picture is drawn (no downloads). Without --checkpoint
 the weights are random: this shows the model zoo runs; the task commands train real models.

@@ -1,11 +1,11 @@
 """JAX against PyTorch on the same model with the same weights, measured side by side.
 
-  python -m hrnet_jax.bench [--cases pose_w32 seg_w18 seg_w48 cls_w18] [--batch 2] [--steps 3]
-                            [--dtype auto|float32|bfloat16] [--json bench.json]
+  python benchmarks/vs_pytorch.py [--cases pose_w32 seg_w18 seg_w48 cls_w18] [--batch 2]
+                                  [--steps 3] [--dtype auto|float32|bfloat16] [--json bench.json]
 
-Run from the repository root (the train steps come from configs/ and the input-pipeline rates
-from benchmarks/). For every case the PyTorch model is the official-layout reference
-(`hrnet_jax.torch_reference`) and the Flax model gets its weights through `convert.torch_to_flax`.
+For every case the PyTorch model is the official-layout reference (`hrnet_jax.convert.torch_hrnet`)
+and the Flax model gets its weights through `convert.torch_to_flax`; the JAX training step is the
+trainer's own (`make_train_step`, through benchmarks/common.py) on the case's recipe.
 Repetitions alternate between the frameworks (JAX, PyTorch NCHW, PyTorch channels_last, again),
 so load from other work on the machine hits both alike; times are medians (minimums also kept).
 
@@ -23,15 +23,21 @@ import dataclasses
 import functools
 import json
 import os
+import pathlib
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,16 +69,6 @@ def case_of(name: str, train_size=None, infer_size=None) -> Case:
     raise SystemExit(f'--cases {name}: expected one of {list(CASES)}, or a seg/pose/cls zoo '
                      'arch together with --train-size and --infer-size')
   return Case(name, tuple(train_size), tuple(infer_size), tuple(train_size), tuple(infer_size))
-
-
-def _repo_import(name: str):
-  """configs/ and benchmarks/ live at the repository root, outside the package."""
-  import importlib
-  try:
-    return importlib.import_module(name)
-  except ModuleNotFoundError as e:
-    raise SystemExit(f'hrnet_jax.bench needs {name!r} from the repository root: run it there '
-                     f'(python -m hrnet_jax.bench), not from an installed copy ({e})') from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,48 +187,33 @@ def case_batch(case: Case, batch: int, hw: tuple[int, int], seed: int = 0) -> di
   return data
 
 
-class _ClsTask:
-  """The train-step pieces a classification task would give: the zoo model, softmax CE."""
-
-  def __init__(self, arch: str, overrides: dict):
-    self.arch, self.overrides = arch, overrides
-
-  def create_model(self, dtype):
-    from hrnet_jax.models import zoo
-    return zoo.create_model(self.arch, dtype=dtype, **self.overrides)
-
-  def loss(self, outputs, batch):
-    import optax
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(outputs, batch['label'])), {}
-
-
 def train_config(case: Case, dtype: str):
-  """The trainer config of the case's task, with SGD momentum 0.9 (no decay, constant lr) to
-  match the PyTorch side."""
-  task = case.arch.split('_')[0]
-  if task == 'seg':
-    c = _repo_import('configs.seg_cityscapes').get_config()
-  elif task == 'pose':
-    c = _repo_import('configs.pose_coco_w32_256x192').get_config()
-  else:  # no classification task yet: any config supplies the trainer keys
-    c = _repo_import('configs.seg_cityscapes').get_config()
+  """The case's recipe (its task's loss and normalization) with SGD momentum 0.9, no decay, a
+  constant lr of 0.01, to match the PyTorch side."""
+  from configs import cls_imagenet, pose_coco, seg_cityscapes
+  recipe = {'seg': seg_cityscapes, 'pose': pose_coco, 'cls': cls_imagenet}[case.arch.split('_')[0]]
+  c = recipe.get_config()
   c.model.arch = case.arch
-  c.model.overrides = dict(case.overrides)
+  c.model.overrides.update(dict(case.overrides))
   c.dtype = dtype
-  c.optimizer.name, c.optimizer.momentum, c.optimizer.nesterov = 'sgd', 0.9, False
-  c.optimizer.weight_decay, c.optimizer.schedule, c.optimizer.lr = 0.0, 'constant', 0.01
-  c.optimizer.warmup_steps = 0
+  c.optimizer.update(dict(name='sgd', momentum=0.9, nesterov=False, weight_decay=0.0,
+                          schedule='constant', lr=0.01, warmup_steps=0))
   return c
 
 
-def jax_train_step(case: Case, dtype: str, variables: dict):
-  """(jitted step, state) from the trainer's own `train_step` (benchmarks/common.build_step),
-  the state carrying the converted weights."""
-  common = _repo_import('benchmarks.common')
+def jax_train_step(case: Case, dtype: str, variables: dict | None):
+  """(jitted step, state, config): the trainer's step, the state carrying `variables` (the
+  converted weights; None: a fresh initialization).
+  Classification runs with ImageNet's 1000 classes, without a dataset."""
   config = train_config(case, dtype)
-  task = _ClsTask(case.arch, dict(case.overrides)) if case.arch.startswith('cls') else None
+  task = None
+  if case.arch.startswith('cls'):
+    from hrnet_jax.tasks.classification import Classification
+    names = [str(i) for i in range(1000)]
+    task = Classification(config, classes=(names, names))
   step, state = common.build_step(config, task=task)
-  state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'])
+  if variables is not None:
+    state = state.replace(params=variables['params'], batch_stats=variables['batch_stats'])
   return step, state, config
 
 
@@ -286,7 +267,8 @@ def _first(out):
 def run_case(case: Case, *, batch: int, steps: int, dtype: str, gpu: bool,
              train_hw: tuple[int, int], infer_hw: tuple[int, int], log=print) -> dict:
   import torch
-  from hrnet_jax import convert, torch_reference
+  from hrnet_jax import convert
+  from hrnet_jax.convert import torch_hrnet
   from hrnet_jax.flops import flops as paper_gmacs
   from hrnet_jax.models import zoo
 
@@ -297,10 +279,10 @@ def run_case(case: Case, *, batch: int, steps: int, dtype: str, gpu: bool,
               else torch.autocast('cpu', enabled=False))
   torch.manual_seed(0)
   kw = dict(case.overrides)
-  ref = torch_reference.build(case.arch, **kw)
+  ref = torch_hrnet.build(case.arch, **kw)
   variables = convert.torch_to_flax(ref.state_dict(), case.arch, **kw)
   models = {'nchw': ref.to(device),
-            'channels_last': torch_reference.build(case.arch, **kw).to(device).to(
+            'channels_last': torch_hrnet.build(case.arch, **kw).to(device).to(
                 memory_format=torch.channels_last)}
   models['channels_last'].load_state_dict(ref.state_dict())
   result = {'arch': case.arch, 'batch': batch, 'dtype': dtype, 'train_hw': list(train_hw),
@@ -414,8 +396,8 @@ def run_case(case: Case, *, batch: int, steps: int, dtype: str, gpu: bool,
 
 
 def pipeline_rates() -> dict[str, float]:
-  seg = _repo_import('benchmarks.seg_figures')
-  pose = _repo_import('benchmarks.pose_figures')
+  from benchmarks import pose_figures as pose
+  from benchmarks import seg_figures as seg
   return {'seg_samples_per_s_per_worker': seg.pipeline_rate(),
           'pose_samples_per_s_per_worker': pose.pipeline_rate()}
 
@@ -477,7 +459,8 @@ def parse_overrides(items: list[str]) -> tuple:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog='python -m hrnet_jax.bench', description=__doc__.split('\n')[0])
+  p = argparse.ArgumentParser(prog='python benchmarks/vs_pytorch.py',
+                              description=__doc__.split('\n')[0])
   p.add_argument('--cases', nargs='+', default=list(CASES),
                  help=f'any of {list(CASES)}, or another seg/pose/cls zoo arch with --train-size '
                  'and --infer-size')

@@ -9,21 +9,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from hrnet_jax.errors import ConfigError
 from hrnet_jax.tasks import get_task
 from hrnet_jax.train import checkpoint, parallel
-from hrnet_jax.train.evaluate import evaluate
-from hrnet_jax.train.loop import compute_dtype
-
-
-def load_checked(task: Any, model: Any, checkpoint_path: str | os.PathLike
-                 ) -> tuple[dict[str, Any], str]:
-  """Variables of any checkpoint kind, checked against the model's own structure and shapes."""
-  variables, where = checkpoint.load_variables(checkpoint_path, task.config.model.arch,
-                                               **task.model_kwargs)
-  expected = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 64, 64, 3),
-                                                                           np.float32)))
-  variables, _ = checkpoint.merge_subtree(expected, variables, subtree=None)
-  return variables, where
+from hrnet_jax.train.evaluator import evaluate
 
 
 def run(config: Any, checkpoint_path: str, *, split: str | None = None, flip: bool = False,
@@ -34,7 +23,7 @@ def run(config: Any, checkpoint_path: str, *, split: str | None = None, flip: bo
   config = config.copy_and_resolve_references()
   for asked, key in ((multi_scale, 'multi_scales'), (sliding, 'sliding')):
     if asked and key not in config.eval:
-      raise ValueError(f'--{key.rstrip("s")}: the {config.task} task has no config.eval.{key}')
+      raise ConfigError(f'--{key.rstrip("s")}: the {config.task} task has no config.eval.{key}')
   with config.unlocked():
     config.eval.flip = bool(flip or config.eval.flip)
     if multi_scale:
@@ -44,18 +33,15 @@ def run(config: Any, checkpoint_path: str, *, split: str | None = None, flip: bo
     if predictions_dir and 'save_predictions' in config.eval:
       config.eval.save_predictions = 1
   task = get_task(config)
-  dtype = compute_dtype(config)
   mesh = parallel.make_mesh(config.get('mesh'))
-  model = task.create_model(dtype)
-  variables, where = load_checked(task, model, checkpoint_path)
+  variables, where = checkpoint.load_model_variables(checkpoint_path, task)
   variables = jax.device_put(variables, parallel.replicated(mesh))
   split = split or config.data.eval_split
   source = task.source(split)
   if jax.process_index() == 0:
-    what = source.describe() if hasattr(source, 'describe') else f'{len(source)} samples'
-    print(f'evaluating {where} on {config.data.name}/{split} ({what}): {task.protocol()}',
-          flush=True)
-  metric = evaluate(task, model, variables, mesh, config, dtype=dtype, source=source,
+    print(f'evaluating {where} on {config.data.name}/{split} ({source.describe()}): '
+          f'{task.protocol()}', flush=True)
+  metric = evaluate(config, task, mesh, variables, source=source,
                     predictions_dir=predictions_dir)
   scores = metric.result()
   if jax.process_index() == 0:

@@ -1,0 +1,99 @@
+"""What every reader shares: the Source contract, decoding with errors that name the file, and
+the message for a missing dataset."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any, ClassVar, Sequence
+
+import cv2
+import numpy as np
+
+from hrnet_jax.errors import UserError
+
+cv2.setNumThreads(1)  # Parallelism comes from grain workers; OpenCV threads would oversubscribe.
+
+
+class DataError(UserError, ValueError):
+  """Bad or missing data; the message names the path and what was expected."""
+
+
+class Source:
+  """A random-access split of a dataset: `len(src)` and `src[i]` -> a dict of numpy arrays
+  (`image` HxWx3 uint8 RGB and the split's annotations). grain workers index it in any order,
+  so a reader keeps only small metadata in memory and pickles cheaply.
+
+  Readers are built from the config through `from_config` (the dataset table in
+  hrnet_jax.data.sources names the reader of each `config.data.name`)."""
+
+  split: str = ''
+  names: Sequence[str] | None = None  # per sample: a name for prediction files, when known
+
+  @classmethod
+  def from_config(cls, data: Any, root: str, split: str) -> 'Source':
+    """The reader of `split` under `root`, with the `config.data` keys it reads."""
+    del data
+    return cls(root, split)
+
+  def __len__(self) -> int:
+    raise NotImplementedError
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    raise NotImplementedError
+
+  def describe(self) -> str:
+    """What the split holds, for the logs (readers add what they left out, and why)."""
+    return f'{len(self)} samples'
+
+
+class SegmentationSource(Source):
+  """Samples {'image', 'label' HxW uint8 (255 = ignore)}; the dataset's classes as class
+  attributes, so a task knows them before opening a split."""
+  CLASS_NAMES: ClassVar[tuple[str, ...]] = ()
+  PALETTE: ClassVar[np.ndarray | None] = None  # (K, 3) uint8 RGB; None: a generated palette
+  FLIP_PAIRS: ClassVar[tuple[tuple[int, int], ...]] = ()  # classes a mirror swaps (left/right)
+
+
+class KeypointSource(Source):
+  """Samples of one person or face: {'image', 'center', 'scale', ...}; the point layout as
+  class attributes."""
+  KEYPOINT_NAMES: ClassVar[tuple[str, ...]] = ()
+  FLIP_PAIRS: ClassVar[tuple[tuple[int, int], ...]] = ()  # 0-based points a mirror swaps
+  UPPER_BODY: ClassVar[tuple[int, ...]] = ()  # for half-body crops
+  SKELETON: ClassVar[tuple[tuple[int, int], ...]] = ()  # limbs drawn by predict.py
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+  """HxWx3 uint8 RGB."""
+  image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+  if image is None:
+    raise DataError(f'cannot read image {path}: missing, unreadable or not an image file')
+  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: str | os.PathLike) -> np.ndarray:
+  """HxW uint8 label map, stored as a single-channel 8-bit PNG."""
+  label = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+  if label is None:
+    raise DataError(f'cannot read label map {path}: missing, unreadable or not an image file')
+  if label.ndim != 2 or label.dtype != np.uint8:
+    raise DataError(f'label map {path}: expected a single-channel 8-bit PNG, got shape '
+                    f'{label.shape} dtype {label.dtype}')
+  return label
+
+
+def require_paths(dataset: str, root: pathlib.Path, expected: Sequence[str], how: str) -> None:
+  """Raises with every expected path that is missing and how to prepare the dataset."""
+  missing = [p for p in expected if not (root / p).exists()]
+  if missing:
+    lines = '\n'.join(f'  {root / p}' for p in missing)
+    raise DataError(f'{dataset}: not found under {root}. Missing:\n{lines}\n{how}')
+
+
+def lookup_table(mapping: dict[int, int], default: int = 255) -> np.ndarray:
+  """A 256-entry uint8 table: label value -> train id, everything unlisted -> `default`."""
+  table = np.full(256, default, np.uint8)
+  for k, v in mapping.items():
+    table[k] = v
+  return table

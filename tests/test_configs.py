@@ -1,0 +1,150 @@
+"""The recipes: every file and variant builds, aliases equal what they name, the keys the README
+tells users to override parse from the command line, bad keys and arguments are one clear line,
+and the demos' schedule boundaries (in epochs) fall on the steps they state."""
+
+import importlib
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from hrnet_jax import cli
+from hrnet_jax.errors import ConfigError
+from hrnet_jax.models import zoo
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+RECIPES = sorted(p.stem for p in (ROOT / 'configs').glob('*.py')
+                 if p.stem not in ('__init__', 'common'))
+
+
+def load(name, arg=None):
+  return importlib.import_module(f'configs.{name}').get_config(arg)
+
+
+@pytest.mark.parametrize('name', RECIPES)
+def test_every_recipe_builds_with_the_shared_keys(name):
+  c = load(name)
+  base = load('seg_cityscapes')  # every recipe has at least the shared keys
+  for group in ('model', 'data', 'optimizer', 'eval', 'checkpoint', 'mesh', 'distributed'):
+    assert set(base[group].keys()) - {'crop_size', 'scale_range', 'flip', 'eval_size', 'scales',
+                                      'multi_scales', 'sliding', 'save_predictions'} \
+        <= set(c[group].keys()), group
+  zoo.split_arch(c.model.arch)  # a zoo arch
+  assert all(v is None for v in load(name).model.overrides.values()) or 'demo' in name
+  small = load(name, 'runlocal') if 'runlocal' in _args(name) else None
+  if small is not None:
+    assert small.total_steps == 6 and small.data.num_workers == 0
+    assert small.model.overrides.width == 8
+
+
+def _args(name):
+  try:
+    load(name, 'nonsense')
+  except ConfigError as e:
+    return str(e)
+  return ''
+
+
+def test_variants_and_aliases_are_the_same_configs():
+  assert load('seg_cityscapes', 'arch=seg_w18').model.arch == 'seg_w18'
+  for alias, target, arg in (('seg_cityscapes_w18', 'seg_cityscapes', 'arch=seg_w18'),
+                             ('seg_cityscapes_ocr', 'seg_cityscapes', 'arch=seg_ocr_w48'),
+                             ('seg_demo', 'seg_cityscapes', 'demo'),
+                             ('pose_coco_w48_384x288', 'pose_coco', 'arch=pose_w48,size=384x288'),
+                             ('pose_demo', 'pose_coco', 'demo'),
+                             ('cls_imagenet_w18', 'cls_imagenet', ''),
+                             ('cls_demo', 'cls_imagenet', 'demo'),
+                             ('face_demo', 'face_300w', 'demo')):
+    assert load(alias).to_dict() == load(target, arg).to_dict(), alias
+  big = load('pose_coco', 'size=384x288')
+  assert (big.data.input_size, big.data.heatmap_size, big.data.sigma) == ((384, 288), (96, 72),
+                                                                          3.0)
+  with pytest.raises(ConfigError, match=r"expected one of \['arch', 'demo', 'runlocal'\]"):
+    load('seg_cityscapes', 'runloc')
+  with pytest.raises(ValueError, match='size=1x1'):
+    load('pose_coco', 'size=1x1')
+
+
+def parse(argv, monkeypatch):
+  """The command line through a flag defined as train.py / eval.py / predict.py define theirs
+  (ml_collections reads the overrides from sys.argv)."""
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'recipe', flag_values=values,
+                                  lock_config=True)
+  monkeypatch.setattr(sys, 'argv', ['train.py'] + argv)
+  values(sys.argv)
+  return values.config
+
+
+def test_readme_overrides_parse_from_the_command_line(monkeypatch):
+  c = parse(['--config=configs/seg_cityscapes.py:arch=seg_w18',
+             '--config.model.overrides.align_corners=True',
+             '--config.model.overrides.upsample=nearest', '--config.model.overrides.width=16',
+             '--config.model.overrides.num_modules=(1,2,3)', '--config.model.remat=True',
+             '--config.data.root=/data/cityscapes', '--config.init_from=w18.pth',
+             '--config.dtype=bfloat16', '--config.batch_size=8', '--config.loss.ohem=True',
+             '--config.optimizer.boundaries=(3,5)', '--config.mesh.shard_params=True'],
+            monkeypatch)
+  assert c.model.arch == 'seg_w18' and c.model.remat and c.data.root == '/data/cityscapes'
+  assert dict(c.model.overrides.items()) == dict(
+      zoo_defaults(), align_corners=True, upsample='nearest', width=16, num_modules=(1, 2, 3))
+  from hrnet_jax.tasks import get_task
+  kwargs = get_task(c).model_kwargs
+  assert kwargs == dict(align_corners=True, upsample='nearest', width=16, num_modules=(1, 2, 3),
+                        num_classes=19)  # unset overrides stay out: the arch's defaults rule
+  assert zoo.model_config(c.model.arch, **kwargs)['align_corners'] is True
+
+
+def zoo_defaults():
+  return {k: None for k in load('seg_cityscapes').model.overrides.keys()}
+
+
+def test_unknown_override_keys_name_the_closest_ones():
+  spec = 'configs/seg_cityscapes.py'
+  say = lambda *a: cli.describe_override_error(['train.py', f'--config={spec}', *a],
+                                               AttributeError('x'))
+  assert say('--config.model.overides.width=3') == (
+      f'--config.model.overides.width: {spec} has no key config.model.overides.width; did you '
+      'mean config.model.overrides.width or config.model.overrides?')
+  assert 'did you mean config.data.name' in say('--config.data.nme=x')
+  top = say('--config.does_not_exist=1')
+  assert 'config holds: batch_size, checkpoint, data' in top
+
+
+@pytest.mark.slow
+def test_commands_end_bad_input_with_one_line(tmp_path):
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  train = [sys.executable, 'train.py', '--config', 'configs/seg_cityscapes.py:runlocal']
+  cases = [
+      (['--workdir', str(tmp_path), '--config.model.overrides.widht=3'],
+       'did you mean config.model.overrides.width'),
+      (['--workdir', str(tmp_path / 'file')], 'exists and is not a directory'),
+  ]
+  (tmp_path / 'file').write_text('x')
+  for args, message in cases:
+    done = subprocess.run(train + args, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], lines
+  done = subprocess.run([sys.executable, 'train.py', '--config', 'configs/seg_cityscapes.py:x',
+                         '--workdir', str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                        env=env)
+  assert done.returncode == 2 and done.stderr.strip().startswith('error: --config=')
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+@pytest.mark.parametrize('name, images, steps', [('pose_coco', 400, 250),
+                                                 ('cls_imagenet', 400, 160),
+                                                 ('face_300w', 480, 500)])
+def test_demo_boundaries_fall_on_the_stated_steps(name, images, steps):
+  """Boundaries are epochs; on each demo's data they land on the step its docstring states."""
+  from hrnet_jax.train import optim
+  c = load(name, 'demo')
+  per_epoch = images // c.batch_size
+  s = optim.make_schedule(c.optimizer, c.total_steps, per_epoch)
+  assert float(s(steps - 1)) == pytest.approx(c.optimizer.lr)
+  assert float(s(steps)) == pytest.approx(c.optimizer.lr * c.optimizer.gamma)
