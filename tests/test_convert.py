@@ -21,15 +21,19 @@ REFERENCE = {'seg_w18': 'torch_keys_seg_w18.txt', 'pose_w32': 'torch_keys_pose_w
              'seg_ocr_w48': 'torch_keys_ocr.txt'}
 
 
+_PATTERN = (np.arange(9973) / 997 - 5).astype(np.float32)  # 9973 distinct values
+
+
 def fake_state_dict(arch: str, **overrides) -> dict[str, np.ndarray]:
-  """Every tensor of the official layout, filled with distinct values (catches transposes)."""
+  """Every tensor of the official layout, filled with values that differ along every axis
+  (catches transposes): the running index over the whole state_dict, modulo the prime 9973."""
   out, offset = {}, 0
   for key, shape in mapping.torch_keys_and_shapes(arch, **overrides):
     if key.endswith('num_batches_tracked'):
       out[key] = np.array(7, np.int64)
       continue
     size = int(np.prod(shape))
-    out[key] = (np.arange(offset, offset + size, dtype=np.float32) % 9973 / 997 - 5).reshape(shape)
+    out[key] = np.resize(np.roll(_PATTERN, -(offset % 9973)), size).reshape(shape)
     offset += size
   return out
 

@@ -122,15 +122,16 @@ def _drop_closed_loop_callbacks() -> None:
   flight, and their callbacks find orbax's event loop closed: Python would print a traceback for
   each. Exactly those are dropped; every other unraisable exception is reported as before."""
   previous = sys.unraisablehook
-  if previous.__name__ == 'drop_closed_loop_callback':
+  if getattr(previous, 'drops_closed_loop_callbacks', False):
     return
 
-  def drop_closed_loop_callback(unraisable):
+  def hook(unraisable) -> None:
     error = unraisable.exc_value
     if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
       previous(unraisable)
 
-  sys.unraisablehook = drop_closed_loop_callback
+  hook.drops_closed_loop_callbacks = True
+  sys.unraisablehook = hook
 
 
 def restore_latest(manager: ocp.CheckpointManager, target: Any, data_iter: Any, config: Any,
