@@ -111,9 +111,7 @@ def _state_metadata(step_dir: pathlib.Path) -> Any:
 
 
 def _why(e: Exception) -> str:
-  """One line on why a checkpoint could not be read; also silences the stray callbacks of the
-  failed read (see `_drop_closed_loop_callbacks`)."""
-  _drop_closed_loop_callbacks()
+  """One line on why a checkpoint could not be read."""
   return f'{type(e).__name__}: {str(e).splitlines()[0][:160]}' if str(e) else type(e).__name__
 
 
@@ -156,6 +154,7 @@ def restore_latest(manager: ocp.CheckpointManager, target: Any, data_iter: Any, 
     except CheckpointError:
       raise
     except Exception as e:  # pylint: disable=broad-except  (any damage: try the one before)
+      _drop_closed_loop_callbacks()
       aside = step_dir.with_name(f'{step}.unreadable')
       log(f'warning: checkpoint {step_dir} is unreadable ({_why(e)}); moved to {aside} and '
           'resuming from the one before')
@@ -216,6 +215,7 @@ def _read_workdir(path: pathlib.Path, log: Callable[[str], None]) -> tuple[dict,
     try:
       return _restore_state_item(step_dir), step_dir
     except Exception as e:  # pylint: disable=broad-except  (any damage: try the one before)
+      _drop_closed_loop_callbacks()
       log(f'warning: checkpoint {step_dir} is unreadable ({_why(e)}); it is left in place and '
           'the one before it is used')
   raise CheckpointError(f'{path}: no readable checkpoint among {[d.name for d in dirs]} (all '
@@ -248,6 +248,7 @@ def load_variables(path: str | os.PathLike, arch: str | None = None,
     try:
       variables, step_dir = _restore_state_item(p), p
     except Exception as e:  # pylint: disable=broad-except
+      _drop_closed_loop_callbacks()
       raise CheckpointError(f'checkpoint {p} is unreadable ({_why(e)})') from None
   elif p.is_dir() and step_dirs(p):
     variables, step_dir = _read_workdir(p, log)

@@ -158,7 +158,7 @@ def create_train_state(config: Any, task: Task, mesh: jax.sharding.Mesh,
   rep = parallel.replicated(mesh)
   variables = jax.jit(init, out_shardings=rep)()
   if config.get('init_from'):
-    loaded, where = checkpoint.load_variables(config.init_from)
+    loaded, where = checkpoint.load_variables(config.init_from, log=log)
     variables, what = checkpoint.merge_subtree(jax.device_get(variables), loaded, 'backbone')
     log(f'init_from {where}: {what}')
   return jax.jit(new, out_shardings=sharding)(variables), 0

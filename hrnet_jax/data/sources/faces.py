@@ -221,7 +221,8 @@ def box_center_scale(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
 
 class FaceLandmarks(KeypointSource):
   """One split of a face dataset: annotations in memory, images read on access (COFW's are in
-  the .mat file). The subclasses below fix the dataset (`LAYOUT`)."""
+  the .mat file). The subclasses below fix the dataset (`LAYOUT`: points, mirror pairs,
+  normalizer, file layout)."""
   LAYOUT: FaceDataset
 
   @classmethod
@@ -296,22 +297,18 @@ class FaceLandmarks(KeypointSource):
 class WFLW(FaceLandmarks):
   """WFLW, 98 points (the official release's CSV layout)."""
   LAYOUT = DATASETS['wflw']
-  FLIP_PAIRS = LAYOUT.flip_pairs
 
 
 class Face300W(FaceLandmarks):
   """300W, 68 points (the official release's CSV layout; also the embedded demo's)."""
   LAYOUT = DATASETS['300w']
-  FLIP_PAIRS = LAYOUT.flip_pairs
 
 
 class COFW(FaceLandmarks):
   """COFW, 29 points (COFW_{train,test}_color.mat)."""
   LAYOUT = DATASETS['cofw']
-  FLIP_PAIRS = LAYOUT.flip_pairs
 
 
 class AFLW(FaceLandmarks):
   """AFLW, 19 points (CSV with a face box size per face, the NME normalizer)."""
   LAYOUT = DATASETS['aflw']
-  FLIP_PAIRS = LAYOUT.flip_pairs
