@@ -17,8 +17,8 @@ flags.DEFINE_string('checkpoint', None, 'Checkpoint to evaluate.')
 flags.DEFINE_string('split', None, 'Split to evaluate (default: config.data.eval_split).')
 flags.DEFINE_bool('flip', False, 'Average with the horizontally flipped image.')
 flags.DEFINE_bool('multi_scale', False, 'Average over config.eval.multi_scales (segmentation).')
-flags.DEFINE_string('sliding', None, "Sliding-window rule: 'auto', 'always' or 'never' "
-                    '(segmentation).')
+flags.DEFINE_string('sliding', None, "When windows run under config.eval.windows='clamp': "
+                    "'auto' (scales above 1), 'always' or 'never' (segmentation).")
 flags.DEFINE_string('predictions', None, 'Write predictions into this directory (segmentation: '
                     'colour PNGs; pose: the COCO-format keypoint results JSON; classification: '
                     'the top-5 per image; landmarks: the points per face).')

@@ -1,7 +1,8 @@
-"""HRNet-W18-C on ImageNet, the TPAMI paper's classification recipe (top-1 error 23.1%).
+"""HRNet-W18-C on ImageNet, the official experiment file cls_hrnet_w18_sgd_lr5e-2_wd1e-4_bs32_x100
+(the TPAMI paper: top-1 error 23.1%).
 
-SGD with Nesterov momentum 0.9, weight decay 1e-4, lr 0.1 x0.1 at epochs 30, 60 and 90 of 100,
-batch 256, 224x224 random resized crops with flips; evaluation on the centre 224 crop of the
+SGD with Nesterov momentum 0.9, weight decay 1e-4, lr 0.05 x0.1 at epochs 30, 60 and 90 of 100,
+batch 32 x 4 GPUs = 128, 224x224 random resized crops with flips; evaluation on the centre 224 crop of the
 image resized to 256 on its shorter side.
   python train.py --config configs/cls_imagenet.py --workdir runs/cls_w18 \
       --config.data.root=/data/imagenet                  # ROOT/{train,val}/<wnid>/*.JPEG
@@ -33,17 +34,17 @@ def get_config(arg=None):
 
   c.loss.label_smoothing = 0.0
 
-  c.optimizer.lr = 0.1
+  c.optimizer.lr = 0.05
   c.optimizer.nesterov = True
   c.optimizer.weight_decay = 1e-4
   c.optimizer.schedule = 'step'
   c.optimizer.boundaries = (30, 60, 90)
-  c.batch_size = 256
+  c.batch_size = 128
   c.num_epochs = 100
 
-  c.eval.every_steps = 5004  # one epoch at batch 256 (1,281,167 images); and at the end
+  c.eval.every_steps = 10009  # one epoch at batch 128 (1,281,167 images); and at the end
   c.eval.batch_size = 256
-  c.checkpoint.every_steps = 5004
+  c.checkpoint.every_steps = 10009
 
   if demo:
     c.model.overrides.bn_momentum = 0.9  # running statistics settle within a short run

@@ -30,6 +30,11 @@ def get_config(arg=None):
   c.data.rotation_prob = 0.6
   c.data.flip = True
   c.data.num_workers = 4
+  # 'official': the official face code's pixel rules (truncated target centres, flips to
+  # width - x, its integer crop box resized by PIL, decoding + half a heatmap pixel then
+  # truncated + 1), so converted official checkpoints score their published NME. 'exact': the
+  # pose conventions (rounded centres, exact affine crop and inverse); see docs/PROTOCOLS.md.
+  c.data.convention = 'official'
 
   c.loss.use_target_weight = False  # the official face loss is a plain heatmap MSE
 

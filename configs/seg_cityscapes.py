@@ -23,14 +23,19 @@ def get_config(arg=None):
   c = common.base_config('segmentation', args.arch or ('seg_w18_small_v1' if demo else 'seg_w48'))
   c.data.name = 'cityscapes'  # cityscapes | cityscapes_tfds (root: the TFDS data_dir) | ..._demo
   c.data.crop_size = (512, 1024)
-  c.data.scale_range = (0.5, 2.0)
+  # Scale s = 0.5 + k / 10, k uniform in 0..16; the long side becomes base_size x s (official).
+  c.data.scale_range = (0.5, 2.1)
+  c.data.scale_step = 0.1  # 0: continuous
+  c.data.base_size = 2048  # 0: scales relative to each image's own size
+  c.data.train_resize = ()  # stretch every training image to (h, w) first (LIP)
   c.data.flip = True
-  c.data.eval_size = ()  # pad (or shrink) eval images to this size; () = keep (all same size)
+  c.data.eval_size = ()  # canvas for images of several sizes; () = each keeps its own size
 
   c.loss.class_weights = CITYSCAPES_CLASS_WEIGHTS
   c.loss.ohem = False
   c.loss.ohem_thresh = 0.9
   c.loss.ohem_min_kept = 131072
+  c.loss.ohem_group = 3  # images per OHEM group: the official 4-GPU x 3 images; 0 = whole batch
   c.loss.aux_weight = 0.4  # OCR: the aux head's plain cross entropy
 
   c.optimizer.lr = 0.01
@@ -42,8 +47,16 @@ def get_config(arg=None):
   c.eval.every_steps = 5000
   c.eval.scales = (1.0,)
   c.eval.multi_scales = CITYSCAPES_SCALES  # what eval.py --multi_scale uses
-  c.eval.sliding = 'auto'  # windows of eval.crop_size for scales > 1
-  c.eval.crop_size = (512, 1024)
+  c.eval.base_size = 2048  # long side at scale 1 (0: the image's own size)
+  c.eval.resize = ()  # stretch every eval image to (h, w) first; scores go back to the label size
+  # 'clamp' (the official Cityscapes test): whole image for scales <= 1, above that windows of
+  # eval.crop_size, the last moved back to the border. 'pad': padded windows at every scale.
+  c.eval.windows = 'clamp'
+  c.eval.sliding = 'auto'  # 'clamp' only: 'auto' (scales > 1), 'always' or 'never'
+  # Windows of the full test size, stride = window (official). On a memory-limited device:
+  # --config.eval.crop_size=512,1024 --config.eval.stride_rate=0.6667 (see docs/PROTOCOLS.md).
+  c.eval.crop_size = (1024, 2048)
+  c.eval.stride_rate = 1.0
   c.eval.save_predictions = 0
   c.checkpoint.every_steps = 1000
   c.log_every_steps = 50
@@ -52,7 +65,9 @@ def get_config(arg=None):
     c.model.overrides.bn_momentum = 0.9  # running statistics settle within a short run
     c.data.name = 'cityscapes_demo'
     c.data.crop_size = c.eval.crop_size = (128, 128)
-    c.data.scale_range = (0.75, 1.5)
+    c.data.scale_range, c.data.scale_step = (0.75, 1.5), 0.0
+    c.data.base_size = c.eval.base_size = 0
+    c.eval.stride_rate = 2 / 3
     c.data.num_workers = 2
     c.optimizer.lr = 0.05
     c.batch_size = c.eval.batch_size = 8

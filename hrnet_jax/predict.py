@@ -85,6 +85,8 @@ class Predictor:
     with config.unlocked():
       if 'save_predictions' in config.eval:
         config.eval.save_predictions = 1  # segmentation: keep the label map
+      if 'eval_size' in config.data:
+        config.data.eval_size = ()  # segmentation: one image per call, at its own size
     self.task = get_task(config)
     # One device: a single image is the batch.
     mesh = jax.make_mesh((1,), ('data',), axis_types=(jax.sharding.AxisType.Auto,),

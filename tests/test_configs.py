@@ -30,7 +30,9 @@ def test_every_recipe_builds_with_the_shared_keys(name):
   c = load(name)
   base = load('seg_cityscapes')  # every recipe has at least the shared keys
   for group in ('model', 'data', 'optimizer', 'eval', 'checkpoint', 'mesh', 'distributed'):
-    assert set(base[group].keys()) - {'crop_size', 'scale_range', 'flip', 'eval_size', 'scales',
+    assert set(base[group].keys()) - {'crop_size', 'scale_range', 'scale_step', 'base_size',
+                                      'train_resize', 'flip', 'eval_size', 'scales', 'resize',
+                                      'windows', 'stride_rate',
                                       'multi_scales', 'sliding', 'save_predictions'} \
         <= set(c[group].keys()), group
   zoo.split_arch(c.model.arch)  # a zoo arch

@@ -7,6 +7,7 @@ import json
 
 import cv2
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -274,6 +275,133 @@ def test_random_face_crop_targets_sit_on_the_landmark_dots_with_flip_swaps():
   assert seen == {True, False}
 
 
+# --- The official face code's pixel conventions ------------------------------------------------
+
+
+def _official_transform(center, scale, res):
+  """The official get_transform: image -> a res x res crop of 200 * scale pixels."""
+  h = 200.0 * scale
+  t = np.eye(3)
+  t[0, 0] = t[1, 1] = res / h
+  t[0, 2] = res * (-center[0] / h + 0.5)
+  t[1, 2] = res * (-center[1] / h + 0.5)
+  return t
+
+
+def _official_pixel(pt, center, scale, res, invert):
+  """The official transform_pixel: 1-based in and out, truncated."""
+  t = _official_transform(center, scale, res)
+  if invert:
+    t = np.linalg.inv(t)
+  new = t @ np.array([pt[0] - 1, pt[1] - 1, 1.0])
+  return new[:2].astype(int) + 1
+
+
+def _scipy_imresize(arr, size_hw):
+  """scipy.misc.imresize of a float image: bytescale to uint8, then PIL bilinear."""
+  from PIL import Image
+  cmin, cmax = float(arr.min()), float(arr.max())
+  scale = 255.0 / ((cmax - cmin) or 1.0)
+  data = ((arr - cmin) * scale).clip(0, 255) + 0.5
+  return np.asarray(Image.fromarray(data.astype(np.uint8)).resize((size_hw[1], size_hw[0]),
+                                                                  Image.BILINEAR))
+
+
+def _official_crop(img, center, scale, res):
+  img = img.astype(np.float32)
+  center = np.array(center, np.float64)
+  sf = scale * 200.0 / res
+  if sf >= 2:
+    img = _scipy_imresize(img, [int(np.floor(img.shape[0] / sf)),
+                                int(np.floor(img.shape[1] / sf))]).astype(np.float32)
+    center, scale = center / sf, scale / sf
+  ul = _official_pixel([0, 0], center, scale, res, True)
+  br = _official_pixel([res, res], center, scale, res, True)
+  new = np.zeros((br[1] - ul[1], br[0] - ul[0], 3), np.float32)
+  nx = max(0, -ul[0]), min(br[0], img.shape[1]) - ul[0]
+  ny = max(0, -ul[1]), min(br[1], img.shape[0]) - ul[1]
+  ox = max(0, ul[0]), min(img.shape[1], br[0])
+  oy = max(0, ul[1]), min(img.shape[0], br[1])
+  new[ny[0]:ny[1], nx[0]:nx[1]] = img[oy[0]:oy[1], ox[0]:ox[1]]
+  return _scipy_imresize(new, [res, res])
+
+
+def _official_decode(hm, center, scale):
+  """The official decode_preds on one face's (H, W, K) heatmaps (1-based argmax, the quarter
+  step for 1 < px < res, + 0.5, inverse transform_pixel)."""
+  res = hm.shape[0]
+  out = []
+  for k in range(hm.shape[2]):
+    m = hm[..., k]
+    idx = int(np.argmax(m)) + 1
+    px, py = float((idx - 1) % res + 1), float(np.floor((idx - 1) / res) + 1)
+    if m.max() <= 0:
+      px = py = 0.0
+    ix, iy = int(np.floor(px)), int(np.floor(py))
+    if 1 < ix < res and 1 < iy < res:
+      px += np.sign(m[iy - 1, ix] - m[iy - 1, ix - 2]) * 0.25
+      py += np.sign(m[iy, ix - 1] - m[iy - 2, ix - 1]) * 0.25
+    out.append(_official_pixel([px + 0.5, py + 0.5], center, scale, res, True))
+  return np.array(out, np.float64)
+
+
+@pytest.mark.parametrize('scale', [0.4, 1.1, 2.9])  # 2.9: the >= 2x pre-shrink path
+def test_official_face_crop_equals_the_official_rules(scale):
+  rng = np.random.default_rng(0)
+  image = cv2.GaussianBlur(rng.integers(0, 256, (300, 420, 3), dtype=np.uint8), (7, 7), 0)
+  center = (201.3, 140.7)
+  got = landmarks.face_eval_crop({'image': image, 'center': np.array(center, np.float32),
+                                  'scale': np.array([scale, scale], np.float32)},
+                                 input_wh=(64, 64), convention='official')['image']
+  want = _official_crop(image, np.array(center, np.float32), np.float32(scale), 64)
+  np.testing.assert_array_equal(got, want)
+  exact = landmarks.face_eval_crop({'image': image, 'center': np.array(center, np.float32),
+                                    'scale': np.array([scale, scale], np.float32)},
+                                   input_wh=(64, 64))['image']
+  assert np.abs(exact.astype(int) - want).mean() > 0.5  # the conventions differ
+
+
+def test_official_face_decoding_equals_the_official_rules():
+  from hrnet_jax.tasks import heatmaps as hm
+  rng = np.random.default_rng(1)
+  maps = rng.random((3, 16, 16, 7)).astype(np.float32)
+  maps[0, :, :, 0] = -1.0  # no positive maximum
+  maps[1, 1, 5, 1] = 5.0  # peak on row 1: official steps there (1-based 2 > 1), pose does not
+  center = np.array([[100.3, 80.2], [50.0, 60.0], [10.0, 20.0]], np.float32)
+  scale = np.array([[1.3, 1.3], [0.7, 0.7], [0.25, 0.25]], np.float32)
+  coords, scores = hm.decode_heatmaps(jnp.asarray(maps), first_inner=1)
+  outputs = {'coords': np.asarray(coords), 'scores': np.asarray(scores), 'center': center,
+             'scale': scale}
+  got = landmarks.face_points_to_image(outputs, (16, 16), 'official')
+  for i in range(3):
+    want = _official_decode(maps[i], center[i].astype(np.float64), float(scale[i, 0]))
+    np.testing.assert_array_equal(got[i], want)
+  exact = landmarks.face_points_to_image(outputs, (16, 16), 'exact')
+  assert np.abs(exact - got).mean() > 0.5
+
+
+def test_official_face_targets_sit_at_the_truncated_heatmap_pixel():
+  """A landmark at heatmap x = 10.7, y = 5.2 (stride 4): official centre (10, 5), rounded (11, 5);
+  a flip puts it at width - x."""
+  points = np.array([[42.8, 20.8]], np.float32)  # / 4 = (10.7, 5.2) with an identity crop
+  sample = {'image': np.zeros((64, 64, 3), np.uint8), 'landmarks': points,
+            'center': np.array([32.0, 32.0], np.float32), 'scale': np.array([0.32, 0.32])}
+  kw = dict(input_wh=(64, 64), heatmap_wh=(16, 16), sigma=1.0, flip_pairs=(),
+            scale_factor=0.0, rotation_factor=0.0)
+  for convention, peak in (('official', (5, 10)), ('exact', (5, 11))):
+    out = landmarks.random_face_crop(sample, np.random.default_rng(0), flip=False,
+                                     convention=convention, **kw)
+    assert np.unravel_index(np.argmax(out['target'][..., 0]), (16, 16)) == peak
+  for seed in range(20):  # find a flipped draw: official x -> 64 - 42.8 = 21.2 -> 5.3 -> 5
+    rng = np.random.default_rng(seed)
+    out = landmarks.random_face_crop(sample, rng, flip=True, convention='official', **kw)
+    if np.unravel_index(np.argmax(out['target'][..., 0]), (16, 16)) != (5, 10):
+      assert np.unravel_index(np.argmax(out['target'][..., 0]), (16, 16)) == (5, 5)
+      break
+  else:
+    raise AssertionError('no flipped draw')
+
+
 # --- The task on the demo ---------------------------------------------------------------------
 
 
@@ -324,7 +452,7 @@ def test_predict_on_a_face_box_gives_the_eval_path_landmarks(data_root, tmp_path
   step = make_eval_step(c, task, parallel.make_mesh())
   ev = task.eval_transform()(sample)
   out = jax.device_get(step(variables, {k: ev[k][None] for k in ('image', 'center', 'scale')}))
-  expected = keypoints.decoded_to_image(out, task.heatmap_wh)[0]
+  expected = landmarks.face_points_to_image(out, task.heatmap_wh, c.data.convention)[0]
   np.testing.assert_allclose(pred['faces'][0]['landmarks'], expected, atol=1e-3)
   metric = task.new_metric(src)
   metric.update(dict(out, index=np.array([3]), valid=np.array([1])))
@@ -376,6 +504,7 @@ def test_eval_on_a_converted_pytorch_face_checkpoint_matches_pytorch(data_root, 
   torch.save(ref.state_dict(), tmp_path / 'face.pth')
   c = demo_config(data_root)
   c.eval.flip = True
+  c.data.convention = 'exact'  # the reference below crops and maps back exactly
   scores = evaluate_checkpoint.run(c, str(tmp_path / 'face.pth'),
                                    predictions_dir=tmp_path / 'pred')
   rows = json.loads((tmp_path / 'pred' / 'landmarks_valid.json').read_text())

@@ -256,6 +256,27 @@ def test_perfect_predictions_score_ap_one_and_jittered_ones_as_pycocotools_says(
   assert json.loads(path.read_text()) == json.loads(json.dumps(detections))
 
 
+def test_coco_oks_nms_counts_every_joint_as_the_official_evaluation(demo_root):
+  """A near copy of a person whose joints all score under in_vis_thre: the official OKS NMS
+  (all joints count) drops it; counting only visible joints would keep it (OKS 0)."""
+  src = coco.CocoKeypoints(demo_root, 'val', aspect_ratio=0.75)
+  outputs = _truth_outputs(src, (24, 32))
+  n = len(src)
+  extended = {k: np.concatenate([v, v[:1]]) for k, v in outputs.items()}
+  extended['index'][-1] = n
+  extended['coords'][-1] += 0.05
+  extended['scores'][-1] = 0.1
+  metric = pose.CocoKeypointMetric(src.annotation_file, (24, 32), in_vis_thre=0.2)
+  metric.update(extended)
+  assert len(metric.detections()) == n
+  people = [r for r in metric.predictions.rows.values() if r[4] == outputs['image_id'][0]]
+  kpts = np.stack([np.concatenate([xy, s[:, None]], 1) for xy, s, *_ in people])
+  areas = np.array([float(np.prod(r[2] * keypoints.PIXEL_STD)) for r in people])
+  scores = np.arange(len(people), 0, -1.0)
+  visible_only = pose.oks_nms(kpts, scores, areas, 0.9, coco.SIGMAS, in_vis_thre=0.2)
+  assert len(visible_only) == len(people)  # the rule not taken would keep the copy
+
+
 # --- Readers ---------------------------------------------------------------------------------
 
 
@@ -389,3 +410,17 @@ def test_pckh_metric_through_the_pose_task(tmp_path):
   assert r['Head'] == pytest.approx(200 / 3) and r['Shoulder'] == 100.0
   assert r['pckh'] == pytest.approx(100 * (14 * 3 - 1) / (14 * 3))
   assert 'Mean@0.1' in metric.report()
+  assert pose.OFFICIAL_MEAN_AT_01_THRESHOLD == pytest.approx(0.11)
+
+
+def test_official_mean_at_01_is_read_at_011():
+  """A joint 0.105 head-sizes off counts in the official "Mean@0.1" (threshold 0.11) but not at
+  exactly 0.1."""
+  truth = np.zeros((1, 16, 2))
+  pred = truth.copy()
+  pred[0, 9] = [0.105 * 6, 0]  # head diagonal 10 x 0.6 = 6 px per head size
+  annotated = np.ones((1, 16))
+  at01 = pose.pckh(pred, truth, annotated, np.array([10.0]), 0.1)
+  official = pose.pckh(pred, truth, annotated, np.array([10.0]),
+                       pose.OFFICIAL_MEAN_AT_01_THRESHOLD)
+  assert at01['Head'] == 0.0 and official['Head'] == 100.0

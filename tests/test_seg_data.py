@@ -212,18 +212,38 @@ def test_training_hosts_read_disjoint_shards(demo_root):
   assert seen[0] | seen[1] == all_labels and not seen[0] & seen[1]
 
 
-def test_fit_and_pad_keeps_small_images_and_shrinks_large_ones():
-  image = np.full((30, 50, 3), 7, np.uint8)
-  label = np.full((30, 50), 3, np.uint8)
-  out = transforms.fit_and_pad({'image': image, 'label': label}, (40, 60))
-  assert out['image'].shape == (40, 60, 3) and out['label'].shape == (40, 60)
-  np.testing.assert_array_equal(out['size'], [30, 50])
-  assert (out['image'][:30, :50] == 7).all() and (out['image'][30:] == 0).all()
-  assert (out['label'][:30, :50] == 3).all() and (out['label'][:, 50:] == 255).all()
-  big = transforms.fit_and_pad({'image': np.zeros((80, 60, 3), np.uint8),
-                                'label': np.zeros((80, 60), np.uint8)}, (40, 60))
-  np.testing.assert_array_equal(big['size'], [40, 30])  # shrunk by 1/2, aspect kept
-  assert (big['label'][:, 30:] == 255).all() and (big['label'][:, :30] == 0).all()
+def test_lip_training_stretches_first_then_flips_with_part_swaps():
+  """LIP: image and label stretched to 20x20 (cv2, as officially), then scale 1 and a 20x20 crop:
+  the output is the stretched pair, or its mirror with left/right parts swapped."""
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, (30, 50, 3), dtype=np.uint8)
+  label = rng.integers(0, 20, (30, 50), dtype=np.uint8)
+  big_i = cv2.resize(image, (20, 20), interpolation=cv2.INTER_LINEAR)
+  big_l = cv2.resize(label, (20, 20), interpolation=cv2.INTER_NEAREST)
+  table = transforms.flip_swap_table(((14, 15), (16, 17), (18, 19)))
+  seen = set()
+  for seed in range(12):
+    out = transforms.random_scale_crop_flip(
+        {'image': image, 'label': label}, np.random.default_rng(seed), crop_hw=(20, 20),
+        scale_range=(1.0, 1.0), base_size=20, resize_hw=(20, 20), flip_swap=table)
+    mirrored = not np.array_equal(out['image'], big_i)
+    if mirrored:
+      np.testing.assert_array_equal(out['image'], big_i[:, ::-1])
+      np.testing.assert_array_equal(out['label'], table[big_l[:, ::-1]])
+    else:
+      np.testing.assert_array_equal(out['label'], big_l)
+    seen.add(mirrored)
+  assert seen == {False, True}
+
+
+def test_training_scale_sets_the_long_side_from_base_size():
+  """Scale 0.6 of base 100 on a 50x100 image: long side 60, short int(50 * 60 / 100 + .5) = 30;
+  a larger crop shows that extent, the rest is padding (image 0, label ignore)."""
+  sample = {'image': np.full((50, 100, 3), 9, np.uint8), 'label': np.ones((50, 100), np.uint8)}
+  out = transforms.random_scale_crop_flip(sample, np.random.default_rng(0), crop_hw=(40, 80),
+                                          scale_range=(0.6, 0.6), base_size=100, flip=False)
+  assert (out['label'][:30, :60] == 1).all() and (out['label'][30:] == 255).all()
+  assert (out['label'][:, 60:] == 255).all() and (out['image'][:, 60:] == 0).all()
 
 
 WORKERS = r"""

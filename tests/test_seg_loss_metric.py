@@ -90,3 +90,21 @@ def test_losses_of_an_all_ignored_batch_are_zero():
   labels[:] = 255
   assert float(seg.cross_entropy(logits, labels)) == 0.0
   assert float(seg.ohem_cross_entropy(logits, labels)) == 0.0
+
+
+def test_ohem_groups_mine_each_run_of_images_apart():
+  """The official per-GPU rule: groups of `group` images, each with its own threshold, the loss
+  the mean of the groups' losses (4 images in 2 groups here)."""
+  logits, labels = random_case(seed=6, n=4, h=12, w=10, k=4)
+  weights = np.ones(4)
+  thresh, min_kept = 0.05, 100
+  per_group = [np_ohem(logits[i:i + 2], labels[i:i + 2], weights, thresh, min_kept)[0]
+               for i in (0, 2)]
+  got = float(seg.ohem_cross_entropy(logits, labels, None, thresh, min_kept, group=2))
+  assert got == pytest.approx(np.mean(per_group), rel=1e-5)
+  whole = np_ohem(logits, labels, weights, thresh, min_kept)[0]
+  assert abs(whole - np.mean(per_group)) > 1e-3  # the grouping changes the loss
+  assert float(seg.ohem_cross_entropy(logits, labels, None, thresh, min_kept, group=4)) == \
+      pytest.approx(whole, rel=1e-5)
+  with pytest.raises(ValueError, match='ohem_group 3 must divide the batch of 4'):
+    seg.ohem_cross_entropy(logits, labels, None, thresh, min_kept, group=3)

@@ -61,7 +61,8 @@ def test_ocr_loss_adds_the_weighted_aux_cross_entropy():
   c = ml_collections.ConfigDict(dict(
       task='segmentation', model=dict(arch='seg_ocr_w18', overrides={}, remat=False),
       data=dict(name='cityscapes'), loss=dict(class_weights=(), ohem=True, ohem_thresh=0.7,
-                                               ohem_min_kept=50, aux_weight=0.4)))
+                                               ohem_min_kept=50, ohem_group=0,
+                                               aux_weight=0.4)))
   task = seg.Segmentation(c)
   assert task.align_corners  # the OCR release
   rng = np.random.default_rng(0)

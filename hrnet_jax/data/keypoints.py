@@ -111,16 +111,18 @@ def half_body(joints: np.ndarray, visible: np.ndarray, upper_ids: Sequence[int],
 
 
 def gaussian_targets(joints: np.ndarray, weights: np.ndarray, image_wh: Sequence[int],
-                     heatmap_wh: Sequence[int], sigma: float) -> tuple[np.ndarray, np.ndarray]:
+                     heatmap_wh: Sequence[int], sigma: float,
+                     rounding: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
   """Heatmaps (H, W, K) float32 with an unnormalized Gaussian (peak 1) per joint, and weights.
 
-  The centre is the joint's heatmap pixel int(x / stride + 0.5); values are set within 3 sigma
+  The centre is the joint's heatmap pixel int(x / stride + rounding): rounded (0.5, the pose
+  code) or truncated (0.0, the official face code); values are set within 3 sigma
   of it (a square window). A joint whose window lies entirely outside the heatmap, or with
   weight 0, gets an all-zero map and weight 0."""
   w, h = heatmap_wh
   stride = np.asarray(image_wh, np.float64) / np.asarray(heatmap_wh, np.float64)
   radius = 3.0 * sigma
-  mu = np.trunc(joints / stride + 0.5)  # int() of the official code: towards zero
+  mu = np.trunc(joints / stride + rounding)  # int() of the official code: towards zero
   top_left = np.trunc(mu - radius)
   bottom_right = np.trunc(mu + radius + 1)
   outside = ((top_left[:, 0] >= w) | (top_left[:, 1] >= h) | (bottom_right[:, 0] < 0)

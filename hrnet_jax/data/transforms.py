@@ -6,6 +6,7 @@ Normalization happens on the device (`normalize`), so batches travel as uint8.
 
 from __future__ import annotations
 
+import fractions
 from typing import Sequence
 
 import cv2
@@ -27,22 +28,64 @@ def _scale_crop_matrix(scale_yx: tuple[float, float], offset_yx: tuple[int, int]
   return m
 
 
-def random_scale_crop_flip(sample: dict, rng: np.random.Generator, *, crop_hw: Sequence[int],
-                           scale_range: Sequence[float] = (0.5, 2.0), flip: bool = True,
-                           flip_swap: np.ndarray | None = None,
-                           ignore_label: int = 255) -> dict:
-  """Random scale, random crop (padding image 0 / label ignore at the bottom-right when the scaled
-  image is smaller than the crop), random horizontal flip.
+def scaled_size(h, w, scale: float, base_size: int = 0):
+  """(h, w) after the official multi-scale resize: the long side becomes
+  int(base_size * scale + 0.5) and the other int(side * long / long_side + 0.5); with base_size 0
+  each side becomes side x scale rounded half up, the scale read as the fraction it stands for
+  (1.3 = 13/10). Exact integer arithmetic, the same for Python ints and traced int32 arrays (a
+  square image counts as wide, as officially)."""
+  static = isinstance(h, (int, np.integer))
+  where = (lambda c, a, b: a if c else b) if static else _jnp_where
+  if not base_size:
+    frac = fractions.Fraction(scale).limit_denominator(10000)
+    p, q = frac.numerator, frac.denominator
+    size = lambda n: (2 * n * p + q) // (2 * q)
+    return (int(size(h)), int(size(w))) if static else (size(h), size(w))
+  long = int(base_size * scale + 0.5)
+  # int(a * long / b + 0.5) == (2 * a * long + b) // (2 * b) for positive integers.
+  other = lambda a, b: (2 * a * long + b) // (2 * b)
+  taller = h > w
+  out = where(taller, long, other(h, w)), where(taller, other(w, h), long)
+  return (int(out[0]), int(out[1])) if static else out
 
-  Done as one affine warp of only the output window: equal to resizing the whole image and then
-  cropping, at the cost of the crop alone (a 2048x1024 resize per sample would dominate).
-  `flip_swap` is a 256-entry table applied to flipped labels (left/right classes).
+
+def _jnp_where(c, a, b):
+  import jax.numpy as jnp
+  return jnp.where(c, a, b).astype(jnp.int32)
+
+
+def draw_scale(rng: np.random.Generator, scale_range: Sequence[float], step: float = 0.0) -> float:
+  """A training scale: uniform in `scale_range`, or with `step` (e.g. 0.1) one of lo, lo + step,
+  ..., hi drawn uniformly, computed as lo + k / (1 / step) like the official 0.5 + k / 10."""
+  lo, hi = float(scale_range[0]), float(scale_range[1])
+  if not step:
+    return float(rng.uniform(lo, hi))
+  k = int(rng.integers(0, int(round((hi - lo) / step)) + 1))
+  return lo + k / (1.0 / step)
+
+
+def random_scale_crop_flip(sample: dict, rng: np.random.Generator, *, crop_hw: Sequence[int],
+                           scale_range: Sequence[float] = (0.5, 2.0), scale_step: float = 0.0,
+                           base_size: int = 0, resize_hw: Sequence[int] | None = None,
+                           flip: bool = True, flip_swap: np.ndarray | None = None,
+                           ignore_label: int = 255) -> dict:
+  """The official segmentation augmentation: (optionally stretch to `resize_hw` first, as LIP),
+  random scale (`scaled_size` with `base_size`), random crop (padding image 0 / label ignore at
+  the bottom-right when the scaled image is smaller than the crop), random horizontal flip.
+
+  The scale and crop are one affine warp of only the output window: equal to resizing the whole
+  image and then cropping, at the cost of the crop alone (a 2048x1024 resize per sample would
+  dominate). `flip_swap` is a 256-entry table applied to flipped labels (left/right classes).
   """
   image, label = sample['image'], sample['label']
+  if resize_hw:
+    size = (int(resize_hw[1]), int(resize_hw[0]))
+    image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
   h, w = label.shape
   ch, cw = crop_hw
-  s = rng.uniform(*scale_range)
-  sh, sw = max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5))
+  sh, sw = scaled_size(h, w, draw_scale(rng, scale_range, scale_step), base_size)
+  sh, sw = max(1, sh), max(1, sw)
   y0 = int(rng.integers(0, max(sh, ch) - ch + 1))
   x0 = int(rng.integers(0, max(sw, cw) - cw + 1))
   do_flip = bool(flip and rng.random() < 0.5)
@@ -63,24 +106,34 @@ def random_scale_crop_flip(sample: dict, rng: np.random.Generator, *, crop_hw: S
   return {'image': pad_image, 'label': pad_label}
 
 
-def fit_and_pad(sample: dict, size_hw: Sequence[int], ignore_label: int = 255) -> dict:
-  """Eval-time: shrink (keeping the aspect ratio) only if larger than `size_hw`, then pad the
-  bottom-right to `size_hw` with image 0 / label ignore, so that images of any size batch.
-  `size` records the unpadded extent."""
+def segmentation_eval_sample(sample: dict, *, canvas_hw: Sequence[int] | None = None,
+                             resize_hw: Sequence[int] | None = None,
+                             ignore_label: int = 255) -> dict:
+  """Eval-time: the image (stretched to `resize_hw` first when given, as LIP's protocol) and the
+  untouched label, each at the top-left of a `canvas_hw` canvas (image 0 / label ignore) so that
+  images of any size batch; `image_hw` and `size` record their own extents. Without a canvas
+  both keep their size (datasets of one image size, and predict.py)."""
   image, label = sample['image'], sample['label']
-  h, w = label.shape
-  th, tw = size_hw
-  if h > th or w > tw:
-    s = min(th / h, tw / w)
-    nh, nw = max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5))
-    image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    label = cv2.resize(label, (nw, nh), interpolation=cv2.INTER_NEAREST)
-    h, w = nh, nw
-  out_image = np.zeros((th, tw, 3), np.uint8)
+  if resize_hw:
+    image = cv2.resize(image, (int(resize_hw[1]), int(resize_hw[0])),
+                       interpolation=cv2.INTER_LINEAR)
+  image_hw, label_hw = image.shape[:2], label.shape
+  if not canvas_hw:
+    return {'image': image, 'label': label, 'image_hw': np.array(image_hw, np.int32),
+            'size': np.array(label_hw, np.int32)}
+  th, tw = int(canvas_hw[0]), int(canvas_hw[1])
+  if max(image_hw[0], label_hw[0]) > th or max(image_hw[1], label_hw[1]) > tw:
+    big = label_hw if label_hw[0] > th or label_hw[1] > tw else image_hw
+    raise ValueError(f'an evaluation image of {big[0]}x{big[1]} does not fit '
+                     f'config.data.eval_size {th}x{tw}; raise it to at least the largest image')
+  canvas_h = image_hw[0] if resize_hw else th
+  canvas_w = image_hw[1] if resize_hw else tw
+  out_image = np.zeros((canvas_h, canvas_w, 3), np.uint8)
   out_label = np.full((th, tw), ignore_label, np.uint8)
-  out_image[:h, :w] = image
-  out_label[:h, :w] = label
-  return {'image': out_image, 'label': out_label, 'size': np.array([h, w], np.int32)}
+  out_image[:image_hw[0], :image_hw[1]] = image
+  out_label[:label_hw[0], :label_hw[1]] = label
+  return {'image': out_image, 'label': out_label, 'image_hw': np.array(image_hw, np.int32),
+          'size': np.array(label_hw, np.int32)}
 
 
 def flip_swap_table(pairs: Sequence[tuple[int, int]]) -> np.ndarray | None:

@@ -164,6 +164,7 @@ class HeatmapTask(Task):
 
   flip_pairs: Sequence[tuple[int, int]] = ()
   num_points: int = 0
+  decode_first_inner: int = 2  # the first heatmap index that gets the quarter-pixel step
 
   def __init__(self, config: Any):
     super().__init__(config)
@@ -190,7 +191,8 @@ class HeatmapTask(Task):
 
   def eval_outputs(self, apply_fn: ApplyFn, images: Array, batch: dict[str, Array]) -> dict:
     """Decoded coordinates (heatmap pixels), peak scores, and the crop to map them back."""
-    coords, scores = hm.decode_heatmaps(self.heatmaps(apply_fn, images))
+    coords, scores = hm.decode_heatmaps(self.heatmaps(apply_fn, images),
+                                        self.decode_first_inner)
     return {'coords': coords, 'scores': scores, 'center': batch['center'],
             'scale': batch['scale']}
 

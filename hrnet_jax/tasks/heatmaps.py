@@ -41,11 +41,12 @@ def flip_test_heatmaps(apply_fn: Callable, images: Array, flip_perm: Sequence[in
   return 0.5 * (plain + flip_back(mirrored, flip_perm, shift))
 
 
-def decode_heatmaps(heatmaps: Array) -> tuple[Array, Array]:
+def decode_heatmaps(heatmaps: Array, first_inner: int = 2) -> tuple[Array, Array]:
   """(B, H, W, K) -> coordinates (B, K, 2) in heatmap pixels (x, y) and scores (B, K).
 
   Argmax (the first maximum wins); coordinates are zeroed where the maximum is <= 0; then a
-  quarter-pixel step towards the higher neighbour on each axis when 1 < x < W-1 and 1 < y < H-1.
+  quarter-pixel step towards the higher neighbour on each axis when first_inner <= x < W-1 and
+  likewise for y (2 in the official pose code, 1 in the official face code).
   """
   b, h, w, k = heatmaps.shape
   flat = heatmaps.reshape(b, h * w, k)
@@ -55,7 +56,7 @@ def decode_heatmaps(heatmaps: Array) -> tuple[Array, Array]:
   positive = scores > 0
   x, y = jnp.where(positive, x, 0.0), jnp.where(positive, y, 0.0)
   px, py = x.astype(jnp.int32), y.astype(jnp.int32)
-  inner = (px > 1) & (px < w - 1) & (py > 1) & (py < h - 1)
+  inner = (px >= first_inner) & (px < w - 1) & (py >= first_inner) & (py < h - 1)
   maps = jnp.moveaxis(heatmaps, 3, 1)  # (B, K, H, W)
 
   def at(yy, xx):

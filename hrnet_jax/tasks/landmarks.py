@@ -33,10 +33,14 @@ def random_face_crop(sample: dict, rng: np.random.Generator, *, input_wh: Sequen
                      heatmap_wh: Sequence[int], sigma: float,
                      flip_pairs: Sequence[tuple[int, int]], scale_factor: float = 0.25,
                      rotation_factor: float = 30.0, rotation_prob: float = 0.6,
-                     flip: bool = True) -> dict:
+                     flip: bool = True, convention: str = 'exact') -> dict:
   """Training crop of one face, as the official face release draws it: scale x U(1 - f, 1 + f),
   rotation U(-r, r) with probability `rotation_prob`, flip (p 0.5) with landmark swaps; one
-  bilinear warp; Gaussian targets (weight 0 where a landmark's window leaves the heatmap)."""
+  bilinear warp; Gaussian targets (weight 0 where a landmark's window leaves the heatmap).
+
+  convention 'official' keeps the official face code's rules: a target sits at the truncated
+  heatmap coordinate, and a flip maps x to width - x (the mirrored image: width - 1 - x)."""
+  official = _check_convention(convention)
   image = sample['image']
   points = sample['landmarks'].astype(np.float64)
   center = sample['center'].astype(np.float64)
@@ -47,23 +51,103 @@ def random_face_crop(sample: dict, rng: np.random.Generator, *, input_wh: Sequen
   width = image.shape[1]
   flip_width = None
   if flip and rng.random() <= 0.5:
-    points, _ = keypoints.flip_joints(points, ones, width, flip_pairs)
-    center = np.array([width - 1 - center[0], center[1]])
+    mirror = width + 1 if official else width  # points and centre go to mirror - 1 - x
+    points, _ = keypoints.flip_joints(points, ones, mirror, flip_pairs)
+    center = np.array([mirror - 1 - center[0], center[1]])
     flip_width = width
   m = keypoints.crop_matrix(center, scale, rotation, input_wh, flip_width=flip_width)
   crop = cv2.warpAffine(image, m, tuple(int(v) for v in input_wh), flags=cv2.INTER_LINEAR)
   # `points` are already mirrored, so they take the crop part of the warp alone.
   points = keypoints.apply_affine(points, keypoints.crop_matrix(center, scale, rotation,
                                                                 input_wh))
-  target, weight = keypoints.gaussian_targets(points, ones, input_wh, heatmap_wh, sigma)
+  target, weight = keypoints.gaussian_targets(points, ones, input_wh, heatmap_wh, sigma,
+                                              rounding=0.0 if official else 0.5)
   return {'image': crop, 'target': target, 'target_weight': weight}
 
 
-def face_eval_crop(sample: dict, *, input_wh: Sequence[int]) -> dict:
+def face_eval_crop(sample: dict, *, input_wh: Sequence[int], convention: str = 'exact') -> dict:
   """The crop at the annotated face (no augmentation) and what decoding needs to map back."""
+  if _check_convention(convention):
+    crop = official_face_crop(sample['image'], sample['center'], float(sample['scale'][0]),
+                              input_wh)
+    return {'image': crop, 'center': np.asarray(sample['center'], np.float32),
+            'scale': np.asarray(sample['scale'], np.float32)}
   out = keypoints.eval_crop(sample, input_wh=input_wh)
   del out['box_score']
   return out
+
+
+CONVENTIONS = ('official', 'exact')
+
+
+def _check_convention(convention: str) -> bool:
+  if convention not in CONVENTIONS:
+    raise ValueError(f'config.data.convention must be one of {CONVENTIONS}, got {convention!r}')
+  return convention == 'official'
+
+
+def _official_to_crop(q, center, side, out):
+  """The official face code's inverse crop transform: crop (or heatmap) coordinate q -> image,
+  for a crop of `out` pixels spanning `side` image pixels around `center`."""
+  return (np.asarray(q, np.float64) - 0.5 * out) * (side / out) + np.asarray(center, np.float64)
+
+
+def _bytescale(image: np.ndarray) -> np.ndarray:
+  """What the official code's image resizing does to a float image first: its value range
+  stretched to 0..255 (min -> 0, max -> 255), rounded to uint8."""
+  lo, hi = float(image.min()), float(image.max())
+  scale = 255.0 / ((hi - lo) or 1.0)
+  return (np.clip((image.astype(np.float64) - lo) * scale, 0, 255) + 0.5).astype(np.uint8)
+
+
+def _pil_bilinear(image: np.ndarray, size_wh: Sequence[int]) -> np.ndarray:
+  from PIL import Image
+  return np.asarray(Image.fromarray(_bytescale(image)).resize(
+      (int(size_wh[0]), int(size_wh[1])), Image.BILINEAR))
+
+
+def official_face_crop(image: np.ndarray, center: Sequence[float], scale: float,
+                       input_wh: Sequence[int]) -> np.ndarray:
+  """The official face evaluation crop, rule for rule: when the crop spans >= 2x the input, the
+  image is first shrunk by that factor; the crop box is [ul, br) with corners from the inverse
+  transform of pixels -1 and out - 1, truncated, plus 1; outside the image is 0; the box is
+  resized to the input by PIL's bilinear filter after the official range stretch (_bytescale).
+  """
+  out_w, out_h = int(input_wh[0]), int(input_wh[1])
+  img = np.asarray(image, np.float32)
+  center = np.asarray(center, np.float64)
+  ht, wd = img.shape[:2]
+  sf = scale * keypoints.PIXEL_STD / out_w
+  if sf >= 2:
+    new_ht, new_wd = int(np.floor(ht / sf)), int(np.floor(wd / sf))
+    if max(new_ht, new_wd) < 2:
+      return np.zeros((out_h, out_w, 3), np.uint8)
+    img = _pil_bilinear(img, (new_wd, new_ht)).astype(np.float32)
+    center, scale = center / sf, scale / sf
+  side = scale * keypoints.PIXEL_STD
+  corner = lambda q: np.trunc(_official_to_crop(q, center, side, np.array([out_w, out_h]))
+                              ).astype(int) + 1
+  ul, br = corner([-1.0, -1.0]), corner([out_w - 1.0, out_h - 1.0])
+  box = np.zeros((br[1] - ul[1], br[0] - ul[0], 3), np.float32)
+  x0, x1 = max(0, ul[0]), min(img.shape[1], br[0])
+  y0, y1 = max(0, ul[1]), min(img.shape[0], br[1])
+  if x1 > x0 and y1 > y0:
+    box[y0 - ul[1]:y1 - ul[1], x0 - ul[0]:x1 - ul[0]] = img[y0:y1, x0:x1]
+  return _pil_bilinear(box, (out_w, out_h))
+
+
+def face_points_to_image(outputs: dict, heatmap_wh: Sequence[int],
+                         convention: str = 'exact') -> np.ndarray:
+  """Decoded heatmap coordinates -> image pixels. 'exact': the exact inverse of the crop.
+  'official': as the official face code, half a heatmap pixel added, the inverse transform
+  applied, the result truncated to an integer and 1 added (a map without a positive maximum
+  sits at its 1-based 0, i.e. -1)."""
+  if not _check_convention(convention):
+    return keypoints.decoded_to_image(outputs, heatmap_wh)
+  coords = np.asarray(outputs['coords'], np.float64)
+  coords = np.where(np.asarray(outputs['scores'])[..., None] > 0, coords, -1.0)
+  shifted = dict(outputs, coords=coords + 0.5)
+  return np.trunc(keypoints.decoded_to_image(shifted, heatmap_wh)) + 1.0
 
 
 # --- Metric -----------------------------------------------------------------------------------
@@ -101,15 +185,16 @@ class NMEMetric(Metric):
   """NME over a split (and its named subsets), matched to the truth by sample index. Values are
   fractions (0.046 = 4.6%), as the official release computes them; reports print percent."""
 
-  def __init__(self, source: Any, heatmap_wh: Sequence[int]):
+  def __init__(self, source: Any, heatmap_wh: Sequence[int], convention: str = 'exact'):
     self.source = source
     self.heatmap_wh = tuple(heatmap_wh)
+    self.convention = convention
     self.pred = np.zeros((len(source), source.dataset.num_landmarks, 2))
     self.seen = np.zeros(len(source), bool)
     self._result = None
 
   def update(self, outputs: dict) -> None:
-    xy = keypoints.decoded_to_image(outputs, self.heatmap_wh)
+    xy = face_points_to_image(outputs, self.heatmap_wh, self.convention)
     for i, (index, valid) in enumerate(zip(np.asarray(outputs['index']),
                                            np.asarray(outputs['valid']))):
       if valid:
@@ -175,24 +260,29 @@ class Landmarks(HeatmapTask):
     self.dataset = reader.LAYOUT
     self.flip_pairs = self.dataset.flip_pairs
     self.num_points = self.num_landmarks = self.dataset.num_landmarks
+    self.convention = config.data.convention
+    _check_convention(self.convention)
+    self.decode_first_inner = 1 if self.convention == 'official' else 2
 
   def train_transform(self) -> Callable:
     d = self.config.data
     return functools.partial(
         random_face_crop, input_wh=self.input_wh, heatmap_wh=self.heatmap_wh, sigma=d.sigma,
         flip_pairs=self.dataset.flip_pairs, scale_factor=d.scale_factor,
-        rotation_factor=d.rotation_factor, rotation_prob=d.rotation_prob, flip=d.flip)
+        rotation_factor=d.rotation_factor, rotation_prob=d.rotation_prob, flip=d.flip,
+        convention=self.convention)
 
   def eval_transform(self) -> Callable:
-    return functools.partial(face_eval_crop, input_wh=self.input_wh)
+    return functools.partial(face_eval_crop, input_wh=self.input_wh, convention=self.convention)
 
   def protocol(self) -> str:
     norm = 'box size' if self.dataset.norm is None else 'inter-ocular distance'
     return (f'{self.input_wh[0]}x{self.input_wh[1]} crops at the annotated face (x1.25), flip '
-            f'test {bool(self.config.eval.flip)}, NME by {norm}')
+            f'test {bool(self.config.eval.flip)}, NME by {norm}, {self.convention} '
+            'coordinate convention')
 
   def new_metric(self, source: sources.Source) -> NMEMetric:
-    return NMEMetric(source, self.heatmap_wh)
+    return NMEMetric(source, self.heatmap_wh, self.convention)
 
   # --- predict.py hooks ---
 
@@ -216,7 +306,7 @@ class Landmarks(HeatmapTask):
 
   def prediction(self, samples: list[dict], outputs: dict) -> dict:
     """{'faces': [{'landmarks': [[x, y], ...] in image pixels, 'scores': heatmap peaks}]}."""
-    xy = keypoints.decoded_to_image(outputs, self.heatmap_wh)
+    xy = face_points_to_image(outputs, self.heatmap_wh, self.convention)
     scores = np.asarray(outputs['scores'])
     return {'dataset': self.dataset.name,
             'faces': [{'landmarks': [[float(a), float(b)] for a, b in xy[i]],

@@ -7,7 +7,6 @@ below it are pure and tested on their own.
 from __future__ import annotations
 
 import functools
-import math
 import pathlib
 from typing import Any, Callable, Sequence
 
@@ -19,6 +18,7 @@ import numpy as np
 from hrnet_jax.data import sources, transforms
 from hrnet_jax.models import zoo
 from hrnet_jax.models.layers import resize_bilinear
+from hrnet_jax.tasks import segmentation_inference as inference
 from hrnet_jax.tasks.base import Metric, Task, at_least_float32
 
 Array = jax.Array
@@ -51,9 +51,22 @@ def cross_entropy(logits: Array, labels: Array, class_weights: Sequence[float] |
 
 def ohem_cross_entropy(logits: Array, labels: Array, class_weights: Sequence[float] | None = None,
                        thresh: float = 0.9, min_kept: int = 131072,
-                       ignore_label: int = 255) -> Array:
+                       ignore_label: int = 255, group: int = 0) -> Array:
   """Online hard example mining: average the weighted loss over pixels whose true-class
-  probability is below max(thresh, the min_kept-th smallest probability)."""
+  probability is below max(thresh, the min_kept-th smallest probability).
+
+  `group` > 0 applies the rule to each run of `group` images and averages the groups' losses:
+  the official code mines per GPU (3 images each in its 4-GPU recipes), so a step keeps at least
+  min_kept pixels per group, not per batch. 0: one group, the whole batch."""
+  n = logits.shape[0]
+  if group and group != n:
+    if n % group:
+      raise ValueError(f'config.loss.ohem_group {group} must divide the batch of {n} images '
+                       '(per gradient-accumulation micro-batch)')
+    split = lambda a: a.reshape((n // group, group) + a.shape[1:])
+    per_group = jax.vmap(lambda lg, lb: ohem_cross_entropy(lg, lb, class_weights, thresh,
+                                                          min_kept, ignore_label))
+    return jnp.mean(per_group(split(logits), split(labels)))
   loss, prob, valid, _ = _pixel_nll(logits, labels, class_weights, ignore_label)
   n = jnp.sum(valid)
   ranked = jnp.sort(jnp.where(valid, prob, jnp.inf).ravel())
@@ -112,69 +125,8 @@ def format_scores(scores: dict[str, Any], class_names: Sequence[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# Inference: flip, multi-scale, sliding window
+# Drawing
 # ------------------------------------------------------------------------------------------------
-
-
-def window_starts(size: int, crop: int, stride: int) -> list[int]:
-  """Start offsets of windows of length `crop` with `stride`, the last clamped to end at `size`,
-  so every position is covered (size >= crop)."""
-  count = max(1, math.ceil((size - crop) / stride) + 1)
-  return sorted({min(i * stride, size - crop) for i in range(count)})
-
-
-def _forward_full(forward: Callable, x: Array, flip: bool, align_corners: bool) -> Array:
-  logits = upsample_logits(forward(x).astype(jnp.float32), x.shape[1:3], align_corners)
-  if flip:
-    flipped = forward(x[:, :, ::-1]).astype(jnp.float32)
-    logits = 0.5 * (logits + upsample_logits(flipped, x.shape[1:3], align_corners)[:, :, ::-1])
-  return logits
-
-
-def _forward_sliding(forward: Callable, x: Array, crop_hw: Sequence[int], flip: bool,
-                     align_corners: bool, stride_rate: float) -> Array:
-  """Windows of the crop size (the image zero-padded at the bottom-right if smaller), averaged
-  where they overlap."""
-  n, h, w, _ = x.shape
-  ch, cw = crop_hw
-  ph, pw = max(h, ch), max(w, cw)
-  if (ph, pw) != (h, w):
-    x = jnp.pad(x, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)))
-  total, count = None, np.zeros((ph, pw), np.float32)
-  for y0 in window_starts(ph, ch, math.ceil(ch * stride_rate)):
-    for x0 in window_starts(pw, cw, math.ceil(cw * stride_rate)):
-      logits = _forward_full(forward, x[:, y0:y0 + ch, x0:x0 + cw], flip, align_corners)
-      if total is None:
-        total = jnp.zeros((n, ph, pw, logits.shape[-1]), jnp.float32)
-      total = total.at[:, y0:y0 + ch, x0:x0 + cw].add(logits)
-      count[y0:y0 + ch, x0:x0 + cw] += 1
-  return (total / jnp.asarray(count)[None, :, :, None])[:, :h, :w]
-
-
-def infer_logits(forward: Callable[[Array], Array], x: Array, *, scales: Sequence[float] = (1.0,),
-                 flip: bool = False, crop_hw: Sequence[int] | None = None,
-                 sliding: str = 'auto', align_corners: bool = False,
-                 stride_rate: float = 2 / 3) -> Array:
-  """Logits at the input size, averaged over scales (and flips).
-
-  `forward` maps a normalized NHWC batch to logits at any resolution. `sliding`: 'auto' runs a
-  sliding window of `crop_hw` for scales above 1 (the official protocol), 'always', or 'never'.
-  Traced under jit: the loops unroll into one program per input shape.
-  """
-  if sliding not in ('auto', 'always', 'never'):
-    raise ValueError(f"sliding must be 'auto', 'always' or 'never', got {sliding!r}")
-  h, w = x.shape[1:3]
-  total = 0.0
-  for s in scales:
-    size = (int(h * s + 0.5), int(w * s + 0.5))
-    xs = x if size == (h, w) else resize_bilinear(x, size, align_corners=align_corners)
-    slide = crop_hw is not None and (sliding == 'always' or (sliding == 'auto' and s > 1.0))
-    if slide:
-      logits = _forward_sliding(forward, xs, crop_hw, flip, align_corners, stride_rate)
-    else:
-      logits = _forward_full(forward, xs, flip, align_corners)
-    total = total + upsample_logits(logits, (h, w), align_corners)
-  return total / len(scales)
 
 
 def colorize(pred: np.ndarray, palette: np.ndarray, ignore_label: int = 255) -> np.ndarray:
@@ -203,11 +155,6 @@ def default_palette(num_classes: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 
 
-def _identity(sample: dict) -> dict:
-  return {'image': sample['image'], 'label': sample['label'],
-          'size': np.array(sample['label'].shape, np.int32)}
-
-
 class Segmentation(Task):
   """What the trainer and evaluator need from segmentation; reads config.model/data/loss/eval."""
   task_name = 'segmentation'
@@ -221,6 +168,9 @@ class Segmentation(Task):
     self.palette = (reader.PALETTE if reader.PALETTE is not None
                     else default_palette(self.num_classes))
     self.flip_swap = transforms.flip_swap_table(reader.FLIP_PAIRS)
+    # Output channels of a mirrored prediction, left/right classes swapped back.
+    self.flip_perm = (None if self.flip_swap is None
+                      else np.asarray(self.flip_swap[:self.num_classes], np.int32))
     self.ignore_label = 255
     self.align_corners = bool(
         zoo.model_config(config.model.arch, **self.model_kwargs)['align_corners'])
@@ -231,15 +181,16 @@ class Segmentation(Task):
   def train_transform(self) -> Callable:
     d = self.config.data
     return functools.partial(transforms.random_scale_crop_flip, crop_hw=tuple(d.crop_size),
-                             scale_range=tuple(d.scale_range), flip=d.flip,
-                             flip_swap=self.flip_swap, ignore_label=self.ignore_label)
+                             scale_range=tuple(d.scale_range), scale_step=float(d.scale_step),
+                             base_size=int(d.base_size), resize_hw=tuple(d.train_resize) or None,
+                             flip=d.flip, flip_swap=self.flip_swap,
+                             ignore_label=self.ignore_label)
 
   def eval_transform(self) -> Callable:
-    size = self.config.data.get('eval_size')
-    if size:
-      return functools.partial(transforms.fit_and_pad, size_hw=tuple(size),
-                               ignore_label=self.ignore_label)
-    return _identity
+    return functools.partial(transforms.segmentation_eval_sample,
+                             canvas_hw=tuple(self.config.data.eval_size) or None,
+                             resize_hw=tuple(self.config.eval.resize) or None,
+                             ignore_label=self.ignore_label)
 
   def loss(self, outputs: Any, batch: dict) -> tuple[Array, dict]:
     """Weighted CE (or OHEM) on logits upsampled to the label size; OCR adds the aux loss."""
@@ -256,24 +207,37 @@ class Segmentation(Task):
     logits = up(at_least_float32(logits))
     if c.ohem:
       main = ohem_cross_entropy(logits, labels, weights, c.ohem_thresh, c.ohem_min_kept,
-                                self.ignore_label)
+                                self.ignore_label, group=int(c.ohem_group))
     else:
       main = cross_entropy(logits, labels, weights, self.ignore_label)
     if aux is None:
       return main, {}
     return main + c.aux_weight * aux, {'loss_main': main, 'loss_aux': aux}
 
-  def logits(self, apply_fn: Callable, images: Array) -> Array:
-    """The eval protocol from config.eval on a normalized batch: logits at the input size."""
-    e = self.config.eval
-    main_output = lambda x: _main(apply_fn(x))
-    return infer_logits(main_output, images, scales=tuple(e.scales), flip=e.flip,
-                        crop_hw=tuple(e.get('crop_size') or self.config.data.crop_size),
-                        sliding=e.sliding, align_corners=self.align_corners)
+  def scores(self, apply_fn: Callable, images: Array, batch: dict) -> Array:
+    """The eval protocol of config.eval on a normalized batch: per-class scores (summed exp of
+    logits) at the label canvas."""
+    e, d = self.config.eval, self.config.data
+    forward = lambda x: _main(apply_fn(x))
+    common = dict(scales=tuple(e.scales), base_size=int(e.base_size), flip=bool(e.flip),
+                  flip_perm=self.flip_perm, crop_hw=tuple(e.crop_size or d.crop_size),
+                  stride_rate=float(e.stride_rate), align_corners=self.align_corners)
+    if e.windows == 'clamp':
+      scores = inference.infer_clamped(forward, images, sliding=e.sliding, **common)
+    elif e.windows == 'pad':
+      pad_value = [-m / s for m, s in zip(d.mean, d.std)]  # black, normalized
+      scores = inference.infer_padded(forward, images, batch['image_hw'], pad_value=pad_value,
+                                      **common)
+    else:
+      raise ValueError(f"config.eval.windows must be 'clamp' or 'pad', got {e.windows!r}")
+    if e.resize:  # the image was stretched: each prediction back to its label's own size
+      scores = inference.resize_region(scores, batch['label'].shape[1:3], batch['image_hw'],
+                                       batch['size'], self.align_corners)
+    return scores
 
   def eval_outputs(self, apply_fn: Callable, images: Array, batch: dict) -> dict:
     """Per batch, inside jit: the confusion matrix (and the predictions when they are kept)."""
-    pred = jnp.argmax(self.logits(apply_fn, images), axis=-1)
+    pred = jnp.argmax(self.scores(apply_fn, images, batch), axis=-1)
     out = {'confusion': confusion_matrix(pred, batch['label'], self.num_classes,
                                          self.ignore_label)}
     if self.config.eval.get('save_predictions', 0):
@@ -282,7 +246,12 @@ class Segmentation(Task):
 
   def protocol(self) -> str:
     e = self.config.eval
-    return f'scales {tuple(e.scales)}, flip {bool(e.flip)}, sliding {e.sliding}'
+    size = f', images stretched to {tuple(e.resize)}' if e.resize else ''
+    base = f'long side {e.base_size} x scale' if e.base_size else 'image size x scale'
+    rule = (f'sliding {e.sliding}' if e.windows == 'clamp'
+            else f'padded windows of {tuple(e.crop_size)} at stride {e.stride_rate:.3g}')
+    return (f'scales {tuple(e.scales)} ({base}{size}), flip {bool(e.flip)}, {e.windows} rule: '
+            f'{rule}')
 
   def new_metric(self, source: sources.Source) -> 'ConfusionMetric':
     return ConfusionMetric(self.num_classes, self.class_names)
