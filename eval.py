@@ -28,8 +28,7 @@ flags.mark_flags_as_required(['config', 'checkpoint'])
 
 def main(argv):
   del argv
-  from hrnet_jax.train.parallel import initialize_distributed
-  initialize_distributed(flags.FLAGS.config)  # before anything asks JAX for devices
+  cli.start_runtime(flags.FLAGS.config)  # before anything asks JAX for devices
   from hrnet_jax.evaluate_checkpoint import run
   f = flags.FLAGS
   run(f.config, f.checkpoint, split=f.split, flip=f.flip, multi_scale=f.multi_scale,

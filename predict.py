@@ -30,6 +30,7 @@ def main(argv):
   images = argv[1:]
   if not images:
     raise app.UsageError('give one or more image files after the flags')
+  cli.start_runtime(flags.FLAGS.config)
   from hrnet_jax.predict import run
   f = flags.FLAGS
   outcome = run(f.config, f.checkpoint, images, f.out, boxes_path=f.boxes)

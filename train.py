@@ -14,8 +14,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 def main(argv):
   del argv
-  from hrnet_jax.train.parallel import initialize_distributed
-  initialize_distributed(flags.FLAGS.config)  # before anything asks JAX for devices
+  cli.start_runtime(flags.FLAGS.config)  # before anything asks JAX for devices
   from hrnet_jax.train.loop import train_and_evaluate
   train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 

@@ -1,6 +1,6 @@
 """JAX against PyTorch on the same model with the same weights, measured side by side.
 
-  python benchmarks/vs_pytorch.py [--cases pose_w32 seg_w18 seg_w48 cls_w18] [--batch 2]
+  python benchmarks/vs_pytorch.py [--cases pose_w32 seg_w18 seg_w48 cls_w18] [--batch 2 8]
                                   [--steps 3] [--dtype auto|float32|bfloat16] [--json bench.json]
 
 For every case the PyTorch model is the official-layout reference (`hrnet_jax.convert.torch_hrnet`)
@@ -94,14 +94,14 @@ def summary(times: list[float]) -> dict[str, float]:
   return {'median_s': statistics.median(times), 'min_s': min(times), 'reps': len(times)}
 
 
-def matmul_peak(n: int, reps: int, torch_device: str) -> dict[str, float]:
-  """GFLOP/s of an n x n float32 matmul in each framework (best of `reps`, alternating)."""
+def matmul_peak(n: int, reps: int, torch_device: str, dtype: str = 'float32') -> dict[str, float]:
+  """GFLOP/s of an n x n matmul in `dtype` in each framework (best of `reps`, alternating)."""
   import torch
   a = np.random.default_rng(0).standard_normal((n, n), np.float32)
-  ja = jnp.asarray(a)
+  ja = jnp.asarray(a, dtype)
   mm = jax.jit(lambda x: x @ x)
   mm(ja).block_until_ready()
-  ta = torch.from_numpy(a).to(torch_device)
+  ta = torch.from_numpy(a).to(torch_device).to(getattr(torch, dtype))
 
   def torch_mm():
     ta @ ta
@@ -111,8 +111,63 @@ def matmul_peak(n: int, reps: int, torch_device: str) -> dict[str, float]:
   torch_mm()
   t = alternate({'jax': lambda: mm(ja).block_until_ready(), 'torch': torch_mm}, reps)
   flop = 2.0 * n**3
-  return {'n': n, 'jax_gflops': flop / min(t['jax']) / 1e9,
+  return {'n': n, 'dtype': dtype, 'jax_gflops': flop / min(t['jax']) / 1e9,
           'torch_gflops': flop / min(t['torch']) / 1e9}
+
+
+# Dense bf16 tensor-core peaks (TFLOP/s, vendor data sheets) for MFU; other GPUs use the best
+# measured bf16 matmul of the run instead (the JSON says which).
+GPU_BF16_PEAK_TFLOPS = {'H200': 989.4, 'H100': 989.4, 'A100': 312.0, 'L40S': 362.1, 'L4': 121.0,
+                        'A10': 125.0, 'RTX 4090': 165.2, 'RTX 3090': 71.0, 'V100': 125.0}
+
+# benchmarks/gpu_check.sh: (case, size for training and inference, batch) as the issue set them.
+GPU_CHECK = (('seg_w48', (512, 1024), 8), ('pose_w32', (256, 192), 64), ('cls_w18', (224, 224), 128))
+# --dry-run: the same cases, tiny, to test the whole path on a CPU.
+DRY_RUN = dict(overrides=(('width', 4), ('num_modules', (1, 1, 1)), ('num_blocks', 1),
+                          ('stage1_blocks', 1)), size=(64, 64), batch=2, steps=1)
+
+
+def device_peak_gflops(peak: dict) -> tuple[float, str]:
+  """(GFLOP/s, where it comes from): the data-sheet bf16 peak of a known GPU, else the best
+  matmul measured in this run."""
+  name = str(jax.devices()[0].device_kind)
+  for key, tflops in GPU_BF16_PEAK_TFLOPS.items():
+    if key.lower() in name.lower():
+      return tflops * 1e3, f'{name} data sheet'
+  return max(peak['jax_gflops'], peak['torch_gflops']), f'measured {peak["dtype"]} matmul'
+
+
+def gpu_check(dry_run: bool, json_path: str) -> dict:
+  """The fixed GPU comparison (benchmarks/gpu_check.sh): bf16 JAX against PyTorch AMP, both
+  layouts, training and inference, MFU against the device's bf16 peak."""
+  import torch
+  gpu = jax.default_backend() == 'gpu' and torch.cuda.is_available()
+  if not gpu and not dry_run:
+    raise SystemExit('gpu_check: no GPU visible to both JAX and PyTorch (use --dry-run on a CPU)')
+  info = machine()
+  print(f"{info['device']}; jax {info['jax']} ({info['backend']}), torch {info['torch']}",
+        flush=True)
+  results = {'machine': info, 'mode': 'dry-run' if dry_run else 'gpu', 'load_start': load()}
+  results['peak'] = matmul_peak(256 if dry_run else 8192, 3, 'cuda' if gpu else 'cpu', 'bfloat16')
+  peak, source = device_peak_gflops(results['peak'])
+  results['mfu_peak_gflops'], results['mfu_peak_source'] = peak, source
+  print(f"bf16 matmul: JAX {results['peak']['jax_gflops']:.0f}, PyTorch "
+        f"{results['peak']['torch_gflops']:.0f} GFLOP/s; MFU against {peak:.0f} GFLOP/s "
+        f'({source})', flush=True)
+  results['cases'] = []
+  for name, size, batch in GPU_CHECK:
+    case, steps = CASES[name], 10
+    if dry_run:
+      case = dataclasses.replace(case, overrides=DRY_RUN['overrides'])
+      size, batch, steps = DRY_RUN['size'], DRY_RUN['batch'], DRY_RUN['steps']
+    print(f'{name}: {size[0]}x{size[1]} batch {batch}, bfloat16', flush=True)
+    results['cases'].append(run_case(case, batch=batch, steps=steps, dtype='bfloat16', gpu=gpu,
+                                     train_hw=size, infer_hw=size,
+                                     log=functools.partial(print, flush=True)))
+    write_json(results, json_path)
+  print(table(results, peak_gflops=peak))
+  write_json(results, json_path)
+  return results
 
 
 def load() -> list[float]:
@@ -275,7 +330,8 @@ def run_case(case: Case, *, batch: int, steps: int, dtype: str, gpu: bool,
   device = 'cuda' if gpu else 'cpu'
   low = dtype == 'bfloat16'
   jdtype = jnp.bfloat16 if low else jnp.float32
-  autocast = (torch.autocast('cuda', dtype=torch.bfloat16) if low and gpu
+  # bf16: PyTorch autocast on either device (CPU autocast runs oneDNN's bf16 kernels).
+  autocast = (torch.autocast(device, dtype=torch.bfloat16) if low
               else torch.autocast('cpu', enabled=False))
   torch.manual_seed(0)
   kw = dict(case.overrides)
@@ -423,9 +479,10 @@ def machine() -> dict[str, Any]:
           'xla_flags': os.environ.get('XLA_FLAGS', '')}
 
 
-def table(results: dict) -> str:
-  """Markdown table: per case and phase, img/s and ms of each side, ratios, GFLOP/s, memory."""
-  peak = max(results['peak']['jax_gflops'], results['peak']['torch_gflops'])
+def table(results: dict, peak_gflops: float | None = None) -> str:
+  """Markdown table: per case and phase, img/s and ms of each side, ratios, GFLOP/s, memory.
+  "% peak" divides by `peak_gflops` (default: the run's best matmul)."""
+  peak = peak_gflops or max(results['peak']['jax_gflops'], results['peak']['torch_gflops'])
   rows = ['| case | phase | size | JAX img/s | PyTorch NCHW img/s | PyTorch CL img/s | '
           'JAX/PyTorch | JAX GFLOP/s (% peak) | PyTorch GFLOP/s (% peak) | JAX compile s | '
           'JAX MiB | PyTorch MiB | load |',
@@ -436,13 +493,18 @@ def table(results: dict) -> str:
       j, tb = p['jax'], p[p['torch_best']]
       hw = r[f'{phase}_hw']
       rows.append(
-          f"| {r['arch']} | {phase} | {hw[0]}x{hw[1]} b{r['batch']} | {j['img_per_s']:.2f} | "
+          f"| {r['arch']} | {phase} | {hw[0]}x{hw[1]} b{r['batch']} {_short(r['dtype'])} | "
+          f"{j['img_per_s']:.2f} | "
           f"{p['torch_nchw']['img_per_s']:.2f} | {p['torch_channels_last']['img_per_s']:.2f} | "
           f"**{p['ratio']:.2f}** | {j['gflops']:.1f} ({100 * j['gflops'] / peak:.0f}%) | "
           f"{tb['gflops']:.1f} ({100 * tb['gflops'] / peak:.0f}%) | {j['compile_s']:.1f} | "
           f"{j['step_peak_bytes'] / 2**20:.0f} | {tb['step_peak_bytes'] / 2**20:.0f} | "
           f"{r['load_after'][0]:.1f} |")
   return '\n'.join(rows)
+
+
+def _short(dtype: str) -> str:
+  return {'float32': 'f32', 'bfloat16': 'bf16'}.get(dtype, dtype)
 
 
 def parse_overrides(items: list[str]) -> tuple:
@@ -464,10 +526,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument('--cases', nargs='+', default=list(CASES),
                  help=f'any of {list(CASES)}, or another seg/pose/cls zoo arch with --train-size '
                  'and --infer-size')
-  p.add_argument('--batch', type=int, default=2)
+  p.add_argument('--batch', type=int, nargs='+', default=[2], help='one or more batch sizes')
   p.add_argument('--steps', type=int, default=3, help='timed repetitions per side')
-  p.add_argument('--dtype', default='auto', choices=('auto', 'float32', 'bfloat16'),
-                 help='auto: bfloat16 (JAX) vs bf16 autocast (PyTorch) on a GPU, else float32')
+  p.add_argument('--dtype', nargs='+', default=['auto'], choices=('auto', 'float32', 'bfloat16'),
+                 help='one or more; auto: bfloat16 (JAX) vs bf16 autocast (PyTorch) on a GPU, '
+                 'else float32')
   p.add_argument('--train-size', type=int, nargs=2, default=None,
                  help='h w of the training crop (default: the case\'s, smaller on CPU)')
   p.add_argument('--infer-size', type=int, nargs=2, default=None)
@@ -478,6 +541,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument('--override', action='append', default=[], metavar='KEY=VALUE',
                  help='zoo override for every case, e.g. width=4 num_modules=(1,1,1) (tests)')
   p.add_argument('--json', default='', help='write all figures to this file')
+  p.add_argument('--gpu-check', action='store_true',
+                 help='the fixed GPU comparison of benchmarks/gpu_check.sh (other options ignored)')
+  p.add_argument('--dry-run', action='store_true', help='with --gpu-check: tiny shapes, any device')
   return p.parse_args(argv)
 
 
@@ -485,12 +551,14 @@ def main(argv: list[str] | None = None) -> dict:
   a = parse(argv)
   import torch
   torch.set_num_threads(a.threads)
+  if a.gpu_check:
+    return gpu_check(a.dry_run, a.json)
   gpu = jax.default_backend() == 'gpu' and torch.cuda.is_available()
-  dtype = a.dtype if a.dtype != 'auto' else ('bfloat16' if gpu else 'float32')
+  dtypes = [d if d != 'auto' else ('bfloat16' if gpu else 'float32') for d in a.dtype]
   info = machine()
   print(f"{info['cpu']}, {info['cores']} cores; jax {info['jax']} ({info['backend']}), "
         f"torch {info['torch']} ({info['torch_threads']} threads); load {load()}", flush=True)
-  results = {'machine': info, 'args': vars(a), 'dtype': dtype, 'load_start': load()}
+  results = {'machine': info, 'args': vars(a), 'dtype': dtypes, 'load_start': load()}
   results['peak'] = matmul_peak(a.peak_n, 3, 'cuda' if gpu else 'cpu')
   print(f"float32 matmul {a.peak_n}: JAX {results['peak']['jax_gflops']:.1f} GFLOP/s, PyTorch "
         f"{results['peak']['torch_gflops']:.1f} GFLOP/s", flush=True)
@@ -501,13 +569,15 @@ def main(argv: list[str] | None = None) -> dict:
     full = gpu or a.full_size
     train_hw = tuple(a.train_size or (case.train_hw if full else case.cpu_train_hw))
     infer_hw = tuple(a.infer_size or (case.infer_hw if full else case.cpu_infer_hw))
-    print(f'{name}: train {train_hw[0]}x{train_hw[1]}, inference {infer_hw[0]}x{infer_hw[1]}, '
-          f'batch {a.batch}, {dtype} (load {load()})', flush=True)
-    results['cases'].append(run_case(case, batch=a.batch, steps=a.steps, dtype=dtype, gpu=gpu,
-                                     train_hw=train_hw, infer_hw=infer_hw,
-                                     log=functools.partial(print, flush=True)))
-    print('\n'.join(table(results).splitlines()[-2:]), flush=True)  # this case's rows
-    write_json(results, a.json)  # after every case: a long run keeps what it measured
+    for dtype in dtypes:
+      for batch in a.batch:
+        print(f'{name}: train {train_hw[0]}x{train_hw[1]}, inference {infer_hw[0]}x{infer_hw[1]}, '
+              f'batch {batch}, {dtype} (load {load()})', flush=True)
+        results['cases'].append(run_case(case, batch=batch, steps=a.steps, dtype=dtype, gpu=gpu,
+                                         train_hw=train_hw, infer_hw=infer_hw,
+                                         log=functools.partial(print, flush=True)))
+        print('\n'.join(table(results).splitlines()[-2:]), flush=True)  # this case's rows
+        write_json(results, a.json)  # after every case: a long run keeps what it measured
   if not a.no_pipeline:
     results['pipeline'] = pipeline_rates()
     print(f"input pipeline per worker: seg {results['pipeline']['seg_samples_per_s_per_worker']:.2f}"

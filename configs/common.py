@@ -71,6 +71,9 @@ def base_config(task: str, arch: str) -> ml_collections.ConfigDict:
   c.model.arch = arch
   c.model.overrides = model_overrides()
   c.model.remat = False  # recompute blocks in the backward pass: less memory, ~1.3x compute
+  # Runs of identical modules as one scanned body with stacked variables: compiles 2-5x faster.
+  # False: one module per copy (the layout of checkpoints saved before the scanned layout).
+  c.model.scan = True
 
   c.data = ml_collections.ConfigDict()
   c.data.name = ''
@@ -114,6 +117,10 @@ def base_config(task: str, arch: str) -> ml_collections.ConfigDict:
   c.checkpoint.keep_best = 1  # ... and the best by the task's metric
   c.checkpoint.async_save = True
   c.checkpoint.preemption_check_every = 10  # steps between multi-host SIGTERM agreements
+
+  # Persistent XLA compilation cache: 'auto' ($HRNET_JAX_CACHE/xla or ~/.cache/hrnet_jax/xla),
+  # a directory, or 'off'. A restart or resume then compiles nothing it compiled before.
+  c.compile_cache = 'auto'
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # devices on the data axis; -1 = all

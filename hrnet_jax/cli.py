@@ -73,6 +73,35 @@ def describe_override_error(argv: list[str], error: Exception) -> str:
   return f'--{bad[0]}: {spec} has no key config.{key}; {hint}'
 
 
+def enable_compile_cache(setting: str | None) -> str | None:
+  """Turns on JAX's persistent compilation cache, so that a restart, a resume or a second
+  evaluation reuses the programs compiled before. `setting`: 'auto' ($HRNET_JAX_CACHE/xla, by
+  default ~/.cache/hrnet_jax/xla), a directory, or 'off'. JAX_COMPILATION_CACHE_DIR, when set,
+  wins. Returns the directory in use (None: off)."""
+  import os
+
+  import jax
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    return os.environ['JAX_COMPILATION_CACHE_DIR']
+  setting = (setting or 'off').strip()
+  if setting.lower() in ('off', 'none', 'false', '0'):
+    return None
+  if setting == 'auto':
+    from hrnet_jax.data.synthetic import cache_dir
+    setting = str(cache_dir() / 'xla')
+  jax.config.update('jax_compilation_cache_dir', setting)
+  return setting
+
+
+def start_runtime(config: Any) -> None:
+  """What train.py, eval.py and predict.py do first: JAX's multi-process runtime when the job
+  has several processes (before anything asks for devices), and the compilation cache
+  (`config.compile_cache`)."""
+  from hrnet_jax.train.parallel import initialize_distributed
+  initialize_distributed(config)
+  enable_compile_cache(config.get('compile_cache', 'auto'))
+
+
 def run(main: Callable[[list[str]], Any]) -> None:
   """app.run(main): a UserError from the library, or a --config override that does not apply,
   ends the command with one `error:` line and exit status 2. Orbax's per-save INFO logs are off

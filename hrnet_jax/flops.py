@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
 
-from hrnet_jax.models import zoo
+from hrnet_jax.models import layers, zoo
 
 
 def _conv_macs(eqn) -> int:
@@ -40,12 +40,15 @@ def _count(jaxpr, include_matmul: bool) -> int:
   total = 0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
+    if name in ('jit', 'pjit') and eqn.params.get('name') == layers.interpolate_axis.__name__:
+      continue  # bilinear resampling as a matmul: not a layer in the papers' counts
     if name == 'conv_general_dilated':
       total += _conv_macs(eqn)
     elif name == 'dot_general' and include_matmul:
       total += _dot_macs(eqn)
+    repeats = eqn.params['length'] if name == 'scan' else 1  # a scanned group runs its body n times
     for sub in jex_core.jaxprs_in_params(eqn.params):
-      total += _count(sub, include_matmul)
+      total += repeats * _count(sub, include_matmul)
   return total
 
 

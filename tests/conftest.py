@@ -48,6 +48,13 @@ def fresh_step(config, total_steps: int = 10):
   return state, make_train_step(config, task, mesh, tx, schedule, shardings_of(state))
 
 
+@pytest.fixture
+def x64():
+  """float64 inside the test (equivalence checks below float32 noise)."""
+  with jax.enable_x64(True):
+    yield
+
+
 # --- Demo data, written once per session ---------------------------------------------------
 
 

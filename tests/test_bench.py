@@ -74,3 +74,38 @@ def test_alternate_interleaves():
   assert calls == ['a', 'b'] * 3
   assert [len(v) for v in t.values()] == [3, 3]
   assert np.all(np.array(t['a']) >= 0)
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run(tmp_path):
+  """benchmarks/gpu_check.sh --dry-run: the GPU check's whole path (the three cases, bf16 on
+  both sides, MFU, JSON) on tiny shapes on this CPU."""
+  import pathlib
+  import subprocess
+  import sys
+  root = pathlib.Path(__file__).resolve().parents[1]
+  out = tmp_path / 'gpu.json'
+  run = subprocess.run(['bash', str(root / 'benchmarks' / 'gpu_check.sh'), '--dry-run', '--out',
+                        str(out)], env={**__import__('os').environ, 'PYTHON': sys.executable},
+                       capture_output=True, text=True, timeout=900)
+  assert run.returncode == 0, run.stderr[-2000:]
+  r = json.loads(out.read_text())
+  assert r['mode'] == 'dry-run' and r['peak']['dtype'] == 'bfloat16'
+  assert r['mfu_peak_gflops'] == max(r['peak']['jax_gflops'], r['peak']['torch_gflops'])
+  assert [c['arch'] for c in r['cases']] == [name for name, _, _ in bench.GPU_CHECK]
+  for c in r['cases']:
+    assert c['dtype'] == 'bfloat16' and c['batch'] == 2 and c['train_hw'] == [64, 64]
+    # bf16 on both sides (JAX bf16 compute, PyTorch autocast): same model, bf16 rounding apart.
+    assert c['infer_max_rel_err'] < 0.05
+    assert c['train_first_loss']['jax'] == pytest.approx(c['train_first_loss']['torch'], rel=0.02)
+    for phase in ('infer', 'train'):
+      assert c[phase]['ratio'] > 0 and c[phase]['jax']['compile_s'] > 0
+  assert '| seg_w48 | train | 64x64 b2 bf16 |' in run.stdout
+
+
+def test_gpu_check_rejects_unknown_options():
+  import pathlib
+  import subprocess
+  script = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks' / 'gpu_check.sh'
+  run = subprocess.run(['bash', str(script), '--bogus'], capture_output=True, text=True)
+  assert run.returncode == 2 and 'usage: benchmarks/gpu_check.sh' in run.stderr

@@ -114,7 +114,7 @@ def test_unknown_override_keys_name_the_closest_ones():
       'mean config.model.overrides.width or config.model.overrides?')
   assert 'did you mean config.data.name' in say('--config.data.nme=x')
   top = say('--config.does_not_exist=1')
-  assert 'config holds: batch_size, checkpoint, data' in top
+  assert 'config holds: batch_size, checkpoint, compile_cache, data' in top
 
 
 @pytest.mark.slow
@@ -150,3 +150,21 @@ def test_demo_boundaries_fall_on_the_stated_steps(name, images, steps):
   s = optim.make_schedule(c.optimizer, c.total_steps, per_epoch)
   assert float(s(steps - 1)) == pytest.approx(c.optimizer.lr)
   assert float(s(steps)) == pytest.approx(c.optimizer.lr * c.optimizer.gamma)
+
+
+def test_compile_cache_setting(monkeypatch, tmp_path):
+  import jax
+  calls = []
+  monkeypatch.setattr(jax.config, 'update', lambda key, value: calls.append((key, value)))
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR', raising=False)
+  monkeypatch.setenv('HRNET_JAX_CACHE', str(tmp_path))
+  assert cli.enable_compile_cache('off') is None and calls == []
+  assert cli.enable_compile_cache('auto') == str(tmp_path / 'xla')
+  assert cli.enable_compile_cache(str(tmp_path / 'mine')) == str(tmp_path / 'mine')
+  assert calls == [('jax_compilation_cache_dir', str(tmp_path / 'xla')),
+                   ('jax_compilation_cache_dir', str(tmp_path / 'mine'))]
+  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', '/elsewhere')  # the user's own setting wins
+  assert cli.enable_compile_cache('auto') == '/elsewhere' and len(calls) == 2
+  for name in ('seg_cityscapes', 'pose_coco', 'cls_imagenet', 'face_300w'):
+    config = importlib.import_module(f'configs.{name}').get_config()
+    assert config.compile_cache == 'auto' and config.model.scan is True

@@ -15,8 +15,10 @@ F = torch.nn.functional
 @pytest.mark.parametrize('align_corners', [False, True])
 @pytest.mark.parametrize('src,dst', [((7, 9), (14, 18)), ((37, 53), (18, 26)), ((10, 12), (23, 31)),
                                      ((16, 24), (64, 96)), ((33, 20), (7, 41)), ((5, 6), (1, 1)),
-                                     ((1, 1), (4, 5))])
+                                     ((1, 1), (4, 5)), ((3, 600), (5, 257))])
 def test_bilinear_matches_torch(src, dst, align_corners):
+  # Axes up to MATMUL_RESIZE_MAX_IN long resize by interpolation matmuls, longer ones (600) by
+  # two-tap gathers: both forms are checked.
   x = np.random.default_rng(0).standard_normal((2, *src, 3), np.float32)
   got = layers.resize_bilinear(jnp.asarray(x), dst, align_corners)
   want = F.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), size=dst, mode='bilinear',

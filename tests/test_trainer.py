@@ -192,12 +192,6 @@ def test_workdir_errors_leave_nothing_behind(seg_root, tmp_path):
 # BatchNorm nearly cancels a weight gradient) far below any real difference.
 
 
-@pytest.fixture
-def x64():
-  with jax.enable_x64(True):
-    yield
-
-
 def plain_step(seg_root, remat=False, accum_steps=1):
   """(state, jitted step, batch) of the trainer in float64, SGD at lr 1 without momentum or
   decay (so the update is minus the gradient)."""
@@ -278,3 +272,29 @@ def test_commands_end_without_leaked_memory_or_orbax_warnings(seg_root, tmp_path
     assert 'leaked shared_memory' not in done.stderr, done.stderr[-2000:]
     assert 'Metadata file does not exist' not in done.stderr, done.stderr[-2000:]
   assert 'mIoU' in done.stdout
+
+
+@pytest.mark.slow
+def test_a_restart_compiles_nothing_it_compiled_before(seg_root, tmp_path):
+  """config.compile_cache='auto' (the default) keeps compiled programs in $HRNET_JAX_CACHE/xla:
+  a second run of the same recipe finds every program there and adds none; 'off' writes none."""
+  import pathlib
+  import subprocess
+  import sys
+  root = pathlib.Path(__file__).resolve().parents[1]
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  env.update(PYTHONPATH=str(root), HRNET_JAX_CACHE=str(tmp_path / 'cache'))
+  cache = tmp_path / 'cache' / 'xla'
+
+  def train(workdir, *extra):
+    done = subprocess.run([sys.executable, 'train.py', '--workdir', str(tmp_path / workdir),
+                           '--config', 'configs/seg_cityscapes.py:runlocal',
+                           f'--config.data.root={seg_root}', *extra],
+                          capture_output=True, text=True, cwd=root, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+
+  assert train('off', '--config.compile_cache=off') == []
+  first = train('a')
+  assert len(first) >= 2  # at least the train and eval steps
+  assert train('b') == first

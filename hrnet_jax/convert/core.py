@@ -125,14 +125,20 @@ def torch_to_flax(state_dict_or_path: Any, arch: str | None = None, *,
     if tuple(value.shape) != e.torch_shape:
       misshaped.append(f'{e.key}: expected {list(e.torch_shape)}, found {list(value.shape)}')
       continue
-    flat[e.flax_path] = e.to_flax(_to_numpy(value))
+    value = e.to_flax(_to_numpy(value))
+    if e.stack:  # one slice of a scanned group's stacked leaf
+      if e.flax_path not in flat:
+        flat[e.flax_path] = np.zeros(e.stack + e.flax_shape, value.dtype)
+      flat[e.flax_path][e.index] = value
+    else:
+      flat[e.flax_path] = value
   unexpected = []
   for key in tensors:
     if key not in expected:
       (report.ignored if _ignorable(task, key) else unexpected).append(key)
   if missing or misshaped or unexpected:
     raise ConversionError(_problems(arch, overrides, missing, unexpected, misshaped))
-  report.arch, report.overrides, report.converted = arch, dict(overrides), len(flat)
+  report.arch, report.overrides, report.converted = arch, dict(overrides), len(entries)
   return traverse_util.unflatten_dict(flat)
 
 
@@ -146,14 +152,16 @@ def flax_to_torch(variables: Mapping[str, Any], arch: str, **overrides: Any) -> 
   out = {}
   for e in entries:
     if e.flax_path not in flat:
-      missing.append(f"{'/'.join(e.flax_path)} {list(e.flax_shape)}")
+      if not e.index or not any(e.index):  # a stacked leaf is listed once
+        missing.append(f"{'/'.join(e.flax_path)} {list(e.stack + e.flax_shape)}")
       continue
     value = np.asarray(flat[e.flax_path])
-    if value.shape != e.flax_shape:
-      misshaped.append(f"{'/'.join(e.flax_path)}: expected {list(e.flax_shape)}, "
-                       f'found {list(value.shape)}')
+    if value.shape != e.stack + e.flax_shape:
+      if not any(m.startswith(f"{'/'.join(e.flax_path)}:") for m in misshaped):
+        misshaped.append(f"{'/'.join(e.flax_path)}: expected {list(e.stack + e.flax_shape)}, "
+                         f'found {list(value.shape)}')
       continue
-    out[e.key] = e.to_torch(value)
+    out[e.key] = e.to_torch(value[e.index])
     if nbt := mapping.num_batches_tracked_key(e):
       out[nbt] = np.zeros((), np.int64)
   unexpected = ['/'.join(p) for p in flat if p not in expected]

@@ -9,6 +9,10 @@ PyTorch key, up to the leaf name and layout:
 
 The top-level 'backbone'/'head' component is dropped (detection keeps mmdet's `backbone.` and
 `neck.` prefixes). Every BN also has `num_batches_tracked` in PyTorch.
+
+A scanned group (`stage3.0-3`, `branches.0.0-3`, see `hrnet_jax.models.backbone`) stacks its
+copies on leading axes, one axis per range in the path, outermost first: the official tensor
+`stage3.2.branches.0.1.conv1.weight` is slice [2, 1] of `stage3.0-3/branches.0.0-3/conv1/kernel`.
 """
 
 from __future__ import annotations
@@ -53,11 +57,14 @@ def _top_prefix(task: str, top: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-  """One tensor: its PyTorch key and shape, its Flax collection/path and shape."""
+  """One tensor: its PyTorch key and shape, its Flax collection/path and shape. In a scanned
+  group it is slice `index` of a Flax leaf of shape `stack + flax_shape`."""
   key: str
   torch_shape: tuple[int, ...]
   flax_path: tuple[str, ...]  # (collection, 'backbone'|'head', ..., leaf)
   flax_shape: tuple[int, ...]
+  index: tuple[int, ...] = ()
+  stack: tuple[int, ...] = ()
 
   def to_flax(self, array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(_transpose(array, to_torch=False))
@@ -78,6 +85,53 @@ def _freeze(overrides: Mapping[str, Any]) -> tuple:
   return tuple(sorted(overrides.items()))
 
 
+_STACKED = re.compile(r'^(.*)\.(\d+)-(\d+)$')
+
+
+def _unstacked(modules: list[str]) -> list[tuple[tuple[int, ...], list[str]]]:
+  """Every (index, official module names) a Flax module path stands for: one pair for a plain
+  path, the product of the ranges for a path through scanned groups."""
+  out = [((), [])]
+  for name in modules:
+    m = _STACKED.match(name)
+    if m is None:
+      out = [(index, names + [name]) for index, names in out]
+    else:
+      prefix, first, last = m.group(1), int(m.group(2)), int(m.group(3))
+      out = [(index + (k - first,), names + [f'{prefix}.{k}'])
+             for index, names in out for k in range(first, last + 1)]
+  return out
+
+
+def restack(source: Mapping[tuple[str, ...], Any], target: Mapping[tuple[str, ...], Any]
+            ) -> dict[tuple[str, ...], Any]:
+  """`source` (flat {path: array}) in the layout of `target` (flat {path: shape-bearing leaf}):
+  per-module variables stacked into scanned groups, or groups split into modules, by name alone
+  (so it works on any subtree, e.g. a backbone moving between tasks). Paths that cannot be
+  matched are left to the caller's checks: returns what it could place, plus the source paths
+  that already fit."""
+  def expanded(path):
+    *modules, leaf = path
+    return [(index, tuple(names) + (leaf,)) for index, names in _unstacked(list(modules))]
+
+  where = {}  # an official-form path -> (source path, index in its stacked leaf)
+  for path in source:
+    for index, plain in expanded(path):
+      where[plain] = (path, index)
+  out = {}
+  for path, leaf in target.items():
+    if path in source:
+      out[path] = source[path]
+      continue
+    parts = expanded(path)
+    if not all(plain in where for _, plain in parts):
+      continue
+    pieces = [np.asarray(source[where[plain][0]])[where[plain][1]] for _, plain in parts]
+    stack = tuple(leaf.shape[:len(parts[0][0])])
+    out[path] = np.stack(pieces).reshape(stack + pieces[0].shape) if stack else pieces[0]
+  return out
+
+
 @functools.lru_cache(maxsize=64)
 def _layout(arch: str, frozen_overrides: tuple) -> tuple[Entry, ...]:
   task, _ = zoo.split_arch(arch)
@@ -85,10 +139,11 @@ def _layout(arch: str, frozen_overrides: tuple) -> tuple[Entry, ...]:
   entries = []
   for path, leaf in traverse_util.flatten_dict(dict(shapes)).items():
     collection, top, *modules, name = path
-    key = _top_prefix(task, top) + '.'.join(modules) + '.' + _TO_TORCH_LEAF[collection, name]
-    flax_shape = tuple(leaf.shape)
-    torch_shape = _transpose(np.empty(flax_shape, np.bool_), to_torch=True).shape
-    entries.append(Entry(key, tuple(torch_shape), tuple(path), flax_shape))
+    for index, names in _unstacked(modules):
+      key = _top_prefix(task, top) + '.'.join(names) + '.' + _TO_TORCH_LEAF[collection, name]
+      stack, flax_shape = tuple(leaf.shape[:len(index)]), tuple(leaf.shape[len(index):])
+      torch_shape = _transpose(np.empty(flax_shape, np.bool_), to_torch=True).shape
+      entries.append(Entry(key, tuple(torch_shape), tuple(path), flax_shape, index, stack))
   return tuple(sorted(entries, key=lambda e: torch_key_order(e.key)))
 
 

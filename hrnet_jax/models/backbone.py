@@ -1,11 +1,18 @@
 """The HRNet backbone: a stem, stage 1, then stages of parallel multi-resolution streams.
 
 Streams are a plain tuple of NHWC maps, highest resolution first (1/4, 1/8, 1/16, 1/32).
+
+Runs of identical modules (the HRModules of a stage, the BasicBlocks of a branch, stage 1's
+Bottlenecks after the first) are applied with `nn.scan` over stacked variables when
+`scan=True`, so XLA compiles each kind once instead of once per copy. A stacked group is named
+by the official prefix and its index range: `stage3.0-3` holds modules 0..3 of stage 3 on a
+leading axis, `branches.0.0-3` blocks 0..3 of branch 0 on the next one; `hrnet_jax.convert`
+maps every slice to its official key.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -14,6 +21,30 @@ from hrnet_jax.models.layers import (Array, BasicBlock, Bottleneck, ConvBN, Dtyp
                                      conv3x3, make_conv, make_norm, upsample_to)
 
 Streams = tuple[Array, ...]
+
+
+def stacked_name(prefix: str, first: int, last: int) -> str:
+  """The name of a scanned group: `stage3.0-3` = modules stage3.0 ... stage3.3, stacked."""
+  return f'{prefix}.{first}-{last}'
+
+
+def repeat(module: nn.Module, x: Any, length: int) -> Any:
+  """Applies `module` `length` times in sequence, each copy with its own variables, stacked on a
+  leading axis of every variable (one compiled body for all copies)."""
+  scanned = nn.scan(lambda m, carry, _: (m(carry), None),
+                    variable_axes={'params': 0, 'batch_stats': 0},
+                    split_rngs={'params': True}, length=length)
+  return scanned(module, x, None)[0]
+
+
+def run_blocks(make: Any, x: Any, prefix: str, first: int, last: int, scan: bool) -> Any:
+  """Modules `prefix.first` ... `prefix.last` (all alike) in sequence: one stacked scan group,
+  or one module each. `make(name)` builds the module."""
+  if scan and last > first:
+    return repeat(make(stacked_name(prefix, first, last)), x, last - first + 1)
+  for k in range(first, last + 1):
+    x = make(f'{prefix}.{k}')(x)
+  return x
 
 
 class Transition(nn.Module):
@@ -50,14 +81,14 @@ class HRModule(nn.Module):
   upsample: str
   align_corners: bool
   multi_scale_output: bool = True
+  scan: bool = False
 
   @nn.compact
   def __call__(self, streams: Streams) -> Streams:
     xs = []
     for i, x in enumerate(streams):
-      for k in range(self.num_blocks):
-        x = BasicBlock(self.conv, self.norm, self.widths[i], name=f'branches.{i}.{k}')(x)
-      xs.append(x)
+      block = lambda name, w=self.widths[i]: BasicBlock(self.conv, self.norm, w, name=name)
+      xs.append(run_blocks(block, x, f'branches.{i}', 0, self.num_blocks - 1, self.scan))
     n = len(xs)
     if n == 1:
       return tuple(xs)
@@ -98,6 +129,7 @@ class HRNet(nn.Module):
   multi_scale_output: bool = True
   bn_momentum: float = 0.9
   remat: bool = False  # recompute each stage-1 block and HRModule in the backward pass
+  scan: bool = True  # stacked variables for runs of identical modules (see the module doc)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -113,16 +145,21 @@ class HRNet(nn.Module):
     # drops to about one block's worth at the cost of a second forward; names are unchanged.
     block = nn.remat(Bottleneck) if self.remat else Bottleneck
     module = nn.remat(HRModule) if self.remat else HRModule
-    for b in range(self.stage1_blocks):
-      x = block(conv, norm, self.stage1_planes, name=f'layer1.{b}')(x)
+    x = block(conv, norm, self.stage1_planes, name='layer1.0')(x)  # widens: not like the rest
+    x = run_blocks(lambda name: block(conv, norm, self.stage1_planes, name=name), x, 'layer1', 1,
+                   self.stage1_blocks - 1, self.scan)
 
     streams = (x,)
     for s, modules in enumerate(self.num_modules):
       widths = tuple(self.width * 2**i for i in range(s + 2))
       streams = Transition(conv, norm, widths, name=f'transition{s + 1}')(streams)
-      last_stage = s == len(self.num_modules) - 1
-      for m in range(modules):
-        multi_scale = self.multi_scale_output or not (last_stage and m == modules - 1)
-        streams = module(conv, norm, widths, self.num_blocks, self.upsample, self.align_corners,
-                         multi_scale, name=f'stage{s + 2}.{m}')(streams)
+      # Pose's last module fuses only stream 0: it differs from the others and runs alone.
+      single_last = not self.multi_scale_output and s == len(self.num_modules) - 1
+      make = lambda name, multi_scale=True: module(
+          conv, norm, widths, self.num_blocks, self.upsample, self.align_corners, multi_scale,
+          self.scan, name=name)
+      alike = modules - 1 if single_last else modules
+      streams = run_blocks(make, streams, f'stage{s + 2}', 0, alike - 1, self.scan)
+      if single_last:
+        streams = make(f'stage{s + 2}.{modules - 1}', multi_scale=False)(streams)
     return streams

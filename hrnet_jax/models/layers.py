@@ -22,10 +22,72 @@ ModuleDef = Callable[..., nn.Module]
 conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
+def _conv(x: Array, w: Array, stride: int, pad: int) -> Array:
+  return jax.lax.conv_general_dilated(x, w, (stride, stride), ((pad, pad), (pad, pad)),
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_nhwc(x: Array, w: Array, stride: int, pad: int) -> Array:
+  """A 2-D convolution (NHWC x HWIO, square stride and symmetric padding) whose gradients are
+  themselves plain NHWC x HWIO convolutions.
+
+  Same values as autodiff of `lax.conv_general_dilated`, but XLA:CPU only rewrites the
+  autodiff forms (a reversed OI kernel; the weight gradient over [C, H, W, N]) into its fast
+  kernels outside loops: inside a scanned group they ran ~13x slower. Here the input gradient is
+  a convolution of the (dilated) output gradient with the flipped, transposed kernel, and the
+  weight gradient a convolution with the input channels as batch and the images as features.
+  """
+  return _conv(x, w, stride, pad)
+
+
+def _conv_fwd(x, w, stride, pad):
+  return _conv(x, w, stride, pad), (x, w)
+
+
+def _conv_bwd(stride, pad, res, dy):
+  x, w = res
+  k, h, wd = w.shape[0], x.shape[1], x.shape[2]
+  ho, wo = dy.shape[1], dy.shape[2]
+  # Input gradient: full correlation of dy (dilated by the stride) with the flipped kernel.
+  wt = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+  lo = k - 1 - pad
+  pads = ((lo, h + pad - 1 - (ho - 1) * stride), (lo, wd + pad - 1 - (wo - 1) * stride))
+  dx = jax.lax.conv_general_dilated(dy, wt, (1, 1), pads, lhs_dilation=(stride, stride),
+                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  # Weight gradient: [Cin, H, W, N] (*) [Ho, Wo, N, Cout] -> [Cin, k, k, Cout].
+  rem_h = (h + 2 * pad - k) % stride
+  rem_w = (wd + 2 * pad - k) % stride
+  dw = jax.lax.conv_general_dilated(
+      x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), (1, 1),
+      ((pad, pad - rem_h), (pad, pad - rem_w)), rhs_dilation=(stride, stride),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return dx.astype(x.dtype), dw.transpose(1, 2, 0, 3).astype(w.dtype)
+
+
+conv_nhwc.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         dimension_numbers=None, feature_group_count=1, precision=None,
+                         **kw) -> Array:
+  """`lax.conv_general_dilated` for nn.Conv: the model's convolutions (square stride, symmetric
+  padding, no dilation or groups) go through `conv_nhwc`; anything else through lax."""
+  (plo, phi), (qlo, qhi) = padding
+  plain = (len(set(window_strides)) == 1 and plo == phi == qlo == qhi and feature_group_count == 1
+           and set(lhs_dilation or (1,)) == {1} and set(rhs_dilation or (1,)) == {1}
+           and precision is None and not kw and rhs.shape[0] == rhs.shape[1] and lhs.ndim == 4)
+  if plain:
+    return conv_nhwc(lhs, rhs, int(window_strides[0]), int(plo))
+  return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                      rhs_dilation, dimension_numbers, feature_group_count,
+                                      precision=precision, **kw)
+
+
 def make_conv(dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32) -> ModuleDef:
   """Conv factory: explicit symmetric padding as in PyTorch ('SAME' pads (0, 1) at stride 2)."""
   return functools.partial(nn.Conv, use_bias=False, dtype=dtype, param_dtype=param_dtype,
-                           kernel_init=conv_init)
+                           kernel_init=conv_init, conv_general_dilated=conv_general_dilated)
 
 
 def conv3x3(conv: ModuleDef, features: int, stride: int = 1, **kw) -> nn.Module:
@@ -156,10 +218,37 @@ def _linear_taps(in_size: int, out_size: int, align_corners: bool):
   return i0, i1, w1
 
 
+# Up to this input length an axis is resized by a matmul with its (out, in) interpolation matrix
+# (two non-zeros per row): XLA:CPU runs gathers and their scatter-add gradients slowly, and TPUs
+# too; beyond it the dense matrix would cost more than it saves, and two-tap gathers are used.
+MATMUL_RESIZE_MAX_IN = 512
+
+
+def interpolation_matrix(in_size: int, out_size: int, align_corners: bool) -> np.ndarray:
+  """The (out, in) float32 matrix of 1-D linear interpolation (PyTorch's taps and weights)."""
+  i0, i1, w1 = _linear_taps(in_size, out_size, align_corners)
+  m = np.zeros((out_size, in_size), np.float32)
+  rows = np.arange(out_size)
+  np.add.at(m, (rows, i0), np.float32(1) - w1)
+  np.add.at(m, (rows, i1), w1)
+  return m
+
+
+@functools.partial(jax.jit, static_argnames='axis')
+def interpolate_axis(m: Array, x: Array, axis: int) -> Array:
+  """`x` resampled along `axis` by an (out, in) interpolation matrix. A named call of its own,
+  so that FLOP counts can tell resampling (not a layer in the papers' counts) from layers."""
+  y = jnp.tensordot(m, x, axes=[[1], [axis]], precision=jax.lax.Precision.HIGHEST)
+  return jnp.moveaxis(y, 0, axis)
+
+
 def _resize_axis(x: Array, axis: int, out_size: int, align_corners: bool) -> Array:
   in_size = x.shape[axis]
   if in_size == out_size:
     return x
+  if in_size <= MATMUL_RESIZE_MAX_IN:
+    m = jnp.asarray(interpolation_matrix(in_size, out_size, align_corners), x.dtype)
+    return interpolate_axis(m, x, axis=axis)
   i0, i1, w1 = _linear_taps(in_size, out_size, align_corners)
   shape = [1] * x.ndim
   shape[axis] = out_size
@@ -172,8 +261,8 @@ def _resize_axis(x: Array, axis: int, out_size: int, align_corners: bool) -> Arr
 def resize_bilinear(x: Array, size: Sequence[int], align_corners: bool = False) -> Array:
   """Bilinear resize of an NHWC batch to `size` (h, w), equal to PyTorch's `F.interpolate`.
 
-  Separable two-tap gathers: no antialiasing (unlike `jax.image.resize`) and no dense weight
-  matrices, for up- and downscaling by any factor.
+  Separable and without antialiasing (unlike `jax.image.resize`), for up- and downscaling by
+  any factor: per axis a small interpolation matmul, or two-tap gathers on long inputs.
   """
   x = _resize_axis(x, 1, int(size[0]), align_corners)
   return _resize_axis(x, 2, int(size[1]), align_corners)

@@ -47,7 +47,7 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 
 VARIANT_FIELDS = tuple(f.name for f in dataclasses.fields(Variant))
-_COMMON = dict(dtype=jnp.float32, param_dtype=jnp.float32, remat=False)
+_COMMON = dict(dtype=jnp.float32, param_dtype=jnp.float32, remat=False, scan=True)
 
 
 class HRNetModel(nn.Module):
@@ -103,7 +103,7 @@ def create_model(arch: str, **overrides: Any) -> HRNetModel:
   backbone = HRNet(width=v.width, stage1_blocks=v.stage1_blocks, stage1_planes=v.stage1_planes,
                    num_modules=v.num_modules, num_blocks=v.num_blocks, upsample=c['upsample'],
                    align_corners=c['align_corners'], multi_scale_output=task != 'pose',
-                   bn_momentum=c['bn_momentum'], remat=c['remat'], **dt)
+                   bn_momentum=c['bn_momentum'], remat=c['remat'], scan=c['scan'], **dt)
   if task == 'cls':
     head = heads.ClsHead(c['num_classes'], c['bn_momentum'], **dt)
   elif task in ('seg', 'face'):

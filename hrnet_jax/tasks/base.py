@@ -92,7 +92,8 @@ class Task:
     if jnp.dtype(dtype) == jnp.float64:
       kwargs['param_dtype'] = jnp.float64
     return zoo.create_model(self.config.model.arch, dtype=dtype,
-                            remat=bool(self.config.model.get('remat', False)), **kwargs)
+                            remat=bool(self.config.model.get('remat', False)),
+                            scan=bool(self.config.model.get('scan', True)), **kwargs)
 
   # --- Data -------------------------------------------------------------------------------------
 

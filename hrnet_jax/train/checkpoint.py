@@ -99,6 +99,10 @@ def describe_mismatch(step_dir: pathlib.Path, config: Any, differences: list[str
   if changed:
     lines.append('It was written with ' + ', '.join(
         f'{k}={then.get(k)!r} (this run: {now.get(k)!r})' for k in changed[:6]) + '.')
+  if now.get('model.scan', True) != then.get('model.scan', False):
+    lines.append('Checkpoints written before the scanned layout (stacked `stage3.0-3`-style '
+                 'groups) hold one module per copy: resume them with --config.model.scan=False '
+                 '(eval.py, predict.py and init_from read either layout).')
   lines.append('To train this config, use a new --workdir (add --config.init_from=<this workdir> '
                'to start from its backbone); to resume, run with the config it was written with.')
   return '\n'.join(lines)
@@ -281,6 +285,9 @@ def merge_subtree(target: dict[str, Any], loaded: dict[str, Any],
     tgt = traverse_util.flatten_dict(target[collection])
     src = traverse_util.flatten_dict(loaded.get(collection, {}))
     wanted = {k: v for k, v in tgt.items() if subtree is None or k[0] == subtree}
+    if any(k not in src for k in wanted):  # per-module vs scanned layout: restack by name
+      from hrnet_jax.convert import mapping
+      src = {**src, **mapping.restack(src, wanted)}
     missing = [k for k in wanted if k not in src]
     mismatched = [(k, tuple(src[k].shape), tuple(v.shape)) for k, v in wanted.items()
                   if k in src and tuple(src[k].shape) != tuple(v.shape)]

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The one-command GPU check: bf16 JAX against PyTorch AMP (NCHW and channels_last), training
+# step and inference, on seg_w48 512x1024 batch 8, pose_w32 256x192 batch 64 and cls_w18 224
+# batch 128 (same weights on both sides, checked in the run). Prints img/s, the JAX/PyTorch
+# ratio, MFU against the GPU's bf16 peak, compile time and peak memory; writes JSON.
+#
+#   benchmarks/gpu_check.sh [--dry-run] [--out gpu_check.json]
+#
+# --dry-run runs the same path on tiny shapes on any machine (CPU included): what the tests run.
+# No network is needed: the packages come from the environment; any it lacks (ml_collections,
+# grain, ...) can be put as wheels into .whl/ of the repository and are installed from there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dry=()
+out=gpu_check.json
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) dry=(--dry-run) ;;
+    --out) out="$2"; shift ;;
+    *) echo "usage: benchmarks/gpu_check.sh [--dry-run] [--out FILE.json]" >&2; exit 2 ;;
+  esac
+  shift
+done
+PY="${PYTHON:-python3}"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/hrnet_site .whl/*.whl
+  export PYTHONPATH="/tmp/hrnet_site:${PYTHONPATH:-}"
+fi
+export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+# Both frameworks share the GPU: JAX takes memory as it needs it instead of 75% up front.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$HOME/.cache/hrnet_jax/xla}"
+exec "$PY" benchmarks/vs_pytorch.py --gpu-check "${dry[@]}" --json "$out"
