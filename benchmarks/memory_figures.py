@@ -16,8 +16,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
 
-CASES = (('float32', False, 1), ('float32', True, 1), ('bfloat16', False, 1),
-         ('bfloat16', True, 1), ('float32', False, 2))
+CASES = (('float32', 'none', 1), ('float32', 'conv', 1), ('float32', 'full', 1),
+         ('bfloat16', 'conv', 1), ('bfloat16', 'full', 1), ('float32', 'conv', 2))
 
 
 def measure(arch, batch, crop, steps, dtype, remat, accum):

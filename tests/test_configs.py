@@ -86,12 +86,12 @@ def test_readme_overrides_parse_from_the_command_line(monkeypatch):
   c = parse(['--config=configs/seg_cityscapes.py:arch=seg_w18',
              '--config.model.overrides.align_corners=True',
              '--config.model.overrides.upsample=nearest', '--config.model.overrides.width=16',
-             '--config.model.overrides.num_modules=(1,2,3)', '--config.model.remat=True',
+             '--config.model.overrides.num_modules=(1,2,3)', '--config.model.remat=full',
              '--config.data.root=/data/cityscapes', '--config.init_from=w18.pth',
              '--config.dtype=bfloat16', '--config.batch_size=8', '--config.loss.ohem=True',
              '--config.optimizer.boundaries=(3,5)', '--config.mesh.shard_params=True'],
             monkeypatch)
-  assert c.model.arch == 'seg_w18' and c.model.remat and c.data.root == '/data/cityscapes'
+  assert c.model.arch == 'seg_w18' and c.model.remat == 'full' and c.data.root == '/data/cityscapes'
   assert dict(c.model.overrides.items()) == dict(
       zoo_defaults(), align_corners=True, upsample='nearest', width=16, num_modules=(1, 2, 3))
   from hrnet_jax.tasks import get_task

@@ -192,7 +192,7 @@ def test_workdir_errors_leave_nothing_behind(seg_root, tmp_path):
 # BatchNorm nearly cancels a weight gradient) far below any real difference.
 
 
-def plain_step(seg_root, remat=False, accum_steps=1):
+def plain_step(seg_root, remat='none', accum_steps=1):
   """(state, jitted step, batch) of the trainer in float64, SGD at lr 1 without momentum or
   decay (so the update is minus the gradient)."""
   c = config(seg_root)
@@ -222,9 +222,10 @@ def copy(state):
   return jax.tree_util.tree_map(jnp.array, state)  # the step donates its input
 
 
-def test_remat_gives_the_plain_gradients(seg_root, x64):
+@pytest.mark.parametrize('policy', ['conv', 'full'])
+def test_remat_gives_the_plain_gradients(seg_root, x64, policy):
   state, plain, batch = plain_step(seg_root)
-  _, remat, _ = plain_step(seg_root, remat=True)
+  _, remat, _ = plain_step(seg_root, remat=policy)
   new_plain, m1 = plain(copy(state), batch)
   new_remat, m2 = remat(copy(state), batch)
   assert float(m1['loss']) == pytest.approx(float(m2['loss']), rel=1e-12)

@@ -15,12 +15,31 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from hrnet_jax.models.layers import (Array, BasicBlock, Bottleneck, ConvBN, Dtype, ModuleDef,
-                                     conv3x3, make_conv, make_norm, upsample_to)
+from hrnet_jax.models.layers import (CONV_OUTPUT, Array, BasicBlock, Bottleneck, ConvBN, Dtype,
+                                     ModuleDef, conv3x3, make_conv, make_norm, upsample_to)
 
 Streams = tuple[Array, ...]
+
+# What the backward pass keeps of each stage-1 block and HRModule (`HRNet.remat`):
+#   'none': whatever XLA keeps (every intermediate it chooses);
+#   'conv': the convolution outputs only; BatchNorm, ReLU, resize and sums are recomputed from
+#           them (cheap elementwise work). Less memory than 'none' and faster on CPU (BENCHMARKS.md);
+#   'full': the block inputs only; the whole block runs again (least memory, ~1.3x compute).
+REMAT_POLICIES = ('none', 'conv', 'full')
+
+
+def rematted(module: type[nn.Module], policy: str) -> type[nn.Module]:
+  """`module` with the backward-pass memory `policy` of REMAT_POLICIES; names are unchanged."""
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f'model.remat: {policy!r} is not one of {REMAT_POLICIES}')
+  if policy == 'none':
+    return module
+  if policy == 'full':
+    return nn.remat(module)
+  return nn.remat(module, policy=jax.checkpoint_policies.save_only_these_names(CONV_OUTPUT))
 
 
 def stacked_name(prefix: str, first: int, last: int) -> str:
@@ -128,7 +147,7 @@ class HRNet(nn.Module):
   align_corners: bool = False
   multi_scale_output: bool = True
   bn_momentum: float = 0.9
-  remat: bool = False  # recompute each stage-1 block and HRModule in the backward pass
+  remat: str = 'conv'  # what the backward pass keeps: one of REMAT_POLICIES
   scan: bool = True  # stacked variables for runs of identical modules (see the module doc)
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -141,10 +160,8 @@ class HRNet(nn.Module):
     x = jnp.asarray(x, self.dtype)
     x = nn.relu(norm(name='bn1')(conv3x3(conv, self.stem_width, 2, name='conv1')(x)))
     x = nn.relu(norm(name='bn2')(conv3x3(conv, self.stem_width, 2, name='conv2')(x)))
-    # Rematerialized blocks keep only their inputs for the backward pass: activation memory
-    # drops to about one block's worth at the cost of a second forward; names are unchanged.
-    block = nn.remat(Bottleneck) if self.remat else Bottleneck
-    module = nn.remat(HRModule) if self.remat else HRModule
+    block = rematted(Bottleneck, self.remat)
+    module = rematted(HRModule, self.remat)
     x = block(conv, norm, self.stage1_planes, name='layer1.0')(x)  # widens: not like the rest
     x = run_blocks(lambda name: block(conv, norm, self.stage1_planes, name=name), x, 'layer1', 1,
                    self.stage1_blocks - 1, self.scan)

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 Array = jax.Array
 Dtype = Any
@@ -78,10 +79,15 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
            and set(lhs_dilation or (1,)) == {1} and set(rhs_dilation or (1,)) == {1}
            and precision is None and not kw and rhs.shape[0] == rhs.shape[1] and lhs.ndim == 4)
   if plain:
-    return conv_nhwc(lhs, rhs, int(window_strides[0]), int(plo))
-  return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
-                                      rhs_dilation, dimension_numbers, feature_group_count,
-                                      precision=precision, **kw)
+    y = conv_nhwc(lhs, rhs, int(window_strides[0]), int(plo))
+  else:
+    y = jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                     rhs_dilation, dimension_numbers, feature_group_count,
+                                     precision=precision, **kw)
+  return checkpoint_name(y, CONV_OUTPUT)
+
+
+CONV_OUTPUT = 'conv_output'  # the name remat policies save (`backbone.HRNet.remat`)
 
 
 def make_conv(dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32) -> ModuleDef:

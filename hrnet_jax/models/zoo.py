@@ -47,7 +47,7 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 
 VARIANT_FIELDS = tuple(f.name for f in dataclasses.fields(Variant))
-_COMMON = dict(dtype=jnp.float32, param_dtype=jnp.float32, remat=False, scan=True)
+_COMMON = dict(dtype=jnp.float32, param_dtype=jnp.float32, remat='conv', scan=True)
 
 
 class HRNetModel(nn.Module):

@@ -27,6 +27,14 @@ Array = jax.Array
 ApplyFn = Callable[[Array], Any]
 
 
+def remat_policy(value: Any) -> str:
+  """`config.model.remat`: a name of backbone.REMAT_POLICIES; True and False, the values of
+  configs written before the policies, mean 'full' and 'none'."""
+  if isinstance(value, bool):
+    return 'full' if value else 'none'
+  return str(value)
+
+
 def at_least_float32(x: Array) -> Array:
   """bfloat16 -> float32 for losses and metrics; float32 and float64 stay as they are."""
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
@@ -92,7 +100,7 @@ class Task:
     if jnp.dtype(dtype) == jnp.float64:
       kwargs['param_dtype'] = jnp.float64
     return zoo.create_model(self.config.model.arch, dtype=dtype,
-                            remat=bool(self.config.model.get('remat', False)),
+                            remat=remat_policy(self.config.model.get('remat', 'conv')),
                             scan=bool(self.config.model.get('scan', True)), **kwargs)
 
   # --- Data -------------------------------------------------------------------------------------
