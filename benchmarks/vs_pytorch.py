@@ -81,11 +81,18 @@ def timed(fn: Callable[[], Any]) -> float:
   return time.perf_counter() - t
 
 
+SETTLE_S = 1.0  # pause between two timed calls (see `alternate`)
+
+
 def alternate(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, list[float]]:
-  """Seconds of each function over `reps` rounds, the functions interleaved in every round."""
+  """Seconds of each function over `reps` rounds, the functions interleaved in every round.
+  Each call starts after a pause: a framework's worker threads keep spinning for a while after
+  its call returns (OpenMP's spin-wait, XLA's thread pool), and on a small CPU they took the
+  cores from the next framework's call."""
   times = {k: [] for k in fns}
   for _ in range(reps):
     for k, fn in fns.items():
+      time.sleep(SETTLE_S)
       times[k].append(timed(fn))
   return times
 
