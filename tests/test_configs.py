@@ -168,3 +168,15 @@ def test_compile_cache_setting(monkeypatch, tmp_path):
   for name in ('seg_cityscapes', 'pose_coco', 'cls_imagenet', 'face_300w'):
     config = importlib.import_module(f'configs.{name}').get_config()
     assert config.compile_cache == 'auto' and config.model.scan is True
+
+
+def test_an_unknown_remat_policy_is_one_clear_error():
+  import jax
+  import jax.numpy as jnp
+
+  from hrnet_jax.errors import ConfigError
+  from hrnet_jax.models import zoo
+  model = zoo.create_model('seg_w18', remat='sometimes', width=4, num_modules=(1, 1, 1))
+  images = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+  with pytest.raises(ConfigError, match=r"model.remat: 'sometimes' is not one of"):
+    jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hrnet_jax.errors import ConfigError
 from hrnet_jax.models.layers import (CONV_OUTPUT, Array, BasicBlock, Bottleneck, ConvBN, Dtype,
                                      ModuleDef, conv3x3, make_conv, make_norm, upsample_to)
 
@@ -34,7 +35,7 @@ REMAT_POLICIES = ('none', 'conv', 'full')
 def rematted(module: type[nn.Module], policy: str) -> type[nn.Module]:
   """`module` with the backward-pass memory `policy` of REMAT_POLICIES; names are unchanged."""
   if policy not in REMAT_POLICIES:
-    raise ValueError(f'model.remat: {policy!r} is not one of {REMAT_POLICIES}')
+    raise ConfigError(f'model.remat: {policy!r} is not one of {REMAT_POLICIES}')
   if policy == 'none':
     return module
   if policy == 'full':
