@@ -3,13 +3,17 @@ float64 in a fresh process with a given device count, optionally as one process 
 multi-process job; test_scale.py compares the checkpoints and TensorBoard events it leaves.
 
   python tests/scale_run.py DEVICES DATA_ROOT WORKDIR [--stop-at N] [--shard]
-      [--coordinator HOST:PORT --num-processes P --process-id I]
+      [--coordinator HOST:PORT --num-processes P --process-id I] [--late SECONDS]
+
+--late makes this process start its first training step SECONDS late, as a host that compiles
+for longer would (the others must wait for it, beyond the collectives' own 30 s deadline).
 """
 
 import argparse
 import json
 import pathlib
 import sys
+import time
 
 import jax
 
@@ -32,6 +36,19 @@ def config(data_root):
   return c
 
 
+def late(make_train_step, seconds):
+  """make_train_step whose step sleeps `seconds` before its first call."""
+  def make(*args, **kwargs):
+    step, calls = make_train_step(*args, **kwargs), []
+    def call(*a):
+      if not calls:
+        time.sleep(seconds)
+      calls.append(1)
+      return step(*a)
+    return call
+  return make
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('devices', type=int)
@@ -42,12 +59,14 @@ def main():
   p.add_argument('--coordinator', default='')
   p.add_argument('--num-processes', type=int, default=1)
   p.add_argument('--process-id', type=int, default=0)
+  p.add_argument('--late', type=float, default=0)
   a = p.parse_args()
   jax.config.update('jax_num_cpu_devices', a.devices)
   jax.config.update('jax_enable_x64', True)
 
-  from hrnet_jax.train import parallel
-  from hrnet_jax.train.loop import train_and_evaluate
+  from hrnet_jax.train import loop, parallel
+  if a.late:
+    loop.make_train_step = late(loop.make_train_step, a.late)
 
   c = config(a.data)
   c.mesh.shard_params = a.shard
@@ -56,7 +75,7 @@ def main():
     c.distributed.num_processes = a.num_processes
     c.distributed.process_id = a.process_id
   parallel.initialize_distributed(c)
-  train_and_evaluate(c, a.workdir, stop_at=a.stop_at)
+  loop.train_and_evaluate(c, a.workdir, stop_at=a.stop_at)
   if jax.process_index() == 0:  # the test reads the checkpoint itself, in one process
     json.dump({'devices': jax.device_count(), 'processes': jax.process_count()},
               open(pathlib.Path(a.workdir) / 'run.json', 'w'))

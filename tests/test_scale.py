@@ -101,13 +101,15 @@ def test_eight_devices_sharded_then_resumed_on_two_match_one(seg_root, one_devic
 @pytest.mark.slow
 def test_two_processes_match_one_process(seg_root, one_device, initial, tmp_path):
   """Two processes with 2 CPU devices each (jax.distributed on localhost, gloo collectives)
-  train like one process: each reads its own half of every global batch."""
+  train like one process: each reads its own half of every global batch. The second starts its
+  first step 40 s late, as a host that compiles for longer does: the first waits for it (gloo
+  alone gives up after 30 s; CI saw it)."""
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
   procs = [subprocess.Popen([sys.executable, RUN, '2', str(seg_root), str(tmp_path),
                              '--coordinator', f'127.0.0.1:{port}', '--num-processes', '2',
-                             '--process-id', str(i)], stdout=subprocess.PIPE,
+                             '--process-id', str(i), '--late', str(40 * i)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True) for i in range(2)]
   try:
     outs = [p.communicate(timeout=600) for p in procs]

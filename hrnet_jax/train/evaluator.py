@@ -31,9 +31,10 @@ def make_eval_step(config: Any, task: Task, mesh: jax.sharding.Mesh,
     out.update({k: batch[k] for k in ('index', 'valid', 'size') if k in batch})
     return out
 
-  return jax.jit(step, in_shardings=(variables_sharding or parallel.replicated(mesh),
-                                     parallel.batch_sharding(mesh)),
-                 out_shardings=parallel.replicated(mesh))
+  jitted = jax.jit(step, in_shardings=(variables_sharding or parallel.replicated(mesh),
+                                       parallel.batch_sharding(mesh)),
+                   out_shardings=parallel.replicated(mesh))
+  return parallel.CompiledTogether(jitted, 'eval step')
 
 
 def evaluate(config: Any, task: Task, mesh: jax.sharding.Mesh, variables: dict, *,

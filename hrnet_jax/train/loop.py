@@ -174,8 +174,9 @@ def make_train_step(config: Any, task: Task, mesh: jax.sharding.Mesh,
       train_step, model=task.create_model(dtype), tx=tx, loss_fn=task.loss, schedule=schedule,
       mean=tuple(config.data.mean), std=tuple(config.data.std), dtype=dtype,
       rng=jax.random.key(config.seed + 1), accum_steps=int(config.get('grad_accum_steps', 1)))
-  return jax.jit(step, in_shardings=(state_sharding, parallel.batch_sharding(mesh)),
-                 out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=(0,))
+  jitted = jax.jit(step, in_shardings=(state_sharding, parallel.batch_sharding(mesh)),
+                   out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=(0,))
+  return parallel.CompiledTogether(jitted, 'train step')
 
 
 class Preemption:

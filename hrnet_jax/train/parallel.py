@@ -103,3 +103,38 @@ def to_global(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in host_batch.items()}
+
+
+class CompiledTogether:
+  """A jitted step whose every new program is compiled by all processes before any runs it.
+
+  CPU collectives (gloo) wait only 30 s for a peer at a program's first collective, and one host
+  can take longer than that to compile (two processes sharing two cores did, in CI). Here each
+  process compiles ahead of time, then waits at a barrier of the coordination service, whose
+  deadline is `timeout_s`. With one process it is the jitted function itself."""
+
+  def __init__(self, jitted: Any, name: str, timeout_s: int = 3600):
+    self.jitted, self.name, self.timeout_s = jitted, name, timeout_s
+    self.programs: dict[Any, Any] = {}
+
+  def lower(self, *args: Any) -> Any:
+    return self.jitted.lower(*args)
+
+  def __call__(self, *args: Any) -> Any:
+    if jax.process_count() == 1:
+      return self.jitted(*args)
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    key = (tree, tuple((np.shape(x), np.result_type(x), getattr(x, 'sharding', None))
+                       for x in leaves))
+    if key not in self.programs:
+      self.programs[key] = self.jitted.lower(*args).compile()
+      barrier(f'{self.name} compiled ({len(self.programs)})', self.timeout_s)
+    return self.programs[key](*args)
+
+
+def barrier(name: str, timeout_s: int) -> None:
+  """Waits until every process has arrived here (no-op with one process)."""
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed  # the runtime's client; JAX has no public barrier
+  distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=timeout_s * 1000)
