@@ -47,17 +47,49 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 
 VARIANT_FIELDS = tuple(f.name for f in dataclasses.fields(Variant))
-_COMMON = dict(dtype=jnp.float32, param_dtype=jnp.float32, remat='conv', scan=True)
+_COMMON = dict(dtype=jnp.float32, param_dtype=jnp.float32, remat='conv', scan=True,
+               any_size=True)
+
+# Nearest fusion upsamples a stream by exactly 2^k, so it needs sides divisible by 32 (the
+# official networks fail elsewhere too). With `any_size` such models pad their input to this.
+PAD_MULTIPLE = 32
+
+
+def crop_to_input(outputs: Any, input_hw: tuple[int, int], padded_hw: tuple[int, int]) -> Any:
+  """Every spatial (4-D) output of a padded input cut back to what the unpadded input covers:
+  ceil(side / stride) rows and columns, the stride being padded side / output side."""
+  (h, w), (ph, pw) = input_hw, padded_hw
+
+  def crop(y):
+    if y.ndim != 4:
+      return y
+    return y[:, :-(-h * y.shape[1] // ph), :-(-w * y.shape[2] // pw)]
+
+  return jax.tree_util.tree_map(crop, outputs)
 
 
 class HRNetModel(nn.Module):
   """A backbone and a task head. Params live under 'backbone' and 'head', so a trained backbone
-  moves between tasks as one subtree."""
+  moves between tasks as one subtree.
+
+  `pad_to` > 0 (nearest-fusion models, by default): an input whose sides are not multiples of it
+  is padded at the bottom and right with zeros, which after normalization is the dataset's mean
+  colour (the neutral value; edge padding would repeat the border into the receptive fields),
+  and the outputs are cropped back (`crop_to_input`). The top-left origin is unchanged, so output
+  pixel (i, j) still sits at input pixel (stride * i, stride * j); divisible sizes run exactly
+  as before."""
   backbone: HRNet
   head: nn.Module
+  pad_to: int = 0
 
   def __call__(self, images: jax.Array, train: bool = False) -> Any:
-    return self.head(self.backbone(images, train=train), train=train)
+    h, w = images.shape[1:3]
+    ph, pw = (-h % self.pad_to, -w % self.pad_to) if self.pad_to else (0, 0)
+    if not (ph or pw):
+      return self.head(self.backbone(images, train=train), train=train)
+    padded = jnp.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)))
+    outputs = self.head(self.backbone(padded, train=train), train=train)
+    return crop_to_input(outputs, (h, w), (h + ph, w + pw))
 
 
 def split_arch(arch: str) -> tuple[str, str]:
@@ -89,9 +121,14 @@ def model_config(arch: str, **overrides: Any) -> dict[str, Any]:
 
 def create_model(arch: str, **overrides: Any) -> HRNetModel:
   """Builds a zoo model. Besides the task settings, `overrides` may reshape the variant
-  (`width`, `num_modules`, `num_blocks`, `stage1_blocks`, `stage1_planes`) for small test models. `model.apply(variables, images_nhwc, train=False)` returns what the
-  official model returns, in NHWC: logits (cls), logits at 1/4 (seg, face heatmaps), heatmaps
-  at 1/4 (pose), (aux, out) at 1/4 (seg_ocr), a tuple of 5 pyramid levels (det)."""
+  (`width`, `num_modules`, `num_blocks`, `stage1_blocks`, `stage1_planes`) for small test
+  models. `model.apply(variables, images_nhwc, train=False)` returns what the official model
+  returns, in NHWC: logits (cls), logits at 1/4 (seg, face heatmaps), heatmaps at 1/4 (pose),
+  (aux, out) at 1/4 (seg_ocr), a tuple of 5 pyramid levels (det).
+
+  Any input size runs: bilinear-fusion models (seg, face) natively, as the official networks
+  do; nearest-fusion models (pose, cls, det) pad to a multiple of 32 (`HRNetModel.pad_to`),
+  unless `any_size=False`. Spatial outputs have ceil(side / stride) pixels either way."""
   task, variant = split_arch(arch)
   shape = {k: overrides.pop(k) for k in list(overrides) if k in VARIANT_FIELDS}
   c = model_config(arch, **overrides)
@@ -117,7 +154,8 @@ def create_model(arch: str, **overrides: Any) -> HRNetModel:
     head = heads.PoseHead(c['num_joints'], **dt)
   else:
     head = heads.PyramidNeck(c['out_channels'], c['num_levels'], **dt)
-  return HRNetModel(backbone=backbone, head=head)
+  pad_to = PAD_MULTIPLE if c['any_size'] and c['upsample'] == 'nearest' else 0
+  return HRNetModel(backbone=backbone, head=head, pad_to=pad_to)
 
 
 def list_models() -> list[str]:
