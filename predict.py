@@ -1,15 +1,21 @@
-"""Predict: `python predict.py --config CONFIG --checkpoint PATH IMAGE... --out DIR`.
+"""Predict: `python predict.py --config CONFIG --checkpoint PATH INPUT... --out DIR`.
 
-Writes, per image, `<name>.png` (segmentation overlay with a class legend, pose skeletons, facial
-landmarks, or the top-5 labels) and `<name>.json` (the raw results, in image pixels), and
-`predictions.json` with all of them. Names are the images' paths relative to their common folder,
+INPUT: image files, directories (walked recursively for images and videos) and video files
+(.mp4/.avi/.mov/.mkv/.m4v). Writes, per image, `<name>.png` (segmentation overlay with a class
+legend, pose skeletons, facial landmarks, or the top-5 labels) and `<name>.json` (the raw
+results, in image pixels); per video the annotated video `<name>.<ext>` (same size; fps divided
+by --every) and `<name>.jsonl` (one JSON line per predicted frame); and `predictions.json` with
+all records. Samples of one shape run --batch at a time; a progress bar shows images/s on a
+terminal. Names are the images' paths relative to their common folder,
 so images of the same name in different folders stay apart. PATH is anything eval.py takes: a
 training workdir or step directory, a `python -m hrnet_jax.convert` directory, or an official
 .pth (converted on the fly).
 
 Pose, landmarks and classification run on the whole image, or on the boxes of `--boxes
-FILE.json`: {"image.jpg": [[x, y, w, h], ...], ...} (keys: file names, or paths as given).
-An image that fails is reported and skipped; the exit status is 1 when any did.
+FILE.json`: {"image.jpg": [[x, y, w, h], ...], "video.mp4": {"0": [[x, y, w, h], ...], ...}}
+(keys: file names, or paths as given; a video's boxes keyed by frame index, a frame without
+an entry taken whole).
+An image, video or frame that fails is reported and skipped; the exit status is 1 when any did.
 """
 
 import sys
@@ -23,17 +29,20 @@ flags.DEFINE_string('checkpoint', None, 'Checkpoint to run.')
 flags.DEFINE_string('out', None, 'Directory for the pictures and JSON files.')
 flags.DEFINE_string('boxes', None, 'JSON {image file name: [[x, y, w, h], ...]} (pose, landmarks, '
                     'classification).')
+flags.DEFINE_integer('batch', 1, 'Samples per step (images of one size, crops, frames).')
+flags.DEFINE_integer('every', 1, 'Videos: predict every N-th frame.')
 flags.mark_flags_as_required(['config', 'checkpoint', 'out'])
 
 
 def main(argv):
   images = argv[1:]
   if not images:
-    raise app.UsageError('give one or more image files after the flags')
+    raise app.UsageError('give one or more images, directories or videos after the flags')
   cli.start_runtime(flags.FLAGS.config)
   from hrnet_jax.predict import run
   f = flags.FLAGS
-  outcome = run(f.config, f.checkpoint, images, f.out, boxes_path=f.boxes)
+  outcome = run(f.config, f.checkpoint, images, f.out, boxes_path=f.boxes, batch=f.batch,
+                every=f.every)
   sys.exit(1 if outcome.failed else 0)
 
 

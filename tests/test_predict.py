@@ -9,6 +9,7 @@ import sys
 
 import cv2
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -143,3 +144,132 @@ def test_the_command_reports_failures_in_one_line_each_and_exits_non_zero(pose_m
                         capture_output=True, text=True, env=env)
   assert done.returncode == 2
   assert done.stderr.strip() == f'error: --out {tmp_path / "file"}: exists and is not a directory'
+
+
+# --- Many inputs: folders, batches, videos ---------------------------------------------------
+
+
+def write_video(path, frames: int, fps: float, size_wh=(80, 64)):
+  """A synthetic video: a bright square moving over noise."""
+  w, h = size_wh
+  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), fps, (w, h))
+  rng = np.random.default_rng(3)
+  for i in range(frames):
+    frame = rng.integers(0, 80, (h, w, 3), dtype=np.uint8)
+    frame[20:40, 2 * i % (w - 20):2 * i % (w - 20) + 20] = 230
+    writer.write(frame)
+  writer.release()
+
+
+def test_folders_run_in_batches_as_one_by_one(pose_model, tmp_path):
+  """A folder walked recursively (non-image files ignored); batches of 3 with padding give
+  what single images give; a 250x190 crop is predicted and drawn at its own size."""
+  c, model = pose_model
+  rng = np.random.default_rng(4)
+  sizes = {'d/a.png': (60, 80), 'd/sub/b.jpg': (250, 190), 'd/sub/deeper/c.png': (90, 40),
+           'd/e.png': (64, 64)}
+  for name, (h, w) in sizes.items():
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(tmp_path / name), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+  (tmp_path / 'd' / 'notes.txt').write_text('not an image')
+  outcome = predict.run(c, str(model), [str(tmp_path / 'd')], tmp_path / 'out', batch=3)
+  assert not outcome.failed
+  assert sorted(r['picture'] for r in outcome.records) == ['a.png', 'e.png', 'sub/b.png',
+                                                          'sub/deeper/c.png']
+  single = predict.Predictor(c, str(model), batch=1)
+  for record in outcome.records:
+    image = cv2.imread(record['image'])[..., ::-1]
+    expected = single(np.ascontiguousarray(image))
+    np.testing.assert_allclose(record['people'][0]['keypoints'],
+                               expected['people'][0]['keypoints'], rtol=1e-5, atol=1e-4)
+    picture = cv2.imread(str(tmp_path / 'out' / record['picture']))
+    assert picture.shape == image.shape
+  crop = next(r for r in outcome.records if r['picture'] == 'sub/b.png')
+  k = np.asarray(crop['people'][0]['keypoints'])
+  sample, = single.task.image_samples(np.zeros((250, 190, 3), np.uint8))
+  lo, hi = sample['center'] - 100 * sample['scale'], sample['center'] + 100 * sample['scale']
+  assert k.shape == (17, 3) and np.all((k[:, :2] >= lo) & (k[:, :2] <= hi))  # inside the crop
+
+
+def test_a_video_is_annotated_frame_by_frame(pose_model, tmp_path):
+  """A 3-second 10 fps video, every 2nd frame, boxes given for frame 4 only: an annotated video
+  of 15 frames at 5 fps and the frame size, a JSON line per frame with its own boxes."""
+  c, model = pose_model
+  video = tmp_path / 'clip.avi'
+  write_video(video, 30, 10.0)
+  (tmp_path / 'broken.mp4').write_bytes(b'not a video')
+  boxes = tmp_path / 'boxes.json'
+  boxes.write_text(json.dumps({'clip.avi': {'4': [[10, 10, 30, 40]]}}))
+  out = tmp_path / 'out'
+  outcome = predict.run(c, str(model), [str(video), str(tmp_path / 'broken.mp4'),
+                                        str(tmp_path / 'missing.png')],
+                        out, boxes_path=str(boxes), batch=4, every=2)
+  assert [f for f, _ in outcome.failed] == [str(tmp_path / 'missing.png'),
+                                            str(tmp_path / 'broken.mp4')]
+  assert 'cannot open video' in outcome.failed[1][1]
+  record, = outcome.records
+  assert record['frames'] == 15 and outcome.frames == 15
+  lines = [json.loads(l) for l in (out / record['frames_file']).read_text().splitlines()]
+  assert [l['frame'] for l in lines] == list(range(0, 30, 2))
+  assert lines[2]['people'][0]['box'] == [10.0, 10.0, 29.0, 39.0]  # frame 4: its box
+  assert lines[1]['people'][0]['box'] == [0.0, 0.0, 79.0, 63.0]  # the others: the whole frame
+  annotated = cv2.VideoCapture(str(out / record['annotated']))
+  assert annotated.get(cv2.CAP_PROP_FPS) == pytest.approx(5.0)
+  assert (annotated.get(cv2.CAP_PROP_FRAME_WIDTH), annotated.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (
+      80, 64)
+  frames = []
+  while True:
+    ok, frame = annotated.read()
+    if not ok:
+      break
+    frames.append(frame)
+  assert len(frames) == 15
+  # The drawing is on the frames: frame 4 (the 3rd written) differs from the source there.
+  source = cv2.VideoCapture(str(video))
+  for _ in range(5):
+    ok, original = source.read()
+  assert np.abs(frames[2].astype(int) - original).max() > 100  # lines and dots drawn over
+  assert json.loads((out / 'predictions.json').read_text()) == outcome.records
+
+
+def test_boxes_for_videos_are_checked(tmp_path):
+  bad = tmp_path / 'b.json'
+  bad.write_text(json.dumps({'v.mp4': {'x': [[1, 2, 3, 4]]}}))
+  with pytest.raises(UserError, match="frame 'x' must be keyed by a frame index"):
+    read_boxes(bad)
+  bad.write_text(json.dumps({'v.mp4': {'3': [[1, 2, 3]]}}))
+  with pytest.raises(UserError, match="boxes of 'v.mp4' frame '3'"):
+    read_boxes(bad)
+
+
+def test_a_700x1000_street_image_is_segmented_at_its_size(seg_root, tmp_path):
+  """Bilinear fusion runs any size: the label map is 700x1000, each pixel the argmax of the
+  network's logits resized to the image (the recipe's whole-image protocol)."""
+  c = recipe('seg_cityscapes', seg_root)
+  with c.unlocked():
+    c.eval.crop_size = (704, 1024)  # one window covers the image
+  task = get_task(c)
+  rng = np.random.default_rng(0)
+  shapes = zoo.init_shapes(c.model.arch, **task.model_kwargs)
+  variables = jax.tree_util.tree_map(
+      lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+  variables['batch_stats'] = jax.tree_util.tree_map(lambda v: np.abs(v) + 0.5,
+                                                    variables['batch_stats'])
+  convert.write_variables(variables, tmp_path / 'seg', {'arch': c.model.arch,
+                                                        'overrides': task.model_kwargs})
+  image = rng.integers(0, 256, (700, 1000, 3), dtype=np.uint8)
+  cv2.imwrite(str(tmp_path / 'street.png'), image[..., ::-1])
+  outcome = predict.run(c, str(tmp_path / 'seg'), [str(tmp_path / 'street.png')],
+                        tmp_path / 'out')
+  record, = outcome.records
+  labels = cv2.imread(str(tmp_path / 'out' / record['labels']), cv2.IMREAD_UNCHANGED)
+  assert labels.shape == (700, 1000)
+  from hrnet_jax.data import transforms
+  from hrnet_jax.tasks.segmentation import upsample_logits
+  logits = task.create_model().apply(variables, transforms.normalize(image[None], c.data.mean,
+                                                                     c.data.std))
+  expected = np.asarray(jnp.argmax(upsample_logits(logits, (700, 1000), False), -1))[0]
+  assert np.mean(labels == expected) > 0.999  # ties and float order aside
+  assert sum(record['class_share'].values()) == pytest.approx(1.0, abs=1e-4)
+  picture = cv2.imread(str(tmp_path / 'out' / record['picture']))
+  assert picture.shape[0] == 700 and picture.shape[1] > 1000  # the legend beside

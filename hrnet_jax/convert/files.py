@@ -108,7 +108,7 @@ def _prepare(dst: pathlib.Path, overwrite: bool, directory: bool) -> None:
   dst.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _new_sibling(dst: pathlib.Path, tag: str,
+def new_sibling(dst: pathlib.Path, tag: str,
                  create: Callable[[pathlib.Path], Any]) -> pathlib.Path:
   """A fresh name next to DST (same filesystem, so renames are atomic), made by `create`.
 
@@ -126,11 +126,11 @@ def _new_sibling(dst: pathlib.Path, tag: str,
   raise FileExistsError(errno.EEXIST, 'no free temporary name', str(dst))
 
 
-def _create_file(path: pathlib.Path) -> None:
+def create_file(path: pathlib.Path) -> None:
   os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
 
-def _swap_in(tmp: pathlib.Path, dst: pathlib.Path) -> None:
+def swap_in(tmp: pathlib.Path, dst: pathlib.Path) -> None:
   """Renames the finished TMP directory to DST.
 
   A directory that is not empty cannot be renamed over, so an existing DST is first renamed
@@ -139,7 +139,7 @@ def _swap_in(tmp: pathlib.Path, dst: pathlib.Path) -> None:
   if not os.path.lexists(dst):
     os.rename(tmp, dst)
     return
-  old = _new_sibling(dst, 'old', os.mkdir)
+  old = new_sibling(dst, 'old', os.mkdir)
   try:
     os.replace(dst, old)  # onto the empty directory that reserved the name
   except BaseException:
@@ -174,7 +174,7 @@ def write_torch_file(state: Mapping[str, np.ndarray], dst: str | os.PathLike,
   dst = pathlib.Path(dst)
   with _writing(dst):
     _prepare(dst, overwrite, directory=False)
-    tmp = _new_sibling(dst, 'tmp', _create_file)
+    tmp = new_sibling(dst, 'tmp', create_file)
     try:
       mode = stat.S_IMODE(os.stat(tmp).st_mode)  # safetensors recreates the file as 0600
       if str(dst).lower().endswith(SAFETENSORS_SUFFIX):
@@ -209,7 +209,7 @@ def write_variables(variables: Mapping[str, Any], dst: str | os.PathLike, meta: 
   dst = pathlib.Path(dst).absolute()
   with _writing(dst):
     _prepare(dst, overwrite, directory=True)
-    tmp = _new_sibling(dst, 'tmp', os.mkdir)
+    tmp = new_sibling(dst, 'tmp', os.mkdir)
     try:
       with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(tmp / _VARIABLES_DIR, dict(variables))
@@ -217,7 +217,7 @@ def write_variables(variables: Mapping[str, Any], dst: str | os.PathLike, meta: 
       (tmp / META_FILE).write_text(json.dumps(dict(meta), indent=2, sort_keys=True))
       if check is not None:
         check(tmp)
-      _swap_in(tmp, dst)
+      swap_in(tmp, dst)
     finally:
       if os.path.lexists(tmp):
         shutil.rmtree(tmp, ignore_errors=True)

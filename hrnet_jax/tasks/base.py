@@ -164,6 +164,15 @@ class Task:
     del prediction
     return image
 
+  # --- Export (hrnet_jax.export) -----------------------------------------------------------------
+
+  def serving_outputs(self, outputs: Any, input_hw: tuple[int, int],
+                      postprocess: bool) -> dict[str, Array]:
+    """*Required for export.* The network's outputs on a batch of `input_hw` images -> the named
+    outputs of an exported graph: the raw ones, or with `postprocess` the task's post-processing
+    that is pure array math (no flip test or multi-scale: the exported graph is the network)."""
+    raise NotImplementedError(f'{type(self).__name__} has no export outputs')
+
 
 class HeatmapTask(Task):
   """Pose and facial landmarks: Gaussian heatmaps at 1/4 of a (h, w) = `config.data.input_size`
@@ -197,6 +206,19 @@ class HeatmapTask(Task):
     e = self.config.eval
     return hm.flip_test_heatmaps(apply_fn, images, self.flip_perm if e.flip else None,
                                  e.shift_heatmap)
+
+  def serving_outputs(self, outputs: Array, input_hw: tuple[int, int],
+                      postprocess: bool) -> dict[str, Array]:
+    """`heatmaps` (B, H/4, W/4, K); post-processed: `keypoints` (B, K, 2) as (x, y) in input
+    pixels (decoded heatmap coordinates times input / heatmap size, the exact inverse of the
+    crop) and `scores` (B, K), the heatmap peaks."""
+    if not postprocess:
+      return {'heatmaps': outputs}
+    heatmaps = at_least_float32(outputs)
+    coords, scores = hm.decode_heatmaps(heatmaps, self.decode_first_inner)
+    stride = jnp.asarray([input_hw[1] / heatmaps.shape[2], input_hw[0] / heatmaps.shape[1]],
+                         coords.dtype)
+    return {'keypoints': coords * stride, 'scores': scores}
 
   def eval_outputs(self, apply_fn: ApplyFn, images: Array, batch: dict[str, Array]) -> dict:
     """Decoded coordinates (heatmap pixels), peak scores, and the crop to map them back."""

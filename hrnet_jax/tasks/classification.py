@@ -179,6 +179,16 @@ class Classification(Task):
     plain, mirrored = jnp.split(jax.nn.softmax(both, axis=-1), 2, axis=0)
     return 0.5 * (plain + mirrored)
 
+  def serving_outputs(self, outputs: Array, input_hw: tuple[int, int],
+                      postprocess: bool) -> dict[str, Array]:
+    """`logits` (B, classes); post-processed: `top_ids` (B, 5) int32 and `top_probs` (B, 5),
+    the most probable classes of the softmax, most probable first."""
+    del input_hw
+    if not postprocess:
+      return {'logits': outputs}
+    ids, probs = top_k(jax.nn.softmax(at_least_float32(outputs), axis=-1))
+    return {'top_ids': ids, 'top_probs': probs}
+
   def eval_outputs(self, apply_fn: Callable, images: Array, batch: dict) -> dict:
     ids, probs = top_k(self.probabilities(apply_fn, images))
     return {'top_ids': ids, 'top_probs': probs, 'label': batch['label']}

@@ -52,7 +52,8 @@ def decode_heatmaps(heatmaps: Array, first_inner: int = 2) -> tuple[Array, Array
   flat = heatmaps.reshape(b, h * w, k)
   idx = jnp.argmax(flat, axis=1)  # (B, K)
   scores = jnp.max(flat, axis=1)
-  x, y = (idx % w).astype(jnp.float32), (idx // w).astype(jnp.float32)
+  row = jax.lax.div(idx, jnp.asarray(w, idx.dtype))  # idx >= 0; no remainder op (ONNX export)
+  x, y = (idx - row * w).astype(jnp.float32), row.astype(jnp.float32)
   positive = scores > 0
   x, y = jnp.where(positive, x, 0.0), jnp.where(positive, y, 0.0)
   px, py = x.astype(jnp.int32), y.astype(jnp.int32)

@@ -269,6 +269,17 @@ class Segmentation(Task):
         name = names[int(index)] if names else f'{int(index):06d}'
         cv2.imwrite(str(out_dir / f'{name}.png'), colorize(pred[:h, :w], self.palette)[..., ::-1])
 
+  def serving_outputs(self, outputs: Any, input_hw: tuple[int, int],
+                      postprocess: bool) -> dict[str, Array]:
+    """`logits` (B, H/4, W/4, classes), with OCR also `aux_logits`; post-processed: `labels`
+    (B, H, W) int32, the argmax of the logits resized to the input (the official prediction)."""
+    if not postprocess:
+      if isinstance(outputs, tuple):
+        return {'aux_logits': outputs[0], 'logits': outputs[1]}
+      return {'logits': outputs}
+    logits = upsample_logits(at_least_float32(_main(outputs)), input_hw, self.align_corners)
+    return {'labels': jnp.argmax(logits, axis=-1).astype(jnp.int32)}
+
   # --- predict.py --------------------------------------------------------------------------
 
   def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None) -> list[dict]:
