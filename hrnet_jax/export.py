@@ -1,8 +1,8 @@
 """Export a trained or converted model for serving: ONNX, StableHLO (jax.export), TF SavedModel.
 
   python -m hrnet_jax.export --config CONFIG --checkpoint PATH --format onnx|stablehlo|savedmodel
-      --out FILE_OR_DIR [--size H W] [--batch N | --dynamic-batch] [--with-preprocess]
-      [--with-postprocess] [--verify] [--overwrite]
+      --out FILE_OR_DIR [--size H W] [--batch N | --dynamic-batch] [--dynamic-size]
+      [--with-preprocess] [--with-postprocess] [--verify] [--overwrite]
 
 PATH is anything eval.py takes (a workdir, a step directory, a converted directory, an official
 .pth). The graph is the network in float32 with the checkpoint's weights inside, on NHWC images
@@ -19,8 +19,9 @@ face keypoints in input pixels, top-5 classes).
   JAX alone (no flax, no hrnet_jax).
 - savedmodel: jax2tf, weights as TF variables, signature `serving_default` for TF Serving.
 
-The batch is fixed (--batch, default 1) or symbolic (--dynamic-batch). Height and width are fixed:
-the bilinear resizes of the network are fixed interpolation matrices of the sizes. --verify runs
+The batch is fixed (--batch, default 1) or symbolic (--dynamic-batch). Height and width are fixed,
+or with --dynamic-size (StableHLO, SavedModel) any multiples of 32 for nearest-fusion models
+(pose, cls): bilinear resizes (seg, face) are interpolation matrices of fixed sizes. --verify runs
 the artifact (onnxruntime, jax.export, TensorFlow) on random input next to the JAX model, prints
 the errors, and fails (nothing written) above 1e-4. The exporters are optional dependencies:
 `pip install 'hrnet-jax[export]'`.
@@ -65,16 +66,19 @@ class Serving:
   input_hw: tuple[int, int]
   input_dtype: Any  # uint8 (with preprocessing) or float32
   batch: int | None  # None: symbolic
+  dynamic_size: bool = False  # height and width symbolic multiples of 32
 
   def fn(self, images: jax.Array) -> dict[str, jax.Array]:
     """The graph with the weights closed over (constants of the exported program)."""
     return self.apply(self.variables, images)
 
   def input_spec(self) -> jax.ShapeDtypeStruct:
-    h, w = self.input_hw
-    shape = (jax.export.symbolic_shape(f'batch, {h}, {w}, 3') if self.batch is None
-             else (self.batch, h, w, 3))
-    return jax.ShapeDtypeStruct(shape, self.input_dtype)
+    h, w = ('32*h', '32*w') if self.dynamic_size else self.input_hw
+    b = 'batch' if self.batch is None else self.batch
+    if self.batch is None or self.dynamic_size:
+      return jax.ShapeDtypeStruct(jax.export.symbolic_shape(f'{b}, {h}, {w}, 3'),
+                                  self.input_dtype)
+    return jax.ShapeDtypeStruct((b, h, w, 3), self.input_dtype)
 
   def output_names(self) -> list[str]:
     shapes = jax.eval_shape(self.fn, jax.ShapeDtypeStruct((1, *self.input_hw, 3),
@@ -114,13 +118,20 @@ def unstacked_variables(variables: dict[str, Any], model: Any) -> dict[str, Any]
 
 
 def serving(config: Any, checkpoint_path: str | os.PathLike, input_hw: tuple[int, int], *,
-            batch: int | None = 1, preprocess: bool = False,
-            postprocess: bool = False) -> tuple[Serving, str]:
-  """The exportable function of a recipe and checkpoint, and what checkpoint was read."""
+            batch: int | None = 1, preprocess: bool = False, postprocess: bool = False,
+            dynamic_size: bool = False) -> tuple[Serving, str]:
+  """The exportable function of a recipe and checkpoint, and what checkpoint was read.
+  `dynamic_size`: height and width any multiples of 32 (nearest-fusion models only)."""
   from hrnet_jax.data import transforms
   from hrnet_jax.tasks import get_task
   from hrnet_jax.train import checkpoint
   task = get_task(config)
+  if dynamic_size:
+    from hrnet_jax.models import zoo
+    settings = zoo.model_config(config.model.arch, **task.model_kwargs)
+    if settings['upsample'] != 'nearest' or (postprocess and task.task_name == 'segmentation'):
+      raise ExportError(f'--dynamic-size: {config.model.arch} resizes by bilinear interpolation '
+                        'matrices of fixed sizes; export one --size per input size instead')
   variables, where = checkpoint.load_model_variables(checkpoint_path, task)
   plain = get_task(plain_model_config(config))
   model = plain.create_model()
@@ -130,10 +141,12 @@ def serving(config: Any, checkpoint_path: str | os.PathLike, input_hw: tuple[int
 
   def apply(variables, images):
     x = transforms.normalize(images, mean, std) if preprocess else images
-    return plain.serving_outputs(model.apply(variables, x, train=False), hw, postprocess)
+    return plain.serving_outputs(model.apply(variables, x, train=False), images.shape[1:3],
+                                 postprocess)
 
   dtype = jnp.uint8 if preprocess else jnp.float32
-  return Serving(apply, variables, hw, dtype, batch), where
+  return Serving(apply, variables, hw, dtype, batch, dynamic_size), where
+
 
 
 def default_size(config: Any) -> tuple[int, int]:
@@ -180,12 +193,12 @@ def write_savedmodel(s: Serving, path: pathlib.Path) -> None:
   module = tf.Module()
   module.weights = [tf.Variable(v, trainable=False) for v in leaves]
   batch = 'b' if s.batch is None else str(s.batch)
+  h, w = ('32*h', '32*w') if s.dynamic_size else s.input_hw
   converted = jax2tf.convert(lambda w, x: s.apply(jax.tree_util.tree_unflatten(tree, w), x),
-                             polymorphic_shapes=[None, f'({batch}, {s.input_hw[0]}, '
-                                                       f'{s.input_hw[1]}, 3)'],
+                             polymorphic_shapes=[None, f'({batch}, {h}, {w}, 3)'],
                              with_gradient=False)
-  spec = tf.TensorSpec([s.batch, *s.input_hw, 3], tf.as_dtype(np.dtype(s.input_dtype)),
-                       name='images')
+  hw = [None, None] if s.dynamic_size else list(s.input_hw)
+  spec = tf.TensorSpec([s.batch, *hw, 3], tf.as_dtype(np.dtype(s.input_dtype)), name='images')
 
   @tf.function(input_signature=[spec], autograph=False)
   def serve(images):
@@ -224,10 +237,11 @@ def load_runner(fmt: str, path: str | os.PathLike,
   raise ExportError(f'--format {fmt!r}: expected one of {FORMATS}')
 
 
-def random_input(s: Serving, batch: int, seed: int = 0) -> np.ndarray:
+def random_input(s: Serving, batch: int, seed: int = 0,
+                 hw: tuple[int, int] | None = None) -> np.ndarray:
   """Images for checks: uint8 noise with preprocessing, else normalized-like float32 noise."""
   rng = np.random.default_rng(seed)
-  shape = (batch, *s.input_hw, 3)
+  shape = (batch, *(hw or s.input_hw), 3)
   if s.input_dtype == jnp.uint8:
     return rng.integers(0, 256, shape, dtype=np.uint8)
   return rng.standard_normal(shape, dtype=np.float32)
@@ -252,12 +266,19 @@ def compare(expected: dict[str, np.ndarray], found: dict[str, np.ndarray]) -> di
 
 
 def verify(s: Serving, fmt: str, path: pathlib.Path) -> dict[str, float]:
-  """Errors of the artifact against the JAX function on random input, at a batch size other
-  than the traced one when the batch is symbolic."""
+  """Errors of the artifact against the JAX function on random input (per output, the worst):
+  at batch 3 when the batch is symbolic (not the traced size), and with symbolic sizes also at
+  a second size."""
   batch = 3 if s.batch is None else s.batch
-  x = random_input(s, batch, seed=1)
-  expected = {k: np.asarray(v) for k, v in jax.jit(s.fn)(x).items()}
-  return compare(expected, load_runner(fmt, path)(x))
+  sizes = [s.input_hw]
+  if s.dynamic_size:
+    sizes.append((s.input_hw[0] + 32, s.input_hw[1] + 64))
+  run, fn, errors = load_runner(fmt, path), jax.jit(s.fn), {}
+  for k, hw in enumerate(sizes):
+    x = random_input(s, batch, seed=1 + k, hw=hw)
+    found = compare({n: np.asarray(v) for n, v in fn(x).items()}, run(x))
+    errors = {n: max(v, errors.get(n, 0.0)) for n, v in found.items()}
+  return errors
 
 
 # --- The command ---------------------------------------------------------------------------------
@@ -281,8 +302,8 @@ def _refuse_existing(out: pathlib.Path, fmt: str, overwrite: bool) -> None:
 
 def export(config: Any, checkpoint_path: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
            size: tuple[int, int] | None = None, batch: int | None = 1, preprocess: bool = False,
-           postprocess: bool = False, check: bool = False, overwrite: bool = False,
-           log: Callable[[str], None] = print) -> dict[str, Any]:
+           postprocess: bool = False, dynamic_size: bool = False, check: bool = False,
+           overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
   """Writes the artifact to `out` (through a temporary sibling, so a failed export or check
   leaves an existing `out` untouched); returns what was done (sizes, times, errors)."""
   from hrnet_jax.convert.files import create_file, new_sibling, swap_in
@@ -295,10 +316,17 @@ def export(config: Any, checkpoint_path: str | os.PathLike, fmt: str, out: str |
   hw = tuple(size) if size else default_size(config)
   if len(hw) != 2 or min(hw) < 1:
     raise ExportError(f'--size {hw}: expected two positive numbers, H W')
+  if dynamic_size and fmt == 'onnx':
+    raise ExportError('--dynamic-size: only for stablehlo and savedmodel (the ONNX converter '
+                      'takes a symbolic batch, not symbolic multiples of 32)')
+  if dynamic_size and (hw[0] % 32 or hw[1] % 32):
+    raise ExportError(f'--dynamic-size: --size {hw[0]} {hw[1]} (the size --verify runs) must be '
+                      'multiples of 32')
   s, where = serving(config, checkpoint_path, hw, batch=batch, preprocess=preprocess,
-                     postprocess=postprocess)
-  log(f'exporting {where} as {fmt}: images {"batch" if batch is None else batch}x{hw[0]}x'
-      f'{hw[1]}x3 {np.dtype(s.input_dtype).name} -> {", ".join(s.output_names())}')
+                     postprocess=postprocess, dynamic_size=dynamic_size)
+  size = '(32*h)x(32*w)' if dynamic_size else f'{hw[0]}x{hw[1]}'
+  log(f'exporting {where} as {fmt}: images {"batch" if batch is None else batch}x{size}x3 '
+      f'{np.dtype(s.input_dtype).name} -> {", ".join(s.output_names())}')
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = new_sibling(out, 'tmp', os.mkdir if fmt == 'savedmodel' else create_file)
   report: dict[str, Any] = {'format': fmt, 'out': str(out), 'input_hw': list(hw), 'batch': batch}
@@ -329,7 +357,7 @@ def export(config: Any, checkpoint_path: str | os.PathLike, fmt: str, out: str |
   return report
 
 
-_HYPHENATED = ('--dynamic-batch', '--with-preprocess', '--with-postprocess')
+_HYPHENATED = ('--dynamic-batch', '--dynamic-size', '--with-preprocess', '--with-postprocess')
 
 
 def _absl_argv(argv: list[str]) -> list[str]:
@@ -362,6 +390,8 @@ def main() -> None:
   flags.DEFINE_list('size', None, 'Input height and width: --size H W (default: the recipe\'s).')
   flags.DEFINE_integer('batch', 1, 'Fixed batch size of the graph.')
   flags.DEFINE_bool('dynamic_batch', False, 'A symbolic batch dimension instead of --batch.')
+  flags.DEFINE_bool('dynamic_size', False, 'Height and width any multiples of 32 (stablehlo, '
+                    'savedmodel; nearest-fusion models: pose, cls).')
   flags.DEFINE_bool('with_preprocess', False, 'Take uint8 RGB images; normalize inside.')
   flags.DEFINE_bool('with_postprocess', False, 'Add the task\'s array post-processing.')
   flags.DEFINE_bool('verify', False, 'Check the artifact against JAX; fail above 1e-4.')
@@ -381,7 +411,8 @@ def main() -> None:
     cli.enable_compile_cache(f.config.get('compile_cache', 'auto'))
     export(f.config, f.checkpoint, f.format, f.out, size=size,
            batch=None if f.dynamic_batch else f.batch, preprocess=f.with_preprocess,
-           postprocess=f.with_postprocess, check=f.verify, overwrite=f.overwrite)
+           postprocess=f.with_postprocess, dynamic_size=f.dynamic_size, check=f.verify,
+           overwrite=f.overwrite)
 
   sys.argv = _absl_argv(sys.argv)
   cli.run(run)

@@ -152,6 +152,8 @@ class Predictor:
               ) -> tuple[list[dict], list[dict]]:
     """(samples, transformed items) of one image; raises for boxes that do not fit it."""
     samples = self.task.image_samples(image, boxes)
+    if not samples:
+      raise UserError('nothing to predict: its list of boxes is empty')
     return samples, [self.transform(s) for s in samples]
 
   def _per_sample(self, batch: dict[str, np.ndarray]) -> set[str]:

@@ -127,6 +127,7 @@ def test_bad_requests_fail_in_one_line_and_keep_what_exists(models, tmp_path, mo
   assert sorted(p.name for p in tmp_path.iterdir()) == ['dir', 'mine.onnx']  # no temporaries
 
 
+@pytest.mark.slow
 def test_a_failed_verification_writes_nothing(models, tmp_path, monkeypatch):
   c, ckpt = models['cls']
   out = tmp_path / 'cls.stablehlo'
@@ -220,3 +221,19 @@ def test_full_size_archs_lower_through_jax_export(arch):
   assert 'stablehlo.convolution' in exported.mlir_module()
   assert json.dumps(str(exported.out_avals))  # symbolic batch in every output
   assert all(str(a.shape[0]) == 'b' for a in exported.out_avals)
+
+
+@pytest.mark.slow
+def test_dynamic_size_for_nearest_fusion_models(models, tmp_path):
+  """Pose (nearest fusion): one StableHLO artifact for any multiple-of-32 size, checked at two
+  sizes; segmentation (bilinear matrices of fixed sizes) is refused in one line."""
+  c, ckpt = models['pose']
+  out = tmp_path / 'pose.stablehlo'
+  report = export.export(c, ckpt, 'stablehlo', out, size=(128, 96), batch=None, preprocess=True,
+                         postprocess=True, dynamic_size=True, check=True, log=lambda _: None)
+  assert max(report['errors'].values()) <= export.VERIFY_TOLERANCE
+  run = export.load_runner('stablehlo', out)
+  assert run(np.zeros((2, 64, 224, 3), np.uint8))['keypoints'].shape == (2, 17, 2)
+  c, ckpt = models['seg']
+  with pytest.raises(export.ExportError, match='bilinear interpolation matrices'):
+    export.export(c, ckpt, 'stablehlo', tmp_path / 'seg.stablehlo', dynamic_size=True)

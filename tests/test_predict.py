@@ -138,7 +138,8 @@ def test_the_command_reports_failures_in_one_line_each_and_exits_non_zero(pose_m
   errors = [l for l in done.stderr.splitlines() if l.startswith('error:')]
   assert errors == [f'error: {images[2]}: cannot read image {images[2]}: missing, unreadable '
                     'or not an image file']
-  assert '3 done, 1 failed' in done.stdout and 'Traceback' not in done.stderr
+  assert '3 done (3 images, 0 video frames' in done.stdout and '), 1 failed' in done.stdout
+  assert 'Traceback' not in done.stderr
   (tmp_path / 'file').write_text('x')
   done = subprocess.run(args + ['--out', str(tmp_path / 'file'), str(images[0])],
                         capture_output=True, text=True, env=env)

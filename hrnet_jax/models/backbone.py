@@ -120,7 +120,7 @@ class HRModule(nn.Module):
         if j > i:
           x = ConvBN(self.conv, self.norm, self.widths[i], kernel=1, relu=False,
                      name=f'fuse_layers.{i}.{j}')(x)
-          x = upsample_to(x, xs[i].shape[1:3], self.upsample, self.align_corners)
+          x = upsample_to(x, xs[i].shape[1:3], self.upsample, self.align_corners, 2**(j - i))
         elif j < i:
           for k in range(i - j):
             last = k == i - j - 1

@@ -290,16 +290,22 @@ def upsample_nearest(x: Array, factor: int) -> Array:
   return x.reshape(n, h * factor, w * factor, c)
 
 
-def upsample_to(x: Array, size: Sequence[int], mode: str, align_corners: bool) -> Array:
-  """Upsample a lower-resolution stream to a target size, by the release's rule."""
-  h, w = int(size[0]), int(size[1])
+def upsample_to(x: Array, size: Sequence[int], mode: str, align_corners: bool,
+                factor: int | None = None) -> Array:
+  """Upsample a lower-resolution stream to a target size, by the release's rule. Nearest takes
+  `factor` (2^k between streams) when given, so that symbolic sizes (jax.export) work."""
   if mode == 'bilinear':
-    return resize_bilinear(x, (h, w), align_corners)
+    return resize_bilinear(x, (int(size[0]), int(size[1])), align_corners)
   if mode == 'nearest':
-    factor = h // x.shape[1]
-    if factor * x.shape[1] != h or factor * x.shape[2] != w:
-      raise ValueError(
-          f'nearest upsampling needs input sizes divisible by 32: a {x.shape[1]}x{x.shape[2]} '
-          f'stream cannot be scaled to {h}x{w}; resize the input or use upsample="bilinear"')
+    h, w = size
+    sizes = (h, w, x.shape[1], x.shape[2])
+    if all(isinstance(d, int) for d in sizes):
+      factor = factor or h // x.shape[1]
+      if factor * x.shape[1] != h or factor * x.shape[2] != w:
+        raise ValueError(
+            f'nearest upsampling needs input sizes divisible by 32: a {x.shape[1]}x{x.shape[2]} '
+            f'stream cannot be scaled to {h}x{w}; resize the input or use upsample="bilinear"')
+    elif factor is None:
+      raise ValueError('nearest upsampling of symbolic sizes needs the factor')
     return upsample_nearest(x, factor)
   raise ValueError(f"upsample mode must be 'nearest' or 'bilinear', got {mode!r}")

@@ -174,6 +174,9 @@ class Task:
     raise NotImplementedError(f'{type(self).__name__} has no export outputs')
 
 
+HEATMAP_STRIDE = 4  # the V1 (pose) and V2 (face) heads output at 1/4 of the input
+
+
 class HeatmapTask(Task):
   """Pose and facial landmarks: Gaussian heatmaps at 1/4 of a (h, w) = `config.data.input_size`
   crop, the joints MSE loss, the flip test, and decoding to heatmap coordinates in jit.
@@ -209,16 +212,15 @@ class HeatmapTask(Task):
 
   def serving_outputs(self, outputs: Array, input_hw: tuple[int, int],
                       postprocess: bool) -> dict[str, Array]:
-    """`heatmaps` (B, H/4, W/4, K); post-processed: `keypoints` (B, K, 2) as (x, y) in input
-    pixels (decoded heatmap coordinates times input / heatmap size, the exact inverse of the
-    crop) and `scores` (B, K), the heatmap peaks."""
+    """`heatmaps` (B, ceil(H/4), ceil(W/4), K); post-processed: `keypoints` (B, K, 2) as (x, y)
+    in input pixels (decoded heatmap coordinates times the heads' stride of 4: heatmap pixel
+    (i, j) lies at input pixel (4i, 4j), any-size padding or not) and `scores` (B, K), the
+    heatmap peaks."""
+    del input_hw
     if not postprocess:
       return {'heatmaps': outputs}
-    heatmaps = at_least_float32(outputs)
-    coords, scores = hm.decode_heatmaps(heatmaps, self.decode_first_inner)
-    stride = jnp.asarray([input_hw[1] / heatmaps.shape[2], input_hw[0] / heatmaps.shape[1]],
-                         coords.dtype)
-    return {'keypoints': coords * stride, 'scores': scores}
+    coords, scores = hm.decode_heatmaps(at_least_float32(outputs), self.decode_first_inner)
+    return {'keypoints': coords * HEATMAP_STRIDE, 'scores': scores}
 
   def eval_outputs(self, apply_fn: ApplyFn, images: Array, batch: dict[str, Array]) -> dict:
     """Decoded coordinates (heatmap pixels), peak scores, and the crop to map them back."""
