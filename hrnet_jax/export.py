@@ -148,7 +148,6 @@ def serving(config: Any, checkpoint_path: str | os.PathLike, input_hw: tuple[int
   return Serving(apply, variables, hw, dtype, batch, dynamic_size), where
 
 
-
 def default_size(config: Any) -> tuple[int, int]:
   """The recipe's network input: `data.input_size` (pose, face, cls) or `data.crop_size` (seg)."""
   for key in ('input_size', 'crop_size'):

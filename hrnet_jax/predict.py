@@ -112,22 +112,9 @@ def output_names(paths: Sequence[pathlib.Path]) -> list[str]:
   return [f'{n}_{p.suffix.lstrip(".")}' if n in clash else n for n, p in zip(names, paths)]
 
 
-def _json_ready(prediction: dict, out_dir: pathlib.Path, name: str) -> dict:
-  """Arrays in a prediction (e.g. a label map) go to PNG files; the JSON names them."""
-  out = {}
-  for key, value in prediction.items():
-    if isinstance(value, np.ndarray):
-      file = f'{name}_{key}.png'
-      cv2.imwrite(str(out_dir / file), value)
-      out[key] = file
-    else:
-      out[key] = value
-  return out
-
-
 class Predictor:
   """A config and checkpoint, loaded once. `__call__(image, boxes)` -> the task's prediction;
-  `predict_many` runs many images `batch` samples at a time."""
+  `predictions` runs many prepared images `batch` samples at a time."""
 
   def __init__(self, config: Any, checkpoint_path: str | os.PathLike, batch: int = 1):
     config = config.copy_and_resolve_references()
@@ -147,6 +134,7 @@ class Predictor:
     self.variables = jax.device_put(variables, jax.local_devices()[0])
     self.step = make_eval_step(config, self.task, mesh)
     self.transform = self.task.eval_transform()
+    self._row_outputs: dict[tuple, set[str]] = {}  # per batch shape: see _per_sample
 
   def prepare(self, image: np.ndarray, boxes: np.ndarray | None = None
               ) -> tuple[list[dict], list[dict]]:
@@ -158,12 +146,16 @@ class Predictor:
 
   def _per_sample(self, batch: dict[str, np.ndarray]) -> set[str]:
     """The outputs of the step that have a row per sample (their leading size follows the
-    batch's), found by tracing it abstractly at a second batch size."""
+    batch's), found by tracing it abstractly at a second batch size (once per batch shape)."""
+    key = tuple((k, np.shape(v)) for k, v in sorted(batch.items()))
+    if key in self._row_outputs:
+      return self._row_outputs[key]
     grown = {k: jax.ShapeDtypeStruct((len(v) + 1, *np.shape(v)[1:]), np.asarray(v).dtype)
              for k, v in batch.items()}
     a = jax.eval_shape(self.step.jitted, self.variables, batch)
     b = jax.eval_shape(self.step.jitted, self.variables, grown)
-    return {k for k in a if a[k].ndim and a[k].shape[0] != b[k].shape[0]}
+    self._row_outputs[key] = {k for k in a if a[k].ndim and a[k].shape[0] != b[k].shape[0]}
+    return self._row_outputs[key]
 
   def run_items(self, items: list[dict]) -> tuple[dict[str, np.ndarray], set[str]]:
     """Eval outputs of items of one shape, `batch` per step (the last step padded by repeating

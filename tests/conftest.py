@@ -48,6 +48,24 @@ def fresh_step(config, total_steps: int = 10):
   return state, make_train_step(config, task, mesh, tx, schedule, shardings_of(state))
 
 
+def write_random_checkpoint(config, path, bn_offset: float = 0.0):
+  """A converted-checkpoint directory of the config's model with random weights (N(0, 0.1);
+  BN statistics |N(0, 0.1)| + `bn_offset`), for runs whose numbers need not be trained."""
+  from hrnet_jax import convert
+  from hrnet_jax.models import zoo
+  from hrnet_jax.tasks import get_task
+  task = get_task(config)
+  rng = np.random.default_rng(0)
+  shapes = zoo.init_shapes(config.model.arch, **task.model_kwargs)
+  variables = jax.tree_util.tree_map(
+      lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+  variables['batch_stats'] = jax.tree_util.tree_map(lambda v: np.abs(v) + bn_offset,
+                                                    variables['batch_stats'])
+  convert.write_variables(variables, path, {'arch': config.model.arch,
+                                            'overrides': task.model_kwargs})
+  return variables
+
+
 @pytest.fixture
 def x64():
   """float64 inside the test (equivalence checks below float32 noise)."""

@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import recipe
-from hrnet_jax import convert, export
+from conftest import recipe, write_random_checkpoint
+from hrnet_jax import export
 from hrnet_jax.models import zoo
 from hrnet_jax.tasks import get_task
 
@@ -25,14 +25,7 @@ def tiny(name: str, path):
   """(recipe, checkpoint dir) of a tiny model with random weights (BN statistics not 0/1)."""
   c = recipe(name)
   c.model.overrides.update(SHAPE)
-  task = get_task(c)
-  rng = np.random.default_rng(0)
-  shapes = zoo.init_shapes(c.model.arch, **task.model_kwargs)
-  variables = jax.tree_util.tree_map(
-      lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
-  variables['batch_stats'] = jax.tree_util.tree_map(lambda v: np.abs(v) + 0.5,
-                                                    variables['batch_stats'])
-  convert.write_variables(variables, path, {'arch': c.model.arch, 'overrides': task.model_kwargs})
+  write_random_checkpoint(c, path, bn_offset=0.5)
   return c, path
 
 

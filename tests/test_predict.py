@@ -8,16 +8,14 @@ import subprocess
 import sys
 
 import cv2
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import recipe
-from hrnet_jax import convert, predict
+from conftest import recipe, write_random_checkpoint
+from hrnet_jax import predict
 from hrnet_jax.data import keypoints
 from hrnet_jax.errors import UserError
-from hrnet_jax.models import zoo
 from hrnet_jax.predict import read_boxes
 from hrnet_jax.tasks import get_task
 
@@ -73,14 +71,8 @@ def test_output_names_keep_inputs_apart(tmp_path):
 def pose_model(pose_root, tmp_path_factory):
   """(config, checkpoint dir) of the tiny pose recipe with random weights."""
   c = recipe('pose_coco', pose_root)
-  task = get_task(c)
-  rng = np.random.default_rng(0)
-  shapes = zoo.init_shapes(c.model.arch, **task.model_kwargs)
-  variables = jax.tree_util.tree_map(
-      lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
-  variables['batch_stats'] = jax.tree_util.tree_map(np.abs, variables['batch_stats'])
   path = tmp_path_factory.mktemp('model') / 'pose'
-  convert.write_variables(variables, path, {'arch': c.model.arch, 'overrides': task.model_kwargs})
+  write_random_checkpoint(c, path)
   return c, path
 
 
@@ -250,15 +242,8 @@ def test_a_700x1000_street_image_is_segmented_at_its_size(seg_root, tmp_path):
   with c.unlocked():
     c.eval.crop_size = (704, 1024)  # one window covers the image
   task = get_task(c)
-  rng = np.random.default_rng(0)
-  shapes = zoo.init_shapes(c.model.arch, **task.model_kwargs)
-  variables = jax.tree_util.tree_map(
-      lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
-  variables['batch_stats'] = jax.tree_util.tree_map(lambda v: np.abs(v) + 0.5,
-                                                    variables['batch_stats'])
-  convert.write_variables(variables, tmp_path / 'seg', {'arch': c.model.arch,
-                                                        'overrides': task.model_kwargs})
-  image = rng.integers(0, 256, (700, 1000, 3), dtype=np.uint8)
+  variables = write_random_checkpoint(c, tmp_path / 'seg', bn_offset=0.5)
+  image = np.random.default_rng(0).integers(0, 256, (700, 1000, 3), dtype=np.uint8)
   cv2.imwrite(str(tmp_path / 'street.png'), image[..., ::-1])
   outcome = predict.run(c, str(tmp_path / 'seg'), [str(tmp_path / 'street.png')],
                         tmp_path / 'out')
