@@ -2,7 +2,7 @@
 
 Tiers: `make test` runs the fast tier (`-m "not slow"`), `make test-all` everything (CI). A test
 is marked slow when it launches processes, trains 60+ steps, runs a converted checkpoint end to
-end, builds a TFDS dataset, or runs the benchmark.
+end, builds a TFDS dataset, exports through a converter, or runs the benchmark.
 
 Compiled programs are shared through JAX's persistent compilation cache, kept between runs (in
 $HRNET_JAX_CACHE or ~/.cache/hrnet_jax), and the trainer tests all run one tiny recipe
