@@ -139,7 +139,7 @@ def test_compare_by_hand():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('task', ['pose', 'seg', 'face', 'cls'])
+@pytest.mark.parametrize('task', ['pose', 'seg', 'face', 'cls', 'seg_ocr'])
 def test_onnx_of_every_task_runs_in_onnxruntime_at_another_batch(models, tmp_path, task):
   """Symbolic batch, verified at batch 3 (traced symbolically); pose and cls post-processed."""
   pytest.importorskip('onnxruntime')
