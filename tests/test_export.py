@@ -230,3 +230,16 @@ def test_dynamic_size_for_nearest_fusion_models(models, tmp_path):
   c, ckpt = models['seg']
   with pytest.raises(export.ExportError, match='bilinear interpolation matrices'):
     export.export(c, ckpt, 'stablehlo', tmp_path / 'seg.stablehlo', dynamic_size=True)
+
+
+@pytest.mark.slow
+def test_a_full_size_model_exports_to_onnx(tmp_path):
+  """HRNetV2-W48 (65.9M parameters, the largest segmentation model) end to end through the
+  ONNX converter and onnxruntime, at a small input to keep the check short."""
+  pytest.importorskip('onnxruntime')
+  c = recipe('seg_cityscapes', arg='')  # the full recipe: seg_w48
+  write_random_checkpoint(c, tmp_path / 'w48', bn_offset=0.5)
+  report = export.export(c, tmp_path / 'w48', 'onnx', tmp_path / 'w48.onnx', size=(128, 256),
+                         batch=None, check=True, log=lambda _: None)
+  assert report['errors']['logits'] <= export.VERIFY_TOLERANCE
+  assert report['bytes'] > 4 * 65e6  # the weights are inside
