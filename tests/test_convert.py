@@ -111,7 +111,8 @@ def test_wrappers_and_prefixes_are_stripped_and_reported():
 def test_detection_keeps_mmdet_prefixes_and_ignores_detector_heads():
   state = fake_state_dict('det_w18_small_v1')
   assert all(k.startswith(('backbone.', 'neck.')) for k in state)
-  assert 'neck.reduction_conv.0.weight' in state and 'neck.fpn_conv.4.bias' in state
+  # mmdetection v2's HRFPN: ConvModules keep their conv as `.conv`.
+  assert 'neck.reduction_conv.conv.weight' in state and 'neck.fpn_convs.4.conv.bias' in state
   report = convert.Report()
   convert.torch_to_flax({**state, 'rpn_head.rpn_cls.weight': np.zeros((3, 256, 1, 1))},
                         'det_w18_small_v1', report=report)

@@ -59,6 +59,7 @@ CASES = [
     ('seg_ocr_w18_small_v2', {}, (72, 100)),  # align_corners=True everywhere
     ('seg_ocr_w18_small_v1', {'upsample': 'nearest', 'align_corners': False}, (64, 64)),
     ('det_w18_small_v1', {}, (64, 128)),
+    ('det_w18_small_v1', {'neck_stride': 2}, (64, 128)),  # FCOS-HRNet: levels 8..128
 ]
 
 

@@ -34,7 +34,7 @@ _ORDER = [
     'incre_modules', 'downsamp_modules', 'final_layer', 'classifier', 'last_layer', 'head',
     'conv3x3_ocr', 'ocr_distri_head', 'object_context_block', 'f_pixel', 'f_object', 'f_down',
     'f_up', 'conv_bn_dropout', 'cls_head', 'aux_head', 'backbone', 'neck', 'reduction_conv',
-    'fpn_conv', 'weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked'
+    'fpn_convs', 'conv', 'weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked'
 ]
 _RANK = {name: i for i, name in enumerate(_ORDER)}
 

@@ -241,10 +241,14 @@ class HRNetReference(nn.Module):
     if task == 'det':  # mmdet layout: backbone.* and neck.*
       self.backbone = backbone
       self.neck = nn.Module()
-      self.neck.reduction_conv = nn.Sequential(nn.Conv2d(sum(widths), c['out_channels'], 1))
-      self.neck.fpn_conv = nn.ModuleList(
-          [nn.Conv2d(c['out_channels'], c['out_channels'], 3, 1, 1)
-           for _ in range(c['num_levels'])])
+      # mmdetection's ConvModule (no norm, no activation) keeps its conv as `.conv`.
+      self.neck.reduction_conv = nn.Module()
+      self.neck.reduction_conv.conv = nn.Conv2d(sum(widths), c['out_channels'], 1)
+      self.neck.fpn_convs = nn.ModuleList()
+      for _ in range(c['num_levels']):
+        level = nn.Module()
+        level.conv = nn.Conv2d(c['out_channels'], c['out_channels'], 3, c['neck_stride'], 1)
+        self.neck.fpn_convs.append(level)
       self.num_levels = c['num_levels']
       return
     # Other releases register the backbone's modules on the model itself.
@@ -304,11 +308,11 @@ class HRNetReference(nn.Module):
       out = self.cls_head(self.ocr_distri_head(feats, proxy))
       return aux, out
     # det
-    y = self.neck.reduction_conv(torch.cat(
+    y = self.neck.reduction_conv.conv(torch.cat(
         [xs[0]] + [F.interpolate(x, scale_factor=2**i, mode='bilinear')
                    for i, x in enumerate(xs[1:], start=1)], 1))
     levels = [y] + [F.avg_pool2d(y, 2**i, 2**i) for i in range(1, self.num_levels)]
-    return tuple(conv(z) for conv, z in zip(self.neck.fpn_conv, levels))
+    return tuple(level.conv(z) for level, z in zip(self.neck.fpn_convs, levels))
 
 
 def build(arch: str, **overrides: Any) -> HRNetReference:

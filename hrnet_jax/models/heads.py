@@ -144,10 +144,13 @@ class OCRHead(nn.Module):
 
 
 class PyramidNeck(nn.Module):
-  """HRNetV2p (HRFPN): the V2 concat reduced to `out_channels`, average-pooled to
-  `num_levels` levels (strides 4, 8, ..., 64), a 3x3 conv per level."""
+  """HRNetV2p (mmdetection's HRFPN): the V2 concat reduced to `out_channels` by a 1x1 conv,
+  average-pooled to `num_levels` levels (strides 4, 8, ..., 64), a 3x3 conv per level with
+  `stride` (2 gives levels 8 ... 128, as the FCOS-HRNet configs). Names follow mmdetection's
+  ConvModule wrapping: `reduction_conv.conv`, `fpn_convs.<i>.conv`."""
   out_channels: int = 256
   num_levels: int = 5
+  stride: int = 1
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -155,9 +158,10 @@ class PyramidNeck(nn.Module):
   def __call__(self, streams: Streams, train: bool = False) -> tuple[Array, ...]:
     conv = make_conv(self.dtype, self.param_dtype)
     x = concat_streams(streams, align_corners=False)
-    x = conv1x1(conv, self.out_channels, use_bias=True, name='reduction_conv.0')(x)
+    x = conv1x1(conv, self.out_channels, use_bias=True, name='reduction_conv.conv')(x)
     levels = []
     for i in range(self.num_levels):
       y = x if i == 0 else nn.avg_pool(x, (2**i, 2**i), strides=(2**i, 2**i))
-      levels.append(conv3x3(conv, self.out_channels, use_bias=True, name=f'fpn_conv.{i}')(y))
+      levels.append(conv3x3(conv, self.out_channels, stride=self.stride, use_bias=True,
+                            name=f'fpn_convs.{i}.conv')(y))
     return tuple(levels)

@@ -43,7 +43,7 @@ TASKS: dict[str, dict[str, Any]] = {
     'pose': dict(upsample='nearest', align_corners=False, bn_momentum=0.9, num_joints=17),
     'face': dict(upsample='bilinear', align_corners=False, bn_momentum=0.99, num_joints=98),
     'det': dict(upsample='nearest', align_corners=False, bn_momentum=0.9, out_channels=256,
-                num_levels=5),
+                num_levels=5, neck_stride=1),
 }
 
 VARIANT_FIELDS = tuple(f.name for f in dataclasses.fields(Variant))
@@ -153,7 +153,7 @@ def create_model(arch: str, **overrides: Any) -> HRNetModel:
   elif task == 'pose':
     head = heads.PoseHead(c['num_joints'], **dt)
   else:
-    head = heads.PyramidNeck(c['out_channels'], c['num_levels'], **dt)
+    head = heads.PyramidNeck(c['out_channels'], c['num_levels'], c['neck_stride'], **dt)
   pad_to = PAD_MULTIPLE if c['any_size'] and c['upsample'] == 'nearest' else 0
   return HRNetModel(backbone=backbone, head=head, pad_to=pad_to)
 
