@@ -26,15 +26,10 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks.vs_pytorch import alternate, load, machine  # noqa: E402
-from hrnet_jax import convert, export  # noqa: E402
+from hrnet_jax import cli, convert, export  # noqa: E402
 
 CASES = {'pose_w32': ('configs/pose_coco.py', (256, 192)),
          'seg_w18': ('configs/seg_cityscapes.py:arch=seg_w18', (512, 1024))}
-
-
-def recipe(spec: str):
-  from hrnet_jax.cli import _load_config
-  return _load_config(spec)
 
 
 def run_case(name: str, reps: int, workdir: pathlib.Path, log=print) -> dict:
@@ -42,7 +37,7 @@ def run_case(name: str, reps: int, workdir: pathlib.Path, log=print) -> dict:
   from hrnet_jax.convert import torch_hrnet
   from hrnet_jax.tasks import get_task
   spec, hw = CASES[name]
-  config = recipe(spec)
+  config = cli.load_config(spec)
   task = get_task(config)
   torch.manual_seed(0)
   ref = torch_hrnet.build(config.model.arch, **task.model_kwargs).eval()

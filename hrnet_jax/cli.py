@@ -31,7 +31,8 @@ def _config_spec(argv: list[str]) -> str | None:
   return None
 
 
-def _load_config(spec: str) -> Any:
+def load_config(spec: str) -> Any:
+  """`path.py[:arg]` -> the recipe's config: `get_config(arg)`, or `get_config()` without an arg."""
   path, _, arg = spec.partition(':')
   module_spec = importlib.util.spec_from_file_location('_recipe', path)
   module = importlib.util.module_from_spec(module_spec)
@@ -53,7 +54,7 @@ def describe_override_error(argv: list[str], error: Exception) -> str:
   overrides = [a[2:].split('=', 1)[0] for a in argv if a.startswith('--config.')]
   spec = _config_spec(argv)
   try:
-    known = _keys(_load_config(spec)) if spec else []
+    known = _keys(load_config(spec)) if spec else []
   except Exception:  # pylint: disable=broad-except  (the original error says more)
     known = []
   bad = [k for k in overrides if known and k.split('.', 1)[1] not in known]
@@ -117,7 +118,7 @@ def run(main: Callable[[list[str]], Any]) -> None:
   spec = _config_spec(sys.argv)
   try:
     if spec:  # errors of the recipe itself, before absl wraps them in a traceback
-      _load_config(spec)
+      load_config(spec)
   except UserError as e:
     print(f'error: --config={spec}: {e}', file=sys.stderr)
     sys.exit(2)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import logging
 import os
@@ -80,7 +81,9 @@ class Serving:
                                   self.input_dtype)
     return jax.ShapeDtypeStruct((b, h, w, 3), self.input_dtype)
 
+  @functools.cached_property
   def output_names(self) -> list[str]:
+    """The outputs' names in the exported order (traced once, abstractly)."""
     shapes = jax.eval_shape(self.fn, jax.ShapeDtypeStruct((1, *self.input_hw, 3),
                                                           self.input_dtype))
     return sorted(shapes)
@@ -168,7 +171,7 @@ class _Spec:
 def write_onnx(s: Serving, path: pathlib.Path) -> None:
   jax2onnx = _require('jax2onnx')
   onnx = _require('onnx')
-  names = s.output_names()
+  names = s.output_names
   fn = lambda images: tuple(s.fn(images)[k] for k in names)
   for name in ('jax2onnx', 'onnx_ir'):  # per-op warnings about plugins this model never uses
     logging.getLogger(name).setLevel(logging.ERROR)
@@ -325,7 +328,7 @@ def export(config: Any, checkpoint_path: str | os.PathLike, fmt: str, out: str |
                      postprocess=postprocess, dynamic_size=dynamic_size)
   size = '(32*h)x(32*w)' if dynamic_size else f'{hw[0]}x{hw[1]}'
   log(f'exporting {where} as {fmt}: images {"batch" if batch is None else batch}x{size}x3 '
-      f'{np.dtype(s.input_dtype).name} -> {", ".join(s.output_names())}')
+      f'{np.dtype(s.input_dtype).name} -> {", ".join(s.output_names)}')
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = new_sibling(out, 'tmp', os.mkdir if fmt == 'savedmodel' else create_file)
   report: dict[str, Any] = {'format': fmt, 'out': str(out), 'input_hw': list(hw), 'batch': batch}

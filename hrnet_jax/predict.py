@@ -24,6 +24,7 @@ from typing import Any, Iterator, Sequence
 import cv2
 import jax
 import numpy as np
+import tqdm
 
 from hrnet_jax.data.sources import read_image
 from hrnet_jax.errors import UserError
@@ -226,25 +227,11 @@ class _Unit:
     return tuple((k, np.shape(v)) for k, v in sorted(self.prepared[1][0].items()))
 
 
-class _Progress:
-  """A progress bar with images/s on a terminal (tqdm); nothing when stderr is redirected."""
-
-  def __init__(self, total: int):
-    from tqdm import tqdm
-    self.bar = tqdm(total=total, unit='img', dynamic_ncols=True, disable=None, leave=False)
-
-  def update(self, n: int) -> None:
-    self.bar.update(n)
-
-  def close(self) -> None:
-    self.bar.close()
-
-
 class _Runner:
   """Groups consecutive units of one item shape into batches and hands each finished unit to
   its `done` callback; a unit whose group fails is reported with the reason."""
 
-  def __init__(self, predictor: Predictor, outcome: Outcome, progress: _Progress):
+  def __init__(self, predictor: Predictor, outcome: Outcome, progress: Any):
     self.predictor, self.outcome, self.progress = predictor, outcome, progress
     self.pending: list[tuple[_Unit, Any]] = []
 
@@ -371,7 +358,8 @@ def run(config: Any, checkpoint_path: str, inputs: Sequence[str], out_dir: str |
       capture.release()
     else:
       total += 1
-  progress = _Progress(total)
+  # A progress bar with images/s on a terminal; nothing when stderr is redirected.
+  progress = tqdm.tqdm(total=total, unit='img', dynamic_ncols=True, disable=None, leave=False)
   runner = _Runner(predictor, done, progress)
   task = predictor.task
   start = time.time()
