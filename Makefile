@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo pose-demo face-demo cls-demo test test-all clean
+.PHONY: demo pose-demo face-demo cls-demo det-demo test test-all clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ cls-demo: $(VENV)/.core
 
 face-demo: $(VENV)/.core
 	$(PY) train.py --config configs/face_300w.py:demo --workdir runs/face_demo
+
+det-demo: $(VENV)/.core
+	$(PY) train.py --config configs/det_coco_fcos.py:demo --workdir runs/det_demo
 
 test: $(VENV)/.dev
 	$(PY) -m pytest -q -m "not slow" tests

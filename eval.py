@@ -1,7 +1,8 @@
 """Evaluate: `python eval.py --config CONFIG --checkpoint PATH [--flip] [--multi_scale]`.
 
 Prints the task's scores: segmentation mIoU per class; pose COCO keypoint AP (ground-truth boxes,
-or detector boxes with --config.data.det_json=FILE) or MPII PCKh; classification top-1/top-5
+detector boxes with --config.data.det_json=FILE, or those of a detector run first with
+--detector DET_CONFIG --detector_checkpoint DET_PATH) or MPII PCKh; detection COCO box AP; classification top-1/top-5
 accuracy; facial landmarks NME, failure rate and AUC.
 
 PATH is a training workdir or step directory, a `python -m hrnet_jax.convert` directory, or an
@@ -23,6 +24,9 @@ flags.DEFINE_string('predictions', None, 'Write predictions into this directory 
                     'colour PNGs; pose: the COCO-format keypoint results JSON; classification: '
                     'the top-5 per image; landmarks: the points per face).')
 flags.DEFINE_string('results', None, 'Write the scores as JSON here.')
+flags.DEFINE_string('detector', None, 'COCO pose: a detection config whose person boxes replace '
+                    'config.data.det_json (written as person_detections_<split>.json).')
+flags.DEFINE_string('detector_checkpoint', None, 'The detector\'s checkpoint.')
 flags.mark_flags_as_required(['config', 'checkpoint'])
 
 
@@ -31,8 +35,12 @@ def main(argv):
   cli.start_runtime(flags.FLAGS.config)  # before anything asks JAX for devices
   from hrnet_jax.evaluate_checkpoint import run
   f = flags.FLAGS
+  if bool(f.detector) != bool(f.detector_checkpoint):
+    raise flags.ValidationError('--detector and --detector_checkpoint go together')
+  detector = cli.load_config(f.detector) if f.detector else None
   run(f.config, f.checkpoint, split=f.split, flip=f.flip, multi_scale=f.multi_scale,
-      sliding=f.sliding, predictions_dir=f.predictions, results_path=f.results)
+      sliding=f.sliding, predictions_dir=f.predictions, results_path=f.results,
+      detector=detector, detector_checkpoint=f.detector_checkpoint)
 
 
 if __name__ == '__main__':

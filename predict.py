@@ -14,7 +14,9 @@ training workdir or step directory, a `python -m hrnet_jax.convert` directory, o
 Pose, landmarks and classification run on the whole image, or on the boxes of `--boxes
 FILE.json`: {"image.jpg": [[x, y, w, h], ...], "video.mp4": {"0": [[x, y, w, h], ...], ...}}
 (keys: file names, or paths as given; a video's boxes keyed by frame index, a frame without
-an entry taken whole).
+an entry taken whole). Pose on any image: `--detector configs/det_coco_fcos.py
+--detector_checkpoint DET_PATH` finds the people (class person, score >= --detector_threshold)
+where --boxes gives none. Detection draws its boxes with class and score.
 An image, video or frame that fails is reported and skipped; the exit status is 1 when any did.
 """
 
@@ -31,6 +33,10 @@ flags.DEFINE_string('boxes', None, 'JSON {image file name: [[x, y, w, h], ...]} 
                     'classification).')
 flags.DEFINE_integer('batch', 1, 'Samples per step (images of one size, crops, frames).')
 flags.DEFINE_integer('every', 1, 'Videos: predict every N-th frame.')
+flags.DEFINE_string('detector', None, 'Pose: a detection config (e.g. configs/det_coco_fcos.py) '
+                    'whose person boxes feed the pose model where --boxes gives none.')
+flags.DEFINE_string('detector_checkpoint', None, 'The detector\'s checkpoint (as --checkpoint).')
+flags.DEFINE_float('detector_threshold', 0.5, 'Person boxes scoring below are left out.')
 flags.mark_flags_as_required(['config', 'checkpoint', 'out'])
 
 
@@ -39,10 +45,16 @@ def main(argv):
   if not images:
     raise app.UsageError('give one or more images, directories or videos after the flags')
   cli.start_runtime(flags.FLAGS.config)
-  from hrnet_jax.predict import run
+  from hrnet_jax.predict import PersonDetector, run
   f = flags.FLAGS
+  detector = None
+  if f.detector or f.detector_checkpoint:
+    if not (f.detector and f.detector_checkpoint):
+      raise app.UsageError('--detector and --detector_checkpoint go together')
+    detector = PersonDetector(cli.load_config(f.detector), f.detector_checkpoint,
+                              f.detector_threshold)
   outcome = run(f.config, f.checkpoint, images, f.out, boxes_path=f.boxes, batch=f.batch,
-                every=f.every)
+                every=f.every, detector=detector)
   sys.exit(1 if outcome.failed else 0)
 
 

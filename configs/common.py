@@ -56,6 +56,10 @@ def model_overrides() -> ml_collections.ConfigDict:
       'align_corners': p(bool), 'bn_momentum': p(float),
       # OCR only:
       'ocr_mid_channels': p(int), 'ocr_key_channels': p(int), 'ocr_dropout': p(float),
+      # Detection (det, fcos): the pyramid, the FCOS head, frozen backbone BN, input order:
+      'out_channels': p(int), 'num_levels': p(int), 'neck_stride': p(int),
+      'stacked_convs': p(int), 'gn_groups': p(int), 'centerness_on_reg': p(bool),
+      'norm_eval': p(bool), 'input_bgr': p(bool),
   })
 
 
@@ -100,8 +104,12 @@ def base_config(task: str, arch: str) -> ml_collections.ConfigDict:
   c.optimizer.power = 0.9  # poly
   c.optimizer.boundaries = ()  # step: epochs (fractions allowed) where lr is multiplied ...
   c.optimizer.gamma = 0.1  # ... by gamma
-  c.optimizer.warmup_steps = 0  # linear warmup from warmup_init * lr
+  c.optimizer.warmup_steps = 0  # warmup from warmup_init * lr ...
   c.optimizer.warmup_init = 0.0
+  c.optimizer.warmup_mode = 'linear'  # ... rising to lr, or 'constant' at warmup_init * lr
+  c.optimizer.grad_clip_norm = 0.0  # > 0: the gradients' global norm is clipped to it
+  c.optimizer.bias_lr_mult = 1.0  # conv/dense biases: learning rate ...
+  c.optimizer.bias_decay_mult = 1.0  # ... and weight decay multipliers (mmdetection's recipes)
 
   c.batch_size = 16  # global, over all devices and hosts
   c.num_epochs = 1

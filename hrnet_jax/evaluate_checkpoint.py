@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 from typing import Any
 
 import jax
@@ -15,12 +16,57 @@ from hrnet_jax.train import checkpoint, parallel
 from hrnet_jax.train.evaluator import evaluate
 
 
+def detect_people(det_config: Any, det_checkpoint: str, json_path: str | os.PathLike,
+                  image_dir: str | os.PathLike, out_path: str | os.PathLike,
+                  class_name: str = 'person') -> int:
+  """Runs a detector over the images of a COCO-format file and writes its `class_name` boxes as
+  a COCO results JSON with category_id 1 (a person-detections file, as top-down pose evaluation
+  reads). Returns the number of boxes written."""
+  from hrnet_jax.data.sources.coco_detection import ImageFiles
+  task = get_task(det_config)
+  if det_config.task != 'detection' or class_name not in task.class_names:
+    raise ConfigError(f'--detector: expected a detection config with a {class_name!r} class, '
+                      f'got config.task={det_config.task!r}')
+  mesh = parallel.make_mesh(det_config.get('mesh'))
+  variables, where = checkpoint.load_model_variables(det_checkpoint, task)
+  variables = jax.device_put(variables, parallel.replicated(mesh))
+  source = ImageFiles.from_coco_json(json_path, image_dir)
+  if jax.process_index() == 0:
+    print(f'detecting people with {where} on {len(source)} images: {task.protocol()}',
+          flush=True)
+  metric = evaluate(det_config, task, mesh, variables, source=source)
+  person = task.category_ids[task.class_names.index(class_name)]
+  found = [dict(d, category_id=1) for d in metric.detections() if d['category_id'] == person]
+  if jax.process_index() == 0:
+    with open(out_path, 'w') as f:
+      json.dump(found, f)
+  return len(found)
+
+
 def run(config: Any, checkpoint_path: str, *, split: str | None = None, flip: bool = False,
         multi_scale: bool = False, sliding: str | None = None,
         predictions_dir: str | os.PathLike | None = None,
-        results_path: str | os.PathLike | None = None) -> dict[str, Any]:
-  """Evaluates `checkpoint_path` and prints the task's table; returns the scores."""
+        results_path: str | os.PathLike | None = None, detector: Any = None,
+        detector_checkpoint: str | None = None) -> dict[str, Any]:
+  """Evaluates `checkpoint_path` and prints the task's table; returns the scores. Top-down pose
+  on COCO may take its person boxes from a detector (`detector` config and checkpoint): it runs
+  over the split's images first and its boxes replace config.data.det_json (the file is kept
+  in the predictions directory, or beside the results, as `person_detections_<split>.json`)."""
   config = config.copy_and_resolve_references()
+  if detector is not None:
+    if config.task != 'pose' or 'det_json' not in config.data:
+      raise ConfigError('--detector: only COCO top-down pose evaluation takes detector boxes')
+    from hrnet_jax.data.sources import coco, dataset_root
+    split = split or config.data.eval_split
+    root = pathlib.Path(dataset_root(config.data))
+    out_dir = pathlib.Path(predictions_dir or os.path.dirname(results_path or '') or '.')
+    out_dir.mkdir(parents=True, exist_ok=True)
+    boxes_file = out_dir / f'person_detections_{split}.json'
+    n = detect_people(detector, detector_checkpoint, coco.annotation_path(root, split),
+                      root / 'images' / split, boxes_file)
+    print(f'{n} person boxes written to {boxes_file}', flush=True)
+    with config.unlocked():
+      config.data.det_json = str(boxes_file)
   for asked, key in ((multi_scale, 'multi_scales'), (sliding, 'sliding')):
     if asked and key not in config.eval:
       raise ConfigError(f'--{key.rstrip("s")}: the {config.task} task has no config.eval.{key}')

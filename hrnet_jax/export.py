@@ -132,7 +132,8 @@ def serving(config: Any, checkpoint_path: str | os.PathLike, input_hw: tuple[int
   if dynamic_size:
     from hrnet_jax.models import zoo
     settings = zoo.model_config(config.model.arch, **task.model_kwargs)
-    if settings['upsample'] != 'nearest' or (postprocess and task.task_name == 'segmentation'):
+    if (settings['upsample'] != 'nearest' or task.task_name == 'detection'
+        or (postprocess and task.task_name == 'segmentation')):
       raise ExportError(f'--dynamic-size: {config.model.arch} resizes by bilinear interpolation '
                         'matrices of fixed sizes; export one --size per input size instead')
   variables, where = checkpoint.load_model_variables(checkpoint_path, task)
@@ -152,10 +153,13 @@ def serving(config: Any, checkpoint_path: str | os.PathLike, input_hw: tuple[int
 
 
 def default_size(config: Any) -> tuple[int, int]:
-  """The recipe's network input: `data.input_size` (pose, face, cls) or `data.crop_size` (seg)."""
+  """The recipe's network input: `data.input_size` (pose, face, cls), `data.crop_size` (seg) or
+  the first of `data.buckets` (detection: the landscape canvas)."""
   for key in ('input_size', 'crop_size'):
     if config.data.get(key):
       return tuple(int(v) for v in config.data[key])
+  if config.data.get('buckets'):
+    return tuple(int(v) for v in config.data.buckets[0])
   raise ExportError('the recipe has no config.data.input_size or crop_size: give --size H W')
 
 
@@ -324,6 +328,10 @@ def export(config: Any, checkpoint_path: str | os.PathLike, fmt: str, out: str |
   if dynamic_size and (hw[0] % 32 or hw[1] % 32):
     raise ExportError(f'--dynamic-size: --size {hw[0]} {hw[1]} (the size --verify runs) must be '
                       'multiples of 32')
+  if fmt == 'onnx' and postprocess and config.task == 'detection':
+    raise ExportError('--with-postprocess: detection post-processing (per-image NMS) does not '
+                      'convert to ONNX here; export the raw outputs, or use stablehlo or '
+                      'savedmodel')
   s, where = serving(config, checkpoint_path, hw, batch=batch, preprocess=preprocess,
                      postprocess=postprocess, dynamic_size=dynamic_size)
   size = '(32*h)x(32*w)' if dynamic_size else f'{hw[0]}x{hw[1]}'

@@ -137,11 +137,12 @@ class Predictor:
     self.transform = self.task.eval_transform()
     self._row_outputs: dict[tuple, set[str]] = {}  # per batch shape: see _per_sample
 
-  def prepare(self, image: np.ndarray, boxes: np.ndarray | None = None
-              ) -> tuple[list[dict], list[dict]]:
-    """(samples, transformed items) of one image; raises for boxes that do not fit it."""
+  def prepare(self, image: np.ndarray, boxes: np.ndarray | None = None,
+              allow_empty: bool = False) -> tuple[list[dict], list[dict]]:
+    """(samples, transformed items) of one image; raises for boxes that do not fit it, and for
+    an empty list of boxes unless `allow_empty` (a detector that found nobody)."""
     samples = self.task.image_samples(image, boxes)
-    if not samples:
+    if not samples and not allow_empty:
       raise UserError('nothing to predict: its list of boxes is empty')
     return samples, [self.transform(s) for s in samples]
 
@@ -177,7 +178,10 @@ class Predictor:
 
   def predictions(self, prepared: list[tuple[list[dict], list[dict]]]) -> list[dict]:
     """The task's prediction for each prepared image; items of all of them run together."""
-    outputs, per_sample = self.run_items([it for _, its in prepared for it in its])
+    items = [it for _, its in prepared for it in its]
+    if not items:  # nothing to run (no boxes): each image's prediction is empty
+      return [self.task.prediction([], {}) for _ in prepared]
+    outputs, per_sample = self.run_items(items)
     out, start = [], 0
     for samples, its in prepared:
       mine = {k: v[start:start + len(its)] if k in per_sample else v for k, v in outputs.items()}
@@ -187,6 +191,30 @@ class Predictor:
 
   def __call__(self, image: np.ndarray, boxes: np.ndarray | None = None) -> dict:
     return self.predictions([self.prepare(image, boxes)])[0]
+
+
+class PersonDetector:
+  """A detection config and checkpoint used for the boxes of top-down pose: per image, the boxes
+  of its `person` class scoring at least `threshold`, as [x, y, w, h] (best first)."""
+
+  def __init__(self, config: Any, checkpoint_path: str | os.PathLike, threshold: float = 0.5,
+               class_name: str = 'person'):
+    if config.task != 'detection':
+      raise UserError(f'--detector: expected a detection config (config.task=detection), got '
+                      f'config.task={config.task!r}')
+    self.predictor = Predictor(config, checkpoint_path)
+    names = self.predictor.task.class_names
+    if class_name not in names:
+      raise UserError(f'--detector: the detector has no class {class_name!r}; its classes: '
+                      f'{", ".join(names)}')
+    self.class_id, self.threshold = names.index(class_name), threshold
+
+  def boxes(self, image: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """(boxes (N, 4) [x, y, w, h], scores) of the people in `image`."""
+    found = [d for d in self.predictor(image)['detections']
+             if d['class_id'] == self.class_id and d['score'] >= self.threshold]
+    return (np.asarray([d['box'] for d in found], np.float32).reshape(-1, 4),
+            [d['score'] for d in found])
 
 
 def _json_ready(prediction: dict, out_dir: pathlib.Path | None, name: str) -> dict:
@@ -223,7 +251,9 @@ class _Unit:
 
   @property
   def key(self) -> tuple:
-    """Items of units with equal keys stack into one batch."""
+    """Items of units with equal keys stack into one batch (a unit without items joins any)."""
+    if not self.prepared[1]:
+      return ()
     return tuple((k, np.shape(v)) for k, v in sorted(self.prepared[1][0].items()))
 
 
@@ -236,7 +266,8 @@ class _Runner:
     self.pending: list[tuple[_Unit, Any]] = []
 
   def add(self, unit: _Unit, done: Any) -> None:
-    if self.pending and self.pending[0][0].key != unit.key:
+    keys = {u.key for u, _ in self.pending} - {()}
+    if unit.key and keys and unit.key not in keys:
       self.flush()
     self.pending.append((unit, done))
     if sum(len(u.prepared[1]) for u, _ in self.pending) >= self.predictor.batch:
@@ -331,11 +362,13 @@ class _Video:
 
 
 def run(config: Any, checkpoint_path: str, inputs: Sequence[str], out_dir: str | os.PathLike,
-        boxes_path: str | None = None, batch: int = 1, every: int = 1) -> Outcome:
+        boxes_path: str | None = None, batch: int = 1, every: int = 1,
+        detector: PersonDetector | None = None) -> Outcome:
   """Per image `<name>.png` (the picture) and `<name>.json` (the raw results); per video
   `<name>.<ext>` (annotated, every `every`-th frame) and `<name>.jsonl` (a line per frame); and
   `predictions.json` with all records (names: see `output_names`). Directories are walked for
-  images and videos."""
+  images and videos. With `detector` (top-down pose), images and frames without boxes of their
+  own get the detector's people (none found: an empty prediction)."""
   out = pathlib.Path(out_dir)
   if out.exists() and not out.is_dir():
     raise UserError(f'--out {out}: exists and is not a directory')
@@ -346,6 +379,15 @@ def run(config: Any, checkpoint_path: str, inputs: Sequence[str], out_dir: str |
   names = output_names(paths)
   predictor = Predictor(config, checkpoint_path, batch)
   print(f'model: {predictor.where}', flush=True)
+  if detector is not None:
+    print(f'person boxes: {detector.predictor.where} (score >= {detector.threshold})', flush=True)
+
+  def prepare(image: np.ndarray, given: Any) -> tuple[list[dict], list[dict]]:
+    if given is not None or detector is None:
+      return predictor.prepare(image, given)
+    found, _ = detector.boxes(image)
+    return predictor.prepare(image, found, allow_empty=True)
+
   out.mkdir(parents=True, exist_ok=True)
   done = Outcome([], [])
   for given, reason in missing:
@@ -381,7 +423,7 @@ def run(config: Any, checkpoint_path: str, inputs: Sequence[str], out_dir: str |
     if not is_video(path):
       try:
         image = read_image(path)
-        unit = _Unit(str(path), image, predictor.prepare(image, _boxes_for(boxes, path, name)))
+        unit = _Unit(str(path), image, prepare(image, _boxes_for(boxes, path, name)))
       except Exception as e:  # pylint: disable=broad-except  (one bad file must not stop the run)
         fail(done, str(path), e)
         progress.update(1)
@@ -399,7 +441,7 @@ def run(config: Any, checkpoint_path: str, inputs: Sequence[str], out_dir: str |
       label = f'{path}#{index}'
       try:
         frame_boxes = table.get(index) if isinstance(table, dict) else table
-        unit = _Unit(label, frame, predictor.prepare(frame, frame_boxes), frame=index)
+        unit = _Unit(label, frame, prepare(frame, frame_boxes), frame=index)
       except Exception as e:  # pylint: disable=broad-except
         fail(done, label, e)
         progress.update(1)

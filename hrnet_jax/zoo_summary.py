@@ -66,7 +66,7 @@ def run(arch: str, image: np.ndarray, variables=None, overrides=None) -> dict:
 
 
 _SIZES = {'cls': (224, 224), 'seg': (512, 1024), 'seg_ocr': (512, 1024), 'pose': (256, 192),
-          'face': (256, 256), 'det': (512, 512)}
+          'face': (256, 256), 'det': (512, 512), 'fcos': (512, 512)}
 
 
 def main(argv: list[str] | None = None) -> None:

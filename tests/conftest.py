@@ -100,6 +100,12 @@ def cls_root(tmp_path_factory):
                                   num_val=6)
 
 
+@pytest.fixture(scope='session')
+def det_demo_root(tmp_path_factory):
+  return synthetic.write_det_demo(tmp_path_factory.mktemp('det') / 'demo', num_train=24,
+                                  num_val=8)
+
+
 # --- Reading results back ------------------------------------------------------------------
 
 

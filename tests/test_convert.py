@@ -9,6 +9,7 @@ import stat
 import jax
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from conftest import read_reference_layout
 from hrnet_jax import convert
@@ -117,6 +118,126 @@ def test_detection_keeps_mmdet_prefixes_and_ignores_detector_heads():
   convert.torch_to_flax({**state, 'rpn_head.rpn_cls.weight': np.zeros((3, 256, 1, 1))},
                         'det_w18_small_v1', report=report)
   assert report.ignored == ['rpn_head.rpn_cls.weight']
+
+
+# FCOS-HRNetV2p: the whole mmdetection detector (backbone.*, neck.*, bbox_head.*) converts.
+
+
+def random_variables(arch: str, seed: int = 0, **overrides):
+  """Random values in the exact shapes of an arch's variables (no forward pass)."""
+  rng = np.random.default_rng(seed)
+  return jax.tree_util.tree_map(lambda s: rng.standard_normal(s.shape).astype(s.dtype),
+                                zoo.init_shapes(arch, **overrides))
+
+
+@pytest.mark.parametrize('arch', ['fcos_w18', 'fcos_w32'])
+def test_fcos_round_trips_are_exact(arch):
+  variables = random_variables(arch)
+  state = convert.flax_to_torch(variables, arch)
+  back = convert.torch_to_flax(state, arch)
+  flat, flat_back = (traverse_util.flatten_dict(v) for v in (variables, back))
+  assert set(flat) == set(flat_back)
+  for path, value in flat.items():
+    assert flat_back[path].shape == value.shape and np.array_equal(flat_back[path], value), path
+  fake = fake_state_dict(arch)
+  again = convert.flax_to_torch(convert.torch_to_flax(fake, arch), arch)
+  assert list(again) == list(fake)
+  for key, value in fake.items():
+    if not key.endswith('num_batches_tracked'):  # a PyTorch-only counter: written as 0
+      assert again[key].shape == value.shape and np.array_equal(again[key], value), key
+
+
+def test_fcos_keys_follow_mmdetection_layout():
+  """Keys, shapes and order of mmdetection v2's FCOS-HRNetV2p-W32 state_dict, by hand:
+  SingleStageDetector registers backbone, neck, bbox_head; FCOSHead (an AnchorFreeHead)
+  cls_convs, reg_convs, conv_cls, conv_reg, then conv_centerness, scales; a GN ConvModule its
+  `conv` then `gn`; mmcv's Scale a 0-d `scale`."""
+  layout = mapping.torch_keys_and_shapes('fcos_w32')
+  shapes = dict(layout)
+  assert len(shapes) == len(layout)
+  expected = {
+      'backbone.conv1.weight': (64, 3, 3, 3),
+      'backbone.stage4.2.fuse_layers.0.3.0.weight': (32, 256, 1, 1),  # upsample: conv, BN
+      'backbone.stage4.2.fuse_layers.0.3.1.num_batches_tracked': (),
+      'backbone.stage4.2.fuse_layers.3.0.2.0.weight': (256, 32, 3, 3),  # 3rd stride-2 step
+      'neck.reduction_conv.conv.weight': (256, 480, 1, 1),
+      'neck.fpn_convs.4.conv.weight': (256, 256, 3, 3),
+      'bbox_head.cls_convs.0.conv.weight': (256, 256, 3, 3),
+      'bbox_head.cls_convs.0.gn.weight': (256,),
+      'bbox_head.reg_convs.3.gn.bias': (256,),
+      'bbox_head.conv_cls.weight': (80, 256, 3, 3),
+      'bbox_head.conv_cls.bias': (80,),
+      'bbox_head.conv_reg.weight': (4, 256, 3, 3),
+      'bbox_head.conv_centerness.weight': (1, 256, 3, 3),
+      'bbox_head.scales.3.scale': (),
+  }
+  for key, shape in expected.items():
+    assert shapes.get(key) == shape, key
+  assert 'bbox_head.cls_convs.0.conv.bias' not in shapes  # no bias before GN
+  assert not any(k.startswith('bbox_head.scales.') and not k.endswith('.scale') for k in shapes)
+  keys = [k for k, _ in layout]
+  tops = [k.split('.')[0] for k in keys]
+  assert tops == sorted(tops, key=['backbone', 'neck', 'bbox_head'].index)
+  head = list(dict.fromkeys(k.split('.')[1] for k in keys if k.startswith('bbox_head.')))
+  assert head == ['cls_convs', 'reg_convs', 'conv_cls', 'conv_reg', 'conv_centerness', 'scales']
+  assert keys[keys.index('bbox_head.cls_convs.1.conv.weight'):][:3] == [
+      'bbox_head.cls_convs.1.conv.weight', 'bbox_head.cls_convs.1.gn.weight',
+      'bbox_head.cls_convs.1.gn.bias']
+  assert [k for k in keys if 'scales' in k] == [f'bbox_head.scales.{i}.scale' for i in range(5)]
+  variables = convert.torch_to_flax(fake_state_dict('fcos_w32'), 'fcos_w32')
+  scale = variables['params']['head']['bbox_head']['scales.3']['scale']
+  assert scale.shape == () and scale.dtype == np.float32
+
+
+def _mmdet_checkpoint(arch: str, **overrides) -> dict:
+  """What mmdetection's save_checkpoint writes (optimizer aside): the model under 'state_dict',
+  the run's facts under 'meta'."""
+  return {'state_dict': fake_state_dict(arch, **overrides),
+          'meta': {'mmdet_version': '2.28.2', 'epoch': 12, 'CLASSES': ('a', 'b', 'c')}}
+
+
+def test_fcos_infer_arch_from_mmdet_checkpoint():
+  coco = convert.normalize_state_dict(_mmdet_checkpoint('fcos_w32'))
+  assert mapping.infer_arch(coco) == ('fcos_w32', {})  # the release's head: nothing to override
+  three = convert.normalize_state_dict(_mmdet_checkpoint('fcos_w18', num_classes=3))
+  assert mapping.infer_arch(three) == ('fcos_w18', {'num_classes': 3})
+  tiny = {'out_channels': 64, 'num_classes': 5, 'stacked_convs': 2, 'num_levels': 4}
+  state = convert.normalize_state_dict(_mmdet_checkpoint('fcos_w18_small_v1', **tiny))
+  assert mapping.infer_arch(state) == ('fcos_w18_small_v1', tiny)
+  report = convert.Report()
+  convert.torch_to_flax(_mmdet_checkpoint('fcos_w18', num_classes=3), report=report)
+  assert report.arch == 'fcos_w18' and report.overrides == {'num_classes': 3}
+  assert report.ignored == ["meta (outside 'state_dict')"]
+  # A head size given by the caller still takes the other inferred head settings.
+  v = convert.torch_to_flax(_mmdet_checkpoint('fcos_w18_small_v1', **tiny), num_classes=5)
+  assert v['params']['head']['bbox_head']['conv_cls']['kernel'].shape == (3, 3, 64, 5)
+
+
+def test_fcos_legacy_predictor_names_are_renamed():
+  """Checkpoints of mmdetection v1 / early v2 call the predictors fcos_cls, fcos_reg and
+  fcos_centerness (v2's AnchorFreeHead renames them on load, and so does the converter)."""
+  state = fake_state_dict('fcos_w18_small_v1', num_classes=3)
+  legacy = {k.replace('bbox_head.conv_', 'bbox_head.fcos_'): v for k, v in state.items()}
+  assert 'bbox_head.fcos_centerness.weight' in legacy
+  v = convert.torch_to_flax({'state_dict': legacy, 'meta': {}})
+  same = convert.torch_to_flax(state, 'fcos_w18_small_v1', num_classes=3)
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, v, same))
+
+
+def test_fcos_converts_every_key_and_det_still_ignores_the_head():
+  state = fake_state_dict('fcos_w18_small_v1')
+  with pytest.raises(convert.ConversionError, match=r'1 unexpected') as e:
+    convert.torch_to_flax({**state, 'bbox_head.conv_extra.weight': np.zeros(3, np.float32)})
+  assert 'bbox_head.conv_extra.weight' in str(e.value)
+  missing = {k: v for k, v in state.items() if k != 'bbox_head.scales.2.scale'}
+  with pytest.raises(convert.ConversionError, match=r'bbox_head\.scales\.2\.scale \[\]'):
+    convert.torch_to_flax(missing, 'fcos_w18_small_v1')
+  # The same checkpoint read as `det` (backbone and pyramid only) ignores the FCOS head.
+  report = convert.Report()
+  v = convert.torch_to_flax(state, 'det_w18_small_v1', neck_stride=2, report=report)
+  assert sorted(report.ignored) == sorted(k for k in state if k.startswith('bbox_head.'))
+  assert set(v['params']['head']) == {'reduction_conv.conv', *(f'fpn_convs.{i}.conv'
+                                                              for i in range(5))}
 
 
 def test_mismatch_lists_every_problem():
@@ -231,6 +352,31 @@ def test_cli_refuses_to_overwrite_and_unknown_direction(pth, tmp_path, capsys):
   assert 'exists' in capsys.readouterr().err
   assert run_cli(tmp_path / 'a', tmp_path / 'b') == 2
   assert 'one of SRC and DST' in capsys.readouterr().err
+
+
+def test_cli_fcos_mmdet_checkpoint_round_trip(tmp_path, capsys):
+  """An mmdetection FCOS checkpoint ({'state_dict', 'meta'}) imports with its head inferred and
+  exports back to the same tensors (as a plain state_dict, which mmdetection loads too)."""
+  from conftest import randomize_torch_bn
+  from hrnet_jax.convert import torch_hrnet
+  head = {'out_channels': 64, 'num_classes': 3}
+  torch.manual_seed(0)
+  model = torch_hrnet.build('fcos_w18_small_v1', **head)
+  randomize_torch_bn(model)
+  src = tmp_path / 'fcos_hrnetv2p_w18_small.pth'
+  torch.save({'state_dict': model.state_dict(),
+              'meta': {'mmdet_version': '2.28.2', 'CLASSES': ('a', 'b', 'c')}}, src)
+  assert run_cli(src, tmp_path / 'ckpt', '--verify') == 0  # forward vs PyTorch (BGR input)
+  out = capsys.readouterr().out
+  assert 'fcos_w18_small_v1' in out and 'verify: forward vs PyTorch' in out
+  _, meta = convert.read_variables(tmp_path / 'ckpt')
+  assert meta['arch'] == 'fcos_w18_small_v1' and meta['overrides'] == head
+  assert run_cli(tmp_path / 'ckpt', tmp_path / 'back.pth') == 0
+  back = convert.read_torch_file(tmp_path / 'back.pth')
+  original = model.state_dict()
+  assert list(back) == list(original)
+  for k, v in original.items():
+    assert back[k].shape == v.shape and torch.equal(back[k], v), k
 
 
 # ---------------------------------------------------------------------------------------------

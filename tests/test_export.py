@@ -18,7 +18,7 @@ from hrnet_jax.tasks import get_task
 # Two modules in stage 3 and two blocks per branch: scanned groups that the export unstacks.
 SHAPE = dict(num_modules=(1, 2, 1), num_blocks=2)
 RECIPES = {'pose': 'pose_coco', 'seg': 'seg_cityscapes', 'face': 'face_wflw',
-           'cls': 'cls_imagenet', 'seg_ocr': 'seg_cityscapes_ocr'}
+           'cls': 'cls_imagenet', 'seg_ocr': 'seg_cityscapes_ocr', 'det': 'det_coco_fcos'}
 
 
 def tiny(name: str, path):
@@ -39,15 +39,17 @@ def models(tmp_path_factory):
 def test_stablehlo_of_every_task_matches_the_model_through_its_own_path(models, tmp_path):
   """Raw outputs (OCR: both heads) and post-processed ones, with a symbolic batch."""
   for task, post in (('pose', True), ('seg', True), ('face', False), ('cls', True),
-                     ('seg_ocr', False)):
+                     ('seg_ocr', False), ('det', True), ('det', False)):
     c, ckpt = models[task]
-    out = tmp_path / f'{task}.stablehlo'
+    out = tmp_path / f'{task}_{post}.stablehlo'
     report = export.export(c, ckpt, 'stablehlo', out, batch=None, preprocess=True,
                            postprocess=post, check=True, log=lambda _: None)
     assert max(report['errors'].values()) <= export.VERIFY_TOLERANCE
     names = sorted(report['errors'])
     expected = {'pose': ['keypoints', 'scores'], 'seg': ['labels'], 'face': ['heatmaps'],
-                'cls': ['top_ids', 'top_probs'], 'seg_ocr': ['aux_logits', 'logits']}[task]
+                'cls': ['top_ids', 'top_probs'], 'seg_ocr': ['aux_logits', 'logits'],
+                'det': (['boxes', 'labels', 'scores', 'valid'] if post else
+                        ['centerness', 'distances', 'logits'])}[task]
     assert names == expected, task
 
 
@@ -118,6 +120,11 @@ def test_bad_requests_fail_in_one_line_and_keep_what_exists(models, tmp_path, mo
     export.export(c, ckpt, 'onnx', tmp_path / 'new.onnx', log=lambda _: None)
   assert mine.read_text() == 'not ours to lose'
   assert sorted(p.name for p in tmp_path.iterdir()) == ['dir', 'mine.onnx']  # no temporaries
+  det, det_ckpt = models['det']
+  with pytest.raises(export.ExportError, match='detection post-processing .* ONNX'):
+    export.export(det, det_ckpt, 'onnx', tmp_path / 'det.onnx', postprocess=True)
+  with pytest.raises(export.ExportError, match='--dynamic-size: fcos_w18_small_v1'):
+    export.export(det, det_ckpt, 'stablehlo', tmp_path / 'det.stablehlo', dynamic_size=True)
 
 
 @pytest.mark.slow
@@ -139,7 +146,7 @@ def test_compare_by_hand():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('task', ['pose', 'seg', 'face', 'cls', 'seg_ocr'])
+@pytest.mark.parametrize('task', ['pose', 'seg', 'face', 'cls', 'seg_ocr', 'det'])
 def test_onnx_of_every_task_runs_in_onnxruntime_at_another_batch(models, tmp_path, task):
   """Symbolic batch, verified at batch 3 (traced symbolically); pose and cls post-processed."""
   pytest.importorskip('onnxruntime')

@@ -28,8 +28,9 @@ def test_parameter_count_equals_official(arch):
 
 def test_list_models_covers_every_task_and_variant():
   names = hrnet_jax.list_models()
-  assert len(names) == len(zoo.TASKS) * len(zoo.VARIANTS) == 54
-  assert {'seg_w48', 'pose_w32', 'cls_w18_small_v1', 'seg_ocr_w48', 'face_w18', 'det_w40'} <= set(names)
+  assert len(names) == len(zoo.TASKS) * len(zoo.VARIANTS) == 63
+  assert {'seg_w48', 'pose_w32', 'cls_w18_small_v1', 'seg_ocr_w48', 'face_w18', 'det_w40',
+          'fcos_w32'} <= set(names)
 
 
 @pytest.mark.parametrize('arch,hw,expected', [
@@ -40,14 +41,17 @@ def test_list_models_covers_every_task_and_variant():
     ('face_w18', (256, 256), [(2, 64, 64, 98)]),
     ('seg_ocr_w48', (512, 1024), [(2, 128, 256, 19)] * 2),
     ('det_w32', (512, 768), [(2, 128 // 2**i, 192 // 2**i, 256) for i in range(5)]),
+    # FCOS at the recipe's landscape canvas: strides 8..128; the last level pools 200x336 by 16
+    # (floor: 12x21) and halves it (6x11), as mmdetection's HRFPN does.
+    ('fcos_w32', (800, 1344), [(2, h, w, c) for c in (80, 4, 1) for h, w in
+                               ((100, 168), (50, 84), (25, 42), (13, 21), (6, 11))]),
 ])
 def test_output_shapes(arch, hw, expected):
   model = hrnet_jax.create_model(arch)
   variables = zoo.init_shapes(arch)
   x = jax.ShapeDtypeStruct((2, *hw, 3), jnp.float32)
   out = jax.eval_shape(lambda v, x: model.apply(v, x), variables, x)
-  out = out if isinstance(out, tuple) else (out,)
-  assert [o.shape for o in out] == expected
+  assert [o.shape for o in jax.tree_util.tree_leaves(out)] == expected
 
 
 def test_overrides_and_errors():

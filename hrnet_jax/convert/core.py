@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -15,6 +16,9 @@ from hrnet_jax.models import zoo
 # Wrappers and prefixes that training code puts around the model's own keys.
 _WRAPPER_KEYS = ('state_dict', 'model', 'model_state', 'net')
 _STRIP_PREFIXES = ('module.', 'model.')
+# Older mmdetection (v1, early v2) named FCOS's predictors fcos_cls/fcos_reg/fcos_centerness;
+# v2's AnchorFreeHead renames them to conv_* on load, and so do we.
+_LEGACY_FCOS = re.compile(r'^bbox_head\.fcos_(cls|reg|centerness)\.')
 
 
 class ConversionError(UserError, ValueError):
@@ -43,7 +47,8 @@ def _is_array(x: Any) -> bool:
 
 
 def normalize_state_dict(obj: Any, report: Report | None = None) -> dict[str, Any]:
-  """Unwraps `{'state_dict': ...}`-style containers and strips `module.`/`model.` prefixes.
+  """Unwraps `{'state_dict': ...}`-style containers (mmdetection's `{'state_dict', 'meta'}`
+  too), strips `module.`/`model.` prefixes and renames old FCOS `bbox_head.fcos_*` keys.
 
   Non-array entries (epoch counters, optimizer state, ...) and num_batches_tracked are dropped
   and listed in `report.ignored`.
@@ -64,6 +69,7 @@ def normalize_state_dict(obj: Any, report: Report | None = None) -> dict[str, An
       continue
     while name.startswith(_STRIP_PREFIXES):
       name = name.split('.', 1)[1]
+    name = _LEGACY_FCOS.sub(r'bbox_head.conv_\1.', name)
     if name.endswith('num_batches_tracked'):
       continue
     out[name] = value
@@ -81,6 +87,8 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def _ignorable(task: str, key: str) -> bool:
+  if task == 'fcos':  # the whole detector is ours: every key must convert
+    return False
   if key.startswith('loss.'):  # class weights saved by the segmentation train wrapper
     return True
   # Detection checkpoints hold the detector heads too; only the backbone and neck are ours.
@@ -110,9 +118,12 @@ def torch_to_flax(state_dict_or_path: Any, arch: str | None = None, *,
   if arch is None:
     arch = inferred_arch
   task, _ = zoo.split_arch(arch)
-  if inferred_arch and zoo.split_arch(inferred_arch)[0] == task and not (
-      {'num_classes', 'num_joints'} & set(overrides)):
-    overrides = {**inferred, **overrides}  # the head size the checkpoint was trained with
+  if inferred_arch and zoo.split_arch(inferred_arch)[0] == task:
+    # The head the checkpoint was trained with, unless the caller names its size (either key).
+    sized = {'num_classes', 'num_joints'} & set(overrides)
+    inferred = {k: v for k, v in inferred.items()
+                if not (sized and k in ('num_classes', 'num_joints'))}
+    overrides = {**inferred, **overrides}
   entries = mapping.layout(arch, **overrides)
 
   expected = {e.key for e in entries}

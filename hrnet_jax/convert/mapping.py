@@ -8,7 +8,9 @@ PyTorch key, up to the leaf name and layout:
   params/.../bias                <->  .bias               batch_stats/.../var  <-> .running_var
 
 The top-level 'backbone'/'head' component is dropped (detection keeps mmdet's `backbone.` and
-`neck.` prefixes). Every BN also has `num_batches_tracked` in PyTorch.
+`neck.` prefixes; FCOS's head already holds `neck` and `bbox_head`). Every BN also has
+`num_batches_tracked` in PyTorch. One exception to the leaf names: mmcv's `Scale` (FCOS's
+`bbox_head.scales.<i>`) keeps its 0-d parameter as `.scale`, not `.weight`.
 
 A scanned group (`stage3.0-3`, `branches.0.0-3`, see `hrnet_jax.models.backbone`) stacks its
 copies on leading axes, one axis per range in the path, outermost first: the official tensor
@@ -34,7 +36,9 @@ _ORDER = [
     'incre_modules', 'downsamp_modules', 'final_layer', 'classifier', 'last_layer', 'head',
     'conv3x3_ocr', 'ocr_distri_head', 'object_context_block', 'f_pixel', 'f_object', 'f_down',
     'f_up', 'conv_bn_dropout', 'cls_head', 'aux_head', 'backbone', 'neck', 'reduction_conv',
-    'fpn_convs', 'conv', 'weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked'
+    'fpn_convs', 'bbox_head', 'cls_convs', 'reg_convs', 'conv_cls', 'conv_reg', 'conv_centerness',
+    'scales', 'conv', 'gn', 'weight', 'bias', 'scale', 'running_mean', 'running_var',
+    'num_batches_tracked'
 ]
 _RANK = {name: i for i, name in enumerate(_ORDER)}
 
@@ -52,7 +56,20 @@ def torch_key_order(key: str) -> tuple:
 def _top_prefix(task: str, top: str) -> str:
   if task == 'det':
     return {'backbone': 'backbone.', 'head': 'neck.'}[top]
+  if task == 'fcos':  # the head's children are already mmdet's `neck` and `bbox_head`
+    return {'backbone': 'backbone.', 'head': ''}[top]
   return ''
+
+
+_SCALE_MODULE = re.compile(r'^scales\.\d+$')
+
+
+def _torch_leaf(collection: str, module: str, name: str) -> str:
+  """The PyTorch name of a Flax leaf: `scale` is a norm's `weight`, except in mmcv's `Scale`
+  (FCOS's `scales.<i>`), whose parameter is itself called `scale`."""
+  if collection == 'params' and name == 'scale' and _SCALE_MODULE.match(module):
+    return 'scale'
+  return _TO_TORCH_LEAF[collection, name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,10 +84,15 @@ class Entry:
   stack: tuple[int, ...] = ()
 
   def to_flax(self, array: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(_transpose(array, to_torch=False))
+    return _contiguous(_transpose(array, to_torch=False))
 
   def to_torch(self, array: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(_transpose(np.asarray(array), to_torch=True))
+    return _contiguous(_transpose(np.asarray(array), to_torch=True))
+
+
+def _contiguous(a: np.ndarray) -> np.ndarray:
+  """C order, same shape: ascontiguousarray alone turns a 0-d array (FCOS's scales) into (1,)."""
+  return np.ascontiguousarray(a).reshape(a.shape)
 
 
 def _transpose(a: np.ndarray, to_torch: bool) -> np.ndarray:
@@ -140,7 +162,8 @@ def _layout(arch: str, frozen_overrides: tuple) -> tuple[Entry, ...]:
   for path, leaf in traverse_util.flatten_dict(dict(shapes)).items():
     collection, top, *modules, name = path
     for index, names in _unstacked(modules):
-      key = _top_prefix(task, top) + '.'.join(names) + '.' + _TO_TORCH_LEAF[collection, name]
+      key = (_top_prefix(task, top) + '.'.join(names) + '.' +
+             _torch_leaf(collection, names[-1], name))
       stack, flax_shape = tuple(leaf.shape[:len(index)]), tuple(leaf.shape[len(index):])
       torch_shape = _transpose(np.empty(flax_shape, np.bool_), to_torch=True).shape
       entries.append(Entry(key, tuple(torch_shape), tuple(path), flax_shape, index, stack))
@@ -175,11 +198,32 @@ def torch_keys_and_shapes(arch: str, **overrides: Any) -> list[tuple[str, tuple[
 _STAGE_MODULE = re.compile(r'^stage(\d)\.(\d+)\.')
 
 
+def _indices(keys: set[str], prefix: str) -> set[str]:
+  """The module indices under `prefix` (e.g. 'bbox_head.cls_convs.' -> {'0', '1', ...})."""
+  return {k[len(prefix):].split('.', 1)[0] for k in keys if k.startswith(prefix)}
+
+
+def _fcos_head(tensors: Mapping[str, Any]) -> dict[str, Any]:
+  """The head settings of an mmdetection FCOS state_dict that differ from the COCO release:
+  classes, channels, tower depth, levels (GN groups and centerness_on_reg leave no trace in the
+  shapes, so they keep their defaults)."""
+  keys, default = set(tensors), zoo.TASKS['fcos']
+  classes, channels = tuple(tensors['bbox_head.conv_cls.weight'].shape)[:2]
+  found = dict(num_classes=classes, out_channels=channels,
+               stacked_convs=len(_indices(keys, 'bbox_head.cls_convs.')),
+               num_levels=len(_indices(keys, 'bbox_head.scales.')))
+  return {k: v for k, v in found.items() if v != default[k]}
+
+
 def infer_arch(tensors: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-  """The arch and head size of a state_dict (prefixes already stripped), from tensor shapes."""
+  """The arch and head size of a state_dict (prefixes already stripped), from tensor shapes.
+  For fcos, only the head settings that differ from the COCO release are returned."""
   keys = set(tensors)
   shape = lambda k: tuple(tensors[k].shape)
-  if any(k.startswith('neck.') for k in keys):
+  head_overrides = {}
+  if 'bbox_head.conv_centerness.weight' in keys and 'bbox_head.conv_cls.weight' in keys:
+    task, head_key, head_overrides = 'fcos', None, _fcos_head(tensors)
+  elif any(k.startswith('neck.') for k in keys):
     task, head_key = 'det', None
   elif 'classifier.weight' in keys:
     task, head_key = 'cls', 'classifier.weight'
@@ -193,8 +237,9 @@ def infer_arch(tensors: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     task, head_key = 'pose', 'final_layer.weight'
   else:
     raise ValueError('cannot infer the arch: no known head found (expected one of classifier.*, '
-                     'last_layer.*, head.*, cls_head.* + aux_head.*, final_layer.*, neck.*)')
-  if task == 'det':  # the backbone keys carry mmdet's prefix
+                     'last_layer.*, head.*, cls_head.* + aux_head.*, final_layer.*, neck.*, '
+                     'bbox_head.conv_centerness.*)')
+  if task in ('det', 'fcos'):  # the backbone keys carry mmdet's prefix
     keys = {k[len('backbone.'):] for k in keys if k.startswith('backbone.')}
     shape = lambda k: tuple(tensors['backbone.' + k].shape)
   width_key = 'stage2.0.branches.0.0.conv1.weight'
@@ -216,7 +261,7 @@ def infer_arch(tensors: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
       want.pop('stage1_blocks'), want.pop('stage1_planes')
     if all(found[k] == want[k] for k in want):
       head = 'num_joints' if task in ('pose', 'face') else 'num_classes'
-      overrides = {head: shape(head_key)[0]} if head_key else {}
+      overrides = {head: shape(head_key)[0]} if head_key else head_overrides
       return f'{task}_{name}', overrides
   raise ValueError(f'cannot infer the variant of this {task} checkpoint: found {found}, which '
                    f'matches none of {list(zoo.VARIANTS)}')

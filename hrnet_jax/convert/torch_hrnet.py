@@ -220,6 +220,62 @@ class SpatialOCR(nn.Module):
     return self.conv_bn_dropout(torch.cat([context, feats], 1))
 
 
+class ConvGN(nn.Module):
+  """mmcv's ConvModule with GN and ReLU: 3x3 conv without bias, then `gn`, keys `.conv.weight`,
+  `.gn.weight`, `.gn.bias`."""
+
+  def __init__(self, cin: int, cout: int, groups: int):
+    super().__init__()
+    self.conv = nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
+    self.gn = nn.GroupNorm(groups, cout, eps=1e-5)
+
+  def forward(self, x):
+    return F.relu(self.gn(self.conv(x)))
+
+
+class Scale(nn.Module):
+  """mmcv's Scale: one learnable 0-d `scale`."""
+
+  def __init__(self, init: float = 1.0):
+    super().__init__()
+    self.scale = nn.Parameter(torch.tensor(init, dtype=torch.float32))
+
+  def forward(self, x):
+    return x * self.scale
+
+
+class FCOSHead(nn.Module):
+  """mmdetection v2's FCOSHead, registered in its order (cls_convs, reg_convs, conv_cls,
+  conv_reg, conv_centerness, scales); `forward` returns (class logits, distances, centerness)
+  over levels, distances = exp(scale * conv_reg(reg tower))."""
+
+  def __init__(self, num_classes: int, channels: int, stacked_convs: int, num_levels: int,
+               gn_groups: int, centerness_on_reg: bool):
+    super().__init__()
+    self.centerness_on_reg = centerness_on_reg
+    self.cls_convs = nn.ModuleList(
+        [ConvGN(channels, channels, gn_groups) for _ in range(stacked_convs)])
+    self.reg_convs = nn.ModuleList(
+        [ConvGN(channels, channels, gn_groups) for _ in range(stacked_convs)])
+    self.conv_cls = nn.Conv2d(channels, num_classes, 3, padding=1)
+    self.conv_reg = nn.Conv2d(channels, 4, 3, padding=1)
+    self.conv_centerness = nn.Conv2d(channels, 1, 3, padding=1)
+    self.scales = nn.ModuleList([Scale(1.0) for _ in range(num_levels)])
+
+  def forward(self, levels):
+    logits, distances, centerness = [], [], []
+    for x, scale in zip(levels, self.scales):
+      cls_feat, reg_feat = x, x
+      for layer in self.cls_convs:
+        cls_feat = layer(cls_feat)
+      for layer in self.reg_convs:
+        reg_feat = layer(reg_feat)
+      logits.append(self.conv_cls(cls_feat))
+      distances.append(scale(self.conv_reg(reg_feat)).float().exp())
+      centerness.append(self.conv_centerness(reg_feat if self.centerness_on_reg else cls_feat))
+    return tuple(logits), tuple(distances), tuple(centerness)
+
+
 class HRNetReference(nn.Module):
   """The whole official model of an arch; `forward` returns what the official model returns."""
 
@@ -238,7 +294,7 @@ class HRNetReference(nn.Module):
     m = 1.0 - c['bn_momentum']
     backbone = Backbone(variant, c['upsample'], c['align_corners'], m, task != 'pose')
     widths = [variant.width * 2**i for i in range(4)]
-    if task == 'det':  # mmdet layout: backbone.* and neck.*
+    if task in ('det', 'fcos'):  # mmdet layout: backbone.*, neck.* (and bbox_head.* for fcos)
       self.backbone = backbone
       self.neck = nn.Module()
       # mmdetection's ConvModule (no norm, no activation) keeps its conv as `.conv`.
@@ -250,6 +306,9 @@ class HRNetReference(nn.Module):
         level.conv = nn.Conv2d(c['out_channels'], c['out_channels'], 3, c['neck_stride'], 1)
         self.neck.fpn_convs.append(level)
       self.num_levels = c['num_levels']
+      if task == 'fcos':
+        self.bbox_head = FCOSHead(c['num_classes'], c['out_channels'], c['stacked_convs'],
+                                  c['num_levels'], c['gn_groups'], c['centerness_on_reg'])
       return
     # Other releases register the backbone's modules on the model itself.
     for name, module in backbone.named_children():
@@ -281,7 +340,7 @@ class HRNetReference(nn.Module):
       self.final_layer = nn.Conv2d(widths[0], c['num_joints'], 1)
 
   def streams(self, x) -> list[torch.Tensor]:
-    backbone = self.backbone if self.task == 'det' else self._backbone[0]
+    backbone = self.backbone if self.task in ('det', 'fcos') else self._backbone[0]
     return backbone.streams(x)
 
   def forward(self, x):
@@ -307,12 +366,13 @@ class HRNetReference(nn.Module):
       proxy = proxy.permute(0, 2, 1).unsqueeze(3)  # B x C x K x 1
       out = self.cls_head(self.ocr_distri_head(feats, proxy))
       return aux, out
-    # det
+    # det, fcos
     y = self.neck.reduction_conv.conv(torch.cat(
         [xs[0]] + [F.interpolate(x, scale_factor=2**i, mode='bilinear')
                    for i, x in enumerate(xs[1:], start=1)], 1))
     levels = [y] + [F.avg_pool2d(y, 2**i, 2**i) for i in range(1, self.num_levels)]
-    return tuple(level.conv(z) for level, z in zip(self.neck.fpn_convs, levels))
+    levels = tuple(level.conv(z) for level, z in zip(self.neck.fpn_convs, levels))
+    return self.bbox_head(levels) if self.task == 'fcos' else levels
 
 
 def build(arch: str, **overrides: Any) -> HRNetReference:

@@ -27,22 +27,30 @@ def check_same_tensors(expected: Mapping[str, Any], found: Mapping[str, Any], wh
 
 
 def forward_errors(state_dict: Mapping[str, Any], variables: Mapping[str, Any], arch: str,
-                   input_hw: tuple[int, int] = (64, 96), **overrides: Any) -> list[float]:
+                   input_hw: tuple[int, int] | None = None, **overrides: Any) -> list[float]:
   """Relative errors of each output: the PyTorch reference with `state_dict` vs the Flax
-  model with `variables`, eval mode, float32, on a fixed random batch."""
+  model with `variables`, eval mode, float32, on a fixed random batch (64x96; 128x192 for
+  FCOS, whose GroupNorms on 1x1 maps of a smaller input see two values a group)."""
   import torch  # pylint: disable=import-outside-toplevel
 
   from hrnet_jax.convert import torch_hrnet  # pylint: disable=import-outside-toplevel
   from hrnet_jax.models import zoo  # pylint: disable=import-outside-toplevel
 
+  import jax  # pylint: disable=import-outside-toplevel
+
   reference = torch_hrnet.build(arch, **overrides)
   reference.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()})
+  if input_hw is None:
+    input_hw = (128, 192) if arch.startswith('fcos_') else (64, 96)
   x = np.random.default_rng(0).standard_normal((2, *input_hw, 3), np.float32)
+  # Weights trained on BGR (detection) see the channels turned around by the Flax model.
+  bgr = zoo.model_config(arch, **overrides).get('input_bgr', False)
   with torch.no_grad():
-    expected = reference(torch.from_numpy(x).permute(0, 3, 1, 2))
+    expected = reference(torch.from_numpy(np.ascontiguousarray(x[..., ::-1] if bgr else x))
+                         .permute(0, 3, 1, 2))
   found = zoo.create_model(arch, **overrides).apply(variables, x, train=False)
-  expected = expected if isinstance(expected, tuple) else (expected,)
-  found = found if isinstance(found, tuple) else (found,)
+  expected = jax.tree_util.tree_leaves(expected)  # FCOS: three outputs x five levels
+  found = jax.tree_util.tree_leaves(found)
   errors = []
   for f, e in zip(found, expected):
     e = e.numpy()

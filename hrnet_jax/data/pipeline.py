@@ -27,18 +27,24 @@ def _host_shard(ds: grain.MapDataset, process_index: int, process_count: int) ->
 
 def train_iterator(source: Any, transform: Callable, *, batch_size: int, seed: int,
                    num_workers: int = 0, process_index: int = 0, process_count: int = 1,
-                   prefetch: int = 2) -> grain.DatasetIterator:
+                   prefetch: int = 2, groups: np.ndarray | None = None) -> grain.DatasetIterator:
   """Infinite iterator of host-local batches (`batch_size` per host): shuffled each epoch,
   randomly augmented.
 
   `transform(sample, rng)` gets a numpy Generator seeded from (seed, epoch, index).
-  `num_workers` > 0 runs the transforms in that many processes.
+  `num_workers` > 0 runs the transforms in that many processes. With `groups` (an int per
+  sample) every global batch holds samples of one group only (`GroupedOrder`), so a task can
+  pad each group to its own shape (detection: landscape and portrait canvases).
   """
   ds = grain.MapDataset.source(source)
   if len(ds) < batch_size * process_count:
     raise ValueError(f'the training split has {len(ds)} samples, fewer than the global batch '
                      f'size {batch_size * process_count}')
-  ds = ds.seed(seed).shuffle().random_map(transform).repeat()
+  if groups is None:
+    ds = ds.seed(seed).shuffle().random_map(transform).repeat()
+  else:
+    order = GroupedOrder(source, groups, batch_size * process_count, seed)
+    ds = grain.MapDataset.source(order).seed(seed).random_map(transform)
   ds = _host_shard(ds, process_index, process_count)
   ds = ds.batch(batch_size, drop_remainder=True)
   threads = 0 if num_workers else 4
@@ -49,6 +55,45 @@ def train_iterator(source: Any, transform: Callable, *, batch_size: int, seed: i
                                                      per_worker_buffer_size=prefetch),
                         worker_init_fn=functools.partial(exit_with_parent, os.getpid()))
   return iter(it)
+
+
+class GroupedOrder:
+  """The training order when batches must not mix groups, as random access (picklable, so
+  grain checkpoints and resumes it by position like any source).
+
+  Each epoch (a function of seed and epoch only): the samples of every group are shuffled and
+  cut into global batches, a group's last batch filled up with the first samples of its own
+  shuffled order (every sample is seen each epoch), and all batches shuffled together. Indexing
+  runs over `EPOCHS` epochs, more than any schedule takes."""
+  EPOCHS = 10**6
+
+  def __init__(self, source: Any, groups: np.ndarray, global_batch: int, seed: int):
+    groups = np.asarray(groups)
+    if len(groups) != len(source):
+      raise ValueError(f'{len(groups)} batch groups for {len(source)} samples')
+    self.source, self.global_batch, self.seed = source, global_batch, seed
+    self.members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    self.epoch_len = sum(-(-len(m) // global_batch) * global_batch for m in self.members)
+    self._cached: tuple[int, np.ndarray] | None = None
+
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    if self._cached is None or self._cached[0] != epoch:
+      rng = np.random.default_rng([self.seed, epoch, 0x6b])
+      batches = []
+      for m in self.members:
+        m = rng.permutation(m)
+        m = np.resize(m, -(-len(m) // self.global_batch) * self.global_batch)
+        batches.extend(m.reshape(-1, self.global_batch))
+      order = np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+      self._cached = (epoch, order)
+    return self._cached[1]
+
+  def __len__(self) -> int:
+    return self.epoch_len * self.EPOCHS
+
+  def __getitem__(self, i: int) -> Any:
+    epoch, k = divmod(int(i), self.epoch_len)
+    return self.source[int(self.epoch_order(epoch)[k])]
 
 
 def exit_with_parent(parent: int, worker_index: int, num_workers: int) -> None:
@@ -83,45 +128,66 @@ def close_iterator(it: grain.DatasetIterator) -> None:
 
 
 def eval_batches(source: Any, transform: Callable, *, batch_size: int, process_index: int = 0,
-                 process_count: int = 1, num_threads: int = 4) -> Iterator[dict[str, np.ndarray]]:
+                 process_count: int = 1, num_threads: int = 4, groups: np.ndarray | None = None
+                 ) -> Iterator[dict[str, np.ndarray]]:
   """One pass over this host's shard, in order, every host yielding the same number of batches.
 
   Each sample gains `index` (its position in the source) and `valid` (1). Short batches are
   filled with copies marked `valid` 0 whose labels are all ignore (255), so every global batch
-  has the same shape and the filler counts for nothing.
+  has the same shape and the filler counts for nothing. With `groups` (an int per sample) the
+  split runs group after group and no batch mixes two (each group may have its own shape).
   """
-  per_host = math.ceil(len(source) / process_count)
-  num_batches = math.ceil(per_host / batch_size)
-  ds = _host_shard(grain.MapDataset.source(source), process_index, process_count)
-  ds = ds.map_with_index(_Indexed(transform, process_index, process_count))
+  groups = np.zeros(len(source), np.int32) if groups is None else np.asarray(groups)
+  members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+  mine = [m[process_index::process_count] for m in members]
+  indices = np.concatenate(mine) if mine else np.zeros(0, np.int64)
+  ds = grain.MapDataset.source(_Take(source, indices))
+  ds = ds.map_with_index(_Indexed(transform, indices))
   samples = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                                       prefetch_buffer_size=2 * batch_size)))
-  last = None
-  for _ in range(num_batches):
-    items = []
-    for _ in range(batch_size):
-      sample = next(samples, None)
-      if sample is None:
-        if last is None:
-          raise ValueError(f'host {process_index} has no evaluation samples: {len(source)} '
-                           f'samples for {process_count} hosts')
-        sample = dict(last, valid=np.int32(0))
-        if 'label' in sample:
-          sample['label'] = np.full_like(sample['label'], 255)
-      items.append(sample)
-      last = sample
-    yield {k: np.stack([s[k] for s in items]) for k in items[0]}
+  if not len(source):
+    raise ValueError(f'host {process_index} has no evaluation samples: the split is empty')
+  for m, own in zip(members, mine):
+    num_batches = math.ceil(math.ceil(len(m) / process_count) / batch_size)
+    left = len(own)
+    last = None
+    if not left:  # This host has none of the group: its batches are all filler.
+      last = _Indexed(transform, m[:1])(0, source[int(m[0])])
+    for _ in range(num_batches):
+      items = []
+      for _ in range(batch_size):
+        if left:
+          sample, left = next(samples), left - 1
+        else:
+          sample = dict(last, valid=np.int32(0))
+          if 'label' in sample:
+            sample['label'] = np.full_like(sample['label'], 255)
+        items.append(sample)
+        last = sample
+      yield {k: np.stack([s[k] for s in items]) for k in items[0]}
+
+
+class _Take:
+  """Picklable: the samples of `source` at `indices`, in that order."""
+
+  def __init__(self, source: Any, indices: np.ndarray):
+    self.source, self.indices = source, indices
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, i: int) -> Any:
+    return self.source[int(self.indices[i])]
 
 
 class _Indexed:
   """Picklable: applies the transform, records the sample's source index and validity."""
 
-  def __init__(self, transform: Callable, process_index: int, process_count: int):
-    self.transform = transform
-    self.process_index, self.process_count = process_index, process_count
+  def __init__(self, transform: Callable, indices: np.ndarray):
+    self.transform, self.indices = transform, indices
 
   def __call__(self, i: int, sample: dict) -> dict:
     out = dict(self.transform(sample))
-    out['index'] = np.int32(self.process_index + i * self.process_count)
+    out['index'] = np.int32(self.indices[i])
     out['valid'] = np.int32(1)
     return out

@@ -3,13 +3,16 @@ pyramid), classification (HRNet-Wx-C) and OCR. Every head is called as `head(str
 
 from __future__ import annotations
 
+import functools
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from hrnet_jax.models.backbone import Streams
-from hrnet_jax.models.layers import (Array, Bottleneck, ConvBN, Dtype, conv1x1, conv3x3, make_conv,
-                                     make_norm, resize_bilinear)
+from hrnet_jax.models.layers import (Array, Bottleneck, ConvBN, Dtype, GroupNorm, conv1x1, conv3x3,
+                                     make_conv, make_norm, resize_bilinear)
 
 
 def concat_streams(streams: Streams, align_corners: bool) -> Array:
@@ -143,6 +146,14 @@ class OCRHead(nn.Module):
     return aux, out
 
 
+def average_pool(x: Array, k: int) -> Array:
+  """k x k average pooling at stride k, trailing rows and columns that fill no window dropped
+  (PyTorch's avg_pool2d(k, k)); a reshape and a mean, which every exporter understands."""
+  n, h, w, c = x.shape
+  x = x[:, :h // k * k, :w // k * k]
+  return jnp.mean(x.reshape(n, h // k, k, w // k, k, c), axis=(2, 4))
+
+
 class PyramidNeck(nn.Module):
   """HRNetV2p (mmdetection's HRFPN): the V2 concat reduced to `out_channels` by a 1x1 conv,
   average-pooled to `num_levels` levels (strides 4, 8, ..., 64), a 3x3 conv per level with
@@ -161,7 +172,95 @@ class PyramidNeck(nn.Module):
     x = conv1x1(conv, self.out_channels, use_bias=True, name='reduction_conv.conv')(x)
     levels = []
     for i in range(self.num_levels):
-      y = x if i == 0 else nn.avg_pool(x, (2**i, 2**i), strides=(2**i, 2**i))
+      y = x if i == 0 else average_pool(x, 2**i)
       levels.append(conv3x3(conv, self.out_channels, stride=self.stride, use_bias=True,
                             name=f'fpn_convs.{i}.conv')(y))
     return tuple(levels)
+
+
+class Scale(nn.Module):
+  """One learnable scalar multiplying its input (mmcv's `Scale`: FCOS's per-level box scale)."""
+  init: float = 1.0
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    scale = self.param('scale', nn.initializers.constant(self.init), (), self.param_dtype)
+    return x * scale.astype(x.dtype)
+
+
+class FCOSHead(nn.Module):
+  """The FCOS head of mmdetection v2, as in the released FCOS-HRNetV2p detectors: on every
+  pyramid level (shared weights), a classification tower and a regression tower of
+  `stacked_convs` x (3x3 conv without bias, GroupNorm, ReLU); then a 3x3 conv to the class
+  logits (sigmoid, prior 0.01), a 3x3 conv to the 4 box distances (left, top, right, bottom)
+  as exp(scale_l * x) with a learnable scale per level, and a 3x3 conv to the centerness logit
+  (on the classification tower, or on the regression tower with `centerness_on_reg`).
+
+  Returns (class logits, distances, centerness logits), each a tuple over levels of NHWC maps;
+  distances are in input pixels."""
+  num_classes: int = 80
+  feat_channels: int = 256
+  stacked_convs: int = 4
+  num_levels: int = 5
+  gn_groups: int = 32
+  centerness_on_reg: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, levels: tuple[Array, ...], train: bool = False
+               ) -> tuple[tuple[Array, ...], tuple[Array, ...], tuple[Array, ...]]:
+    dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    init = nn.initializers.normal(0.01)  # mmdetection's head init (std 0.01, zero bias)
+    conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=((1, 1), (1, 1)),
+                             kernel_init=init, **dt)
+
+    def tower(name):
+      return [(conv(self.feat_channels, use_bias=False, name=f'{name}.{i}.conv'),
+               GroupNorm(self.gn_groups, name=f'{name}.{i}.gn', **dt))
+              for i in range(self.stacked_convs)]
+
+    cls_tower, reg_tower = tower('cls_convs'), tower('reg_convs')
+    prior = -math.log((1 - 0.01) / 0.01)  # every class starts at probability 0.01
+    conv_cls = conv(self.num_classes, bias_init=nn.initializers.constant(prior), name='conv_cls')
+    conv_reg = conv(4, name='conv_reg')
+    conv_ctr = conv(1, name='conv_centerness')
+    scales = [Scale(param_dtype=self.param_dtype, name=f'scales.{i}')
+              for i in range(self.num_levels)]
+
+    def run(layers, x):
+      for c, gn in layers:
+        x = nn.relu(gn(c(x)))
+      return x
+
+    logits, distances, centerness = [], [], []
+    for level, x in enumerate(levels):
+      cls_feat, reg_feat = run(cls_tower, x), run(reg_tower, x)
+      logits.append(conv_cls(cls_feat))
+      reg = scales[level](conv_reg(reg_feat))
+      distances.append(jnp.exp(reg.astype(jnp.promote_types(reg.dtype, jnp.float32))))
+      centerness.append(conv_ctr(reg_feat if self.centerness_on_reg else cls_feat))
+    return tuple(logits), tuple(distances), tuple(centerness)
+
+
+class FCOS(nn.Module):
+  """The FCOS detector's head on the backbone: the HRNetV2p pyramid (`neck`) and the FCOS head
+  (`bbox_head`), named as mmdetection's state_dict."""
+  num_classes: int = 80
+  out_channels: int = 256
+  num_levels: int = 5
+  neck_stride: int = 2
+  stacked_convs: int = 4
+  gn_groups: int = 32
+  centerness_on_reg: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, streams: Streams, train: bool = False):
+    dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    levels = PyramidNeck(self.out_channels, self.num_levels, self.neck_stride, name='neck',
+                         **dt)(streams, train)
+    return FCOSHead(self.num_classes, self.out_channels, self.stacked_convs, self.num_levels,
+                    self.gn_groups, self.centerness_on_reg, name='bbox_head', **dt)(levels, train)

@@ -151,6 +151,27 @@ class BatchNorm(nn.Module):
     return x * mul.astype(self.dtype) + add.astype(self.dtype)
 
 
+class GroupNorm(nn.Module):
+  """GroupNorm with PyTorch's semantics: per sample and group, mean and variance (two passes, as
+  PyTorch computes it) over the pixels and the group's channels, eps 1e-5; statistics in at
+  least float32. Plain reshapes and means, which every exporter understands."""
+  num_groups: int = 32
+  epsilon: float = 1e-5
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    n, h, w, c = x.shape
+    scale = self.param('scale', nn.initializers.ones, (c,), self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (c,), self.param_dtype)
+    y = x.astype(jnp.promote_types(x.dtype, jnp.float32)).reshape(n, h, w, self.num_groups, -1)
+    mean = jnp.mean(y, axis=(1, 2, 4), keepdims=True)
+    var = jnp.mean(jnp.square(y - mean), axis=(1, 2, 4), keepdims=True)
+    y = ((y - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(n, h, w, c)
+    return (y * scale + bias).astype(self.dtype)
+
+
 def make_norm(train: bool, momentum: float, dtype: Dtype = jnp.float32,
               param_dtype: Dtype = jnp.float32) -> ModuleDef:
   return functools.partial(BatchNorm, use_running_average=not train, momentum=momentum,

@@ -44,6 +44,10 @@ TASKS: dict[str, dict[str, Any]] = {
     'face': dict(upsample='bilinear', align_corners=False, bn_momentum=0.99, num_joints=98),
     'det': dict(upsample='nearest', align_corners=False, bn_momentum=0.9, out_channels=256,
                 num_levels=5, neck_stride=1),
+    # FCOS on HRNetV2p as mmdetection's release: levels at strides 8..128, BN frozen in training.
+    'fcos': dict(upsample='nearest', align_corners=False, bn_momentum=0.9, num_classes=80,
+                 out_channels=256, num_levels=5, neck_stride=2, stacked_convs=4, gn_groups=32,
+                 centerness_on_reg=False, norm_eval=True, input_bgr=True),
 }
 
 VARIANT_FIELDS = tuple(f.name for f in dataclasses.fields(Variant))
@@ -77,19 +81,29 @@ class HRNetModel(nn.Module):
   colour (the neutral value; edge padding would repeat the border into the receptive fields),
   and the outputs are cropped back (`crop_to_input`). The top-left origin is unchanged, so output
   pixel (i, j) still sits at input pixel (stride * i, stride * j); divisible sizes run exactly
-  as before."""
+  as before.
+
+  `norm_eval`: the backbone's BatchNorms normalize with their running statistics in training
+  too, and do not update them (mmdetection's `norm_eval`, for detectors trained at a few images
+  per device); their scales and biases still train.
+
+  `input_bgr`: the normalized RGB input is turned to BGR before the first convolution, for
+  weights trained on BGR images (mmdetection's releases: their normalization in BGR order then
+  equals ours in RGB order)."""
   backbone: HRNet
   head: nn.Module
   pad_to: int = 0
+  norm_eval: bool = False
+  input_bgr: bool = False
 
   def __call__(self, images: jax.Array, train: bool = False) -> Any:
+    if self.input_bgr:
+      images = images[..., ::-1]
     h, w = images.shape[1:3]
     ph, pw = (-h % self.pad_to, -w % self.pad_to) if self.pad_to else (0, 0)
-    if not (ph or pw):
-      return self.head(self.backbone(images, train=train), train=train)
-    padded = jnp.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)))
-    outputs = self.head(self.backbone(padded, train=train), train=train)
-    return crop_to_input(outputs, (h, w), (h + ph, w + pw))
+    padded = jnp.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0))) if ph or pw else images
+    outputs = self.head(self.backbone(padded, train=train and not self.norm_eval), train=train)
+    return crop_to_input(outputs, (h, w), (h + ph, w + pw)) if ph or pw else outputs
 
 
 def split_arch(arch: str) -> tuple[str, str]:
@@ -124,10 +138,12 @@ def create_model(arch: str, **overrides: Any) -> HRNetModel:
   (`width`, `num_modules`, `num_blocks`, `stage1_blocks`, `stage1_planes`) for small test
   models. `model.apply(variables, images_nhwc, train=False)` returns what the official model
   returns, in NHWC: logits (cls), logits at 1/4 (seg, face heatmaps), heatmaps at 1/4 (pose),
-  (aux, out) at 1/4 (seg_ocr), a tuple of 5 pyramid levels (det).
+  (aux, out) at 1/4 (seg_ocr), a tuple of 5 pyramid levels (det), and for fcos (class logits,
+  box distances, centerness logits), each a tuple of 5 levels (strides 8..128); fcos takes
+  RGB images and feeds them to its weights as BGR (`input_bgr`, as released).
 
   Any input size runs: bilinear-fusion models (seg, face) natively, as the official networks
-  do; nearest-fusion models (pose, cls, det) pad to a multiple of 32 (`HRNetModel.pad_to`),
+  do; nearest-fusion models (pose, cls, det, fcos) pad to a multiple of 32 (`HRNetModel.pad_to`),
   unless `any_size=False`. Spatial outputs have ceil(side / stride) pixels either way."""
   task, variant = split_arch(arch)
   shape = {k: overrides.pop(k) for k in list(overrides) if k in VARIANT_FIELDS}
@@ -152,10 +168,15 @@ def create_model(arch: str, **overrides: Any) -> HRNetModel:
                          c['ocr_mid_channels'], c['ocr_key_channels'], c['ocr_dropout'], **dt)
   elif task == 'pose':
     head = heads.PoseHead(c['num_joints'], **dt)
+  elif task == 'fcos':
+    head = heads.FCOS(c['num_classes'], c['out_channels'], c['num_levels'], c['neck_stride'],
+                      c['stacked_convs'], c['gn_groups'], c['centerness_on_reg'], **dt)
   else:
     head = heads.PyramidNeck(c['out_channels'], c['num_levels'], c['neck_stride'], **dt)
   pad_to = PAD_MULTIPLE if c['any_size'] and c['upsample'] == 'nearest' else 0
-  return HRNetModel(backbone=backbone, head=head, pad_to=pad_to)
+  return HRNetModel(backbone=backbone, head=head, pad_to=pad_to,
+                    norm_eval=bool(c.get('norm_eval', False)),
+                    input_bgr=bool(c.get('input_bgr', False)))
 
 
 def list_models() -> list[str]:

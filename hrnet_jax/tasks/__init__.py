@@ -11,7 +11,8 @@ from hrnet_jax.tasks.base import Task
 
 # config.task -> 'module.Class' under hrnet_jax.tasks (imported on use).
 TASKS = {'segmentation': 'segmentation.Segmentation', 'pose': 'pose.Pose',
-         'landmarks': 'landmarks.Landmarks', 'classification': 'classification.Classification'}
+         'landmarks': 'landmarks.Landmarks', 'classification': 'classification.Classification',
+         'detection': 'detection.Detection'}
 
 
 def get_task(config: Any) -> Task:

@@ -109,6 +109,12 @@ class Task:
     """A split of `config.data`: the reader the dataset table names for `config.data.name`."""
     return sources.open_source(self.config.data, split, self.task_name)
 
+  def batch_groups(self, source: sources.Source, train: bool) -> np.ndarray | None:
+    """Per sample of `source`, an int group: batches then never mix groups (so each group may
+    have its own padded shape, as detection's canvases). None (the default): one group."""
+    del source, train
+    return None
+
   def train_transform(self) -> Callable[[dict, np.random.Generator], dict]:
     """*Required.* sample, rng -> the training example (uint8 `image` and the loss targets)."""
     raise NotImplementedError

@@ -307,7 +307,10 @@ class Pose(HeatmapTask):
 
   def prediction(self, samples: list[dict], outputs: dict) -> dict:
     """Per box: keypoints (x, y, joint score) in image pixels and the rescored person score, as
-    the COCO metric computes them (no OKS NMS: the boxes are the caller's)."""
+    the COCO metric computes them (no OKS NMS: the boxes are the caller's). No samples (a
+    detector found nobody): no people."""
+    if not samples:
+      return {'joint_names': list(self.joint_names), 'people': []}
     image_xy = keypoints.decoded_to_image(outputs, self.heatmap_wh)
     people = []
     for i, sample in enumerate(samples):

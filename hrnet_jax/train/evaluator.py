@@ -55,7 +55,8 @@ def evaluate(config: Any, task: Task, mesh: jax.sharding.Mesh, variables: dict, 
     out_dir.mkdir(parents=True, exist_ok=True)
   for batch in pipeline.eval_batches(source, task.eval_transform(), batch_size=local,
                                      process_index=jax.process_index(),
-                                     process_count=jax.process_count()):
+                                     process_count=jax.process_count(),
+                                     groups=task.batch_groups(source, train=False)):
     outputs = jax.device_get(eval_step(variables, parallel.to_global(batch, mesh)))
     metric.update(outputs)
     if out_dir is not None:

@@ -290,7 +290,7 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
     data_iter = pipeline.train_iterator(
         train_source, task.train_transform(), batch_size=local_batch, seed=config.seed,
         num_workers=config.data.num_workers, process_index=jax.process_index(),
-        process_count=jax.process_count())
+        process_count=jax.process_count(), groups=task.batch_groups(train_source, train=True))
     manager = checkpoint.make_manager(workdir, c.keep, c.keep_best, task.metric_name,
                                       async_save=c.async_save, mode=task.metric_mode)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from hrnet_jax.data.sources.reader import (DataError, KeypointSource, SegmentationSource, Source,
-                                           read_image, read_label)
+from hrnet_jax.data.sources.reader import (DataError, DetectionSource, KeypointSource,
+                                           SegmentationSource, Source, read_image, read_label)
 
 # config.data.name -> (task, 'module.Reader' under hrnet_jax.data.sources).
 DATASETS: dict[str, tuple[str, str]] = {
@@ -22,6 +22,8 @@ DATASETS: dict[str, tuple[str, str]] = {
     'lip': ('segmentation', 'lip.LIP'),
     'coco': ('pose', 'coco.CocoKeypoints'),
     'coco_demo': ('pose', 'coco.CocoKeypoints'),
+    'coco_detection': ('detection', 'coco_detection.CocoDetection'),
+    'det_demo': ('detection', 'coco_detection.CocoDetection'),
     'mpii': ('pose', 'mpii.MPII'),
     'wflw': ('landmarks', 'faces.WFLW'),
     '300w': ('landmarks', 'faces.Face300W'),
@@ -36,7 +38,8 @@ DATASETS: dict[str, tuple[str, str]] = {
 # The embedded demos: written by hrnet_jax.data.synthetic on first use when config.data.root
 # is empty (name -> the function there that returns the root).
 DEMO_ROOTS: dict[str, str] = {'cityscapes_demo': 'seg_demo_root', 'coco_demo': 'pose_demo_root',
-                              'face_demo': 'face_demo_root', 'imagenet_demo': 'cls_demo_root'}
+                              'face_demo': 'face_demo_root', 'imagenet_demo': 'cls_demo_root',
+                              'det_demo': 'det_demo_root'}
 
 
 def reader_class(name: str, task: str) -> type[Source]:
@@ -67,5 +70,5 @@ def open_source(data: Any, split: str, task: str) -> Source:
   return reader_class(data.name, task).from_config(data, dataset_root(data), split)
 
 
-__all__ = ['DATASETS', 'DataError', 'KeypointSource', 'SegmentationSource', 'Source',
+__all__ = ['DATASETS', 'DataError', 'DetectionSource', 'KeypointSource', 'SegmentationSource', 'Source',
            'dataset_root', 'open_source', 'read_image', 'read_label', 'reader_class']

@@ -55,6 +55,15 @@ class SegmentationSource(Source):
   FLIP_PAIRS: ClassVar[tuple[tuple[int, int], ...]] = ()  # classes a mirror swaps (left/right)
 
 
+class DetectionSource(Source):
+  """Whole images with boxes: {'image', 'boxes' (N, 4) float32 x1y1x2y2, 'labels' (N,) int32,
+  'image_id'}. Each image's size and box count are known before it is read, so a task picks its
+  canvas (and checks its box budget) from the metadata alone."""
+  heights: np.ndarray  # per image, int32
+  widths: np.ndarray
+  num_boxes: np.ndarray
+
+
 class KeypointSource(Source):
   """Samples of one person or face: {'image', 'center', 'scale', ...}; the point layout as
   class attributes."""

@@ -1,0 +1,251 @@
+"""FCOS in jit, with fixed shapes: the points of the pyramid, training targets, the losses, and
+decoding to boxes with class-wise NMS. Follows mmdetection v2's FCOSHead, which trained the
+released FCOS-HRNetV2p checkpoints (boxes x1y1x2y2 in input pixels, no +1 in widths).
+
+Ground truth arrives padded to a fixed count per image with a `valid` mask, so one program
+serves every image of a bucket.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+INF = 1e8
+# Per level (strides 8..128): the range of max(l, t, r, b) a point of that level regresses.
+REGRESS_RANGES = ((-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, 512.0), (512.0, INF))
+EPS = 1e-6
+
+
+# --- Points -----------------------------------------------------------------------------------
+
+
+def level_strides(neck_stride: int, num_levels: int) -> tuple[int, ...]:
+  """The HRNetV2p pyramid's strides: 4 * neck_stride, doubling per level (8..128 at 2)."""
+  return tuple(4 * neck_stride * 2**i for i in range(num_levels))
+
+
+def points(shapes: Sequence[tuple[int, int]], strides: Sequence[int]) -> np.ndarray:
+  """(P, 2) (x, y) input-pixel centres of every feature map position, level after level, rows
+  first: position (i, j) of a level of stride s lies at (s * j + s // 2, s * i + s // 2)."""
+  out = []
+  for (h, w), s in zip(shapes, strides):
+    ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
+    out.append(np.stack([xs.reshape(-1) * s + s // 2, ys.reshape(-1) * s + s // 2], -1))
+  return np.concatenate(out).astype(np.float32)
+
+
+def per_point(shapes: Sequence[tuple[int, int]], values: Sequence) -> np.ndarray:
+  """A per-level value repeated for every point of that level, in `points` order."""
+  return np.concatenate([np.repeat(np.asarray(v, np.float32)[None], h * w, axis=0)
+                         for (h, w), v in zip(shapes, values)])
+
+
+def flatten_levels(maps: Sequence[Array]) -> Array:
+  """Per-level (B, H, W, C) maps -> (B, P, C), in `points` order."""
+  return jnp.concatenate([m.reshape(m.shape[0], -1, m.shape[-1]) for m in maps], axis=1)
+
+
+# --- Targets ----------------------------------------------------------------------------------
+
+
+def targets(pts: Array, ranges: Array, radii: Array, boxes: Array, labels: Array, valid: Array,
+            num_classes: int, center_sampling: bool = False) -> tuple[Array, Array]:
+  """One image's FCOS targets: (labels (P,) with `num_classes` for background, distances (P, 4)
+  (l, t, r, b) to the assigned box).
+
+  A point is a candidate of a box when it lies strictly inside it (with `center_sampling`:
+  inside the box's central region of `radii` = stride x radius around its centre, cut to the
+  box) and the box's largest distance from it falls in the point's level range (inclusive);
+  among its candidate boxes a point takes the one of smallest area (the first on ties).
+  `boxes` (M, 4) x1y1x2y2, `labels` (M,), `valid` (M,) (padding is never assigned)."""
+  x, y = pts[:, 0:1], pts[:, 1:2]
+  x1, y1, x2, y2 = (boxes[None, :, k] for k in range(4))
+  dist = jnp.stack([x - x1, y - y1, x2 - x, y2 - y], axis=-1)  # (P, M, 4)
+  if center_sampling:
+    cx, cy, r = (x1 + x2) / 2, (y1 + y2) / 2, radii[:, None]
+    region = jnp.stack([x - jnp.maximum(cx - r, x1), y - jnp.maximum(cy - r, y1),
+                        jnp.minimum(cx + r, x2) - x, jnp.minimum(cy + r, y2) - y], axis=-1)
+    inside = jnp.min(region, axis=-1) > 0
+  else:
+    inside = jnp.min(dist, axis=-1) > 0
+  largest = jnp.max(dist, axis=-1)
+  in_range = (largest >= ranges[:, 0:1]) & (largest <= ranges[:, 1:2])
+  areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+  areas = jnp.where(inside & in_range & valid[None, :], areas[None, :], INF)
+  best = jnp.argmin(areas, axis=1)
+  assigned = jnp.take_along_axis(areas, best[:, None], axis=1)[:, 0] < INF
+  out_labels = jnp.where(assigned, labels[best], num_classes).astype(jnp.int32)
+  out_dist = jnp.take_along_axis(dist, best[:, None, None], axis=1)[:, 0]
+  return out_labels, out_dist
+
+
+def centerness_target(dist: Array) -> Array:
+  """sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)) of positive distances (P, 4)."""
+  lr, tb = dist[..., 0::2], dist[..., 1::2]
+  ratio = (jnp.min(lr, -1) / jnp.max(lr, -1)) * (jnp.min(tb, -1) / jnp.max(tb, -1))
+  return jnp.sqrt(ratio)
+
+
+# --- Losses -----------------------------------------------------------------------------------
+
+
+def sigmoid_focal_loss(logits: Array, onehot: Array, alpha: float = 0.25,
+                       gamma: float = 2.0) -> Array:
+  """Elementwise focal loss of sigmoid logits: BCE x (alpha t + (1 - alpha)(1 - t)) x pt^gamma,
+  pt = 1 - p for positives and p for negatives."""
+  p = jax.nn.sigmoid(logits)
+  bce = -(onehot * jax.nn.log_sigmoid(logits) + (1 - onehot) * jax.nn.log_sigmoid(-logits))
+  pt = (1 - p) * onehot + p * (1 - onehot)
+  return bce * (alpha * onehot + (1 - alpha) * (1 - onehot)) * pt**gamma
+
+
+def distance_boxes(pts: Array, dist: Array) -> Array:
+  """(.., 4) l, t, r, b from points (.., 2) -> x1y1x2y2."""
+  return jnp.concatenate([pts - dist[..., :2], pts + dist[..., 2:]], axis=-1)
+
+
+def aligned_iou(a: Array, b: Array, giou: bool = False) -> Array:
+  """IoU (or GIoU) of box pairs a[i], b[i] (x1y1x2y2), unions and enclosures clamped to EPS."""
+  area = lambda z: (z[..., 2] - z[..., 0]) * (z[..., 3] - z[..., 1])
+  wh = jnp.clip(jnp.minimum(a[..., 2:], b[..., 2:]) - jnp.maximum(a[..., :2], b[..., :2]), 0)
+  overlap = wh[..., 0] * wh[..., 1]
+  union = jnp.maximum(area(a) + area(b) - overlap, EPS)
+  iou = overlap / union
+  if not giou:
+    return iou
+  ewh = jnp.clip(jnp.maximum(a[..., 2:], b[..., 2:]) - jnp.minimum(a[..., :2], b[..., :2]), 0)
+  enclose = jnp.maximum(ewh[..., 0] * ewh[..., 1], EPS)
+  return iou - (enclose - union) / enclose
+
+
+def fcos_loss(logits: Array, dist: Array, ctr_logits: Array, pts: Array, labels: Array,
+              dist_targets: Array, *, box_loss: str = 'iou', alpha: float = 0.25,
+              gamma: float = 2.0) -> tuple[Array, dict[str, Array]]:
+  """The FCOS losses over a batch, all points of all images together (as mmdetection averages
+  over the GPUs): focal loss summed and divided by the positives (at least 1); box loss (IoU:
+  -log IoU, or GIoU: 1 - GIoU) of the positives weighted by their centerness targets and
+  divided by the targets' sum; centerness BCE of the positives divided by the positives.
+
+  logits (B, P, K), dist (B, P, 4), ctr_logits (B, P), labels (B, P) (K = background),
+  dist_targets (B, P, 4), pts (P, 2)."""
+  num_classes = logits.shape[-1]
+  pos = labels < num_classes
+  num_pos = jnp.maximum(jnp.sum(pos).astype(logits.dtype), 1.0)
+  onehot = jax.nn.one_hot(labels, num_classes, dtype=logits.dtype)  # background: all zeros
+  loss_cls = jnp.sum(sigmoid_focal_loss(logits, onehot, alpha, gamma)) / num_pos
+
+  safe = jnp.where(pos[..., None], dist_targets, 1.0)  # negatives: any positive distances
+  ctr_target = jnp.where(pos, centerness_target(safe), 0.0)
+  ctr_target = jax.lax.stop_gradient(ctr_target)
+  denorm = jnp.maximum(jnp.sum(ctr_target), EPS)
+  pred_boxes = distance_boxes(pts[None], dist)
+  target_boxes = distance_boxes(pts[None], safe)
+  if box_loss == 'iou':
+    per_box = -jnp.log(jnp.maximum(aligned_iou(pred_boxes, target_boxes), EPS))
+  elif box_loss == 'giou':
+    per_box = 1.0 - aligned_iou(pred_boxes, target_boxes, giou=True)
+  else:
+    raise ValueError(f"box_loss: expected 'iou' or 'giou', got {box_loss!r}")
+  loss_box = jnp.sum(jnp.where(pos, per_box * ctr_target, 0.0)) / denorm
+  bce = -(ctr_target * jax.nn.log_sigmoid(ctr_logits)
+          + (1 - ctr_target) * jax.nn.log_sigmoid(-ctr_logits))
+  loss_ctr = jnp.sum(jnp.where(pos, bce, 0.0)) / num_pos
+  return loss_cls + loss_box + loss_ctr, {'loss_cls': loss_cls, 'loss_box': loss_box,
+                                          'loss_centerness': loss_ctr,
+                                          'num_pos': jnp.sum(pos).astype(jnp.float32)}
+
+
+# --- Decoding ---------------------------------------------------------------------------------
+
+
+def box_iou(a: Array, b: Array) -> Array:
+  """(N, M) IoU of x1y1x2y2 boxes (areas as (x2 - x1)(y2 - y1), as mmcv's nms)."""
+  area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])
+  lt = jnp.maximum(a[:, None, :2], b[None, :, :2])
+  rb = jnp.minimum(a[:, None, 2:], b[None, :, 2:])
+  wh = jnp.clip(rb - lt, 0)
+  inter = wh[..., 0] * wh[..., 1]
+  return inter / jnp.maximum(area(a)[:, None] + area(b)[None, :] - inter, EPS)
+
+
+def greedy_nms(boxes: Array, valid: Array, iou_threshold: float) -> Array:
+  """Greedy NMS of boxes sorted by score (best first): a box survives when no better surviving
+  box overlaps it with IoU > iou_threshold. Returns the survivors' mask."""
+  iou = box_iou(boxes, boxes)
+  n = boxes.shape[0]
+  later = jnp.arange(n)[None, :] > jnp.arange(n)[:, None]
+  suppresses = (iou > iou_threshold) & later
+
+  def body(i, keep):
+    return keep & ~(keep[i] & suppresses[i])
+
+  return jax.lax.fori_loop(0, n, body, valid)
+
+
+def decode(logits: Sequence[Array], dist: Sequence[Array], ctr_logits: Sequence[Array],
+           strides: Sequence[int], image_hw: Array, scale_xy: Array, *, nms_pre: int = 1000,
+           score_thr: float = 0.05, iou_threshold: float = 0.5, max_per_img: int = 100,
+           max_pairs: int = 2000) -> dict[str, Array]:
+  """One image's detections, as mmdetection v2's FCOS test: per level the `nms_pre` points of
+  highest max-class score x centerness; boxes clipped to the resized image (`image_hw`) and
+  mapped back to the original by dividing by `scale_xy` (x and y factors); every (point, class)
+  pair whose class probability exceeds `score_thr` is a candidate scored probability x
+  centerness; class-wise NMS; the `max_per_img` best.
+
+  Levels are (H, W, K), (H, W, 4), (H, W, 1) maps of this image. Fixed shapes: the best
+  `max_pairs` candidates go through NMS. Every candidate among them gets the same verdict as
+  with all candidates (only better boxes can suppress a box), so the result is the same
+  whenever there are at most `max_pairs` candidates or at least `max_per_img` survivors:
+  `exact` says whether that holds.
+
+  Returns boxes (max_per_img, 4) x1y1x2y2 in original pixels, scores, labels, valid, exact."""
+  shapes = [m.shape[:2] for m in logits]
+  pts_all = points(shapes, strides)
+  start = 0
+  all_boxes, all_probs, all_ctr = [], [], []
+  for k, (h, w) in enumerate(shapes):
+    n = h * w
+    probs = jax.nn.sigmoid(logits[k].reshape(n, -1).astype(jnp.float32))
+    ctr = jax.nn.sigmoid(ctr_logits[k].reshape(n).astype(jnp.float32))
+    d = dist[k].reshape(n, 4).astype(jnp.float32)
+    pts = jnp.asarray(pts_all[start:start + n])
+    start += n
+    if n > nms_pre:
+      _, top = jax.lax.top_k(jnp.max(probs * ctr[:, None], axis=1), nms_pre)
+      probs, ctr, d, pts = probs[top], ctr[top], d[top], pts[top]
+    all_boxes.append(distance_boxes(pts, d))
+    all_probs.append(probs)
+    all_ctr.append(ctr)
+  boxes, probs, ctr = (jnp.concatenate(v) for v in (all_boxes, all_probs, all_ctr))
+  hw = image_hw.astype(jnp.float32)
+  limit = jnp.stack([hw[1], hw[0], hw[1], hw[0]])
+  boxes = jnp.clip(boxes, 0.0, limit) / jnp.tile(scale_xy.astype(jnp.float32), 2)
+
+  num_classes = probs.shape[1]
+  candidate = probs > score_thr
+  scores = jnp.where(candidate, probs * ctr[:, None], -1.0).reshape(-1)
+  k = min(max_pairs, scores.shape[0])
+  top_scores, top = jax.lax.top_k(scores, k)
+  top_valid = top_scores > -1.0
+  top_boxes = boxes[top // num_classes]
+  top_labels = (top % num_classes).astype(jnp.int32)
+  # Class-wise NMS as one NMS: each class's boxes shifted off every other class's.
+  offset = (jnp.max(boxes) + 1.0) * top_labels.astype(jnp.float32)
+  keep = greedy_nms(top_boxes + offset[:, None], top_valid, iou_threshold)
+  num_kept = jnp.sum(keep)
+  order = jnp.argsort(~keep, stable=True)[:max_per_img]  # survivors first, still by score
+  m = min(max_per_img, k)
+  pad = max_per_img - m
+  take = lambda v, fill: jnp.concatenate([v[order[:m]], jnp.full((pad,) + v.shape[1:], fill,
+                                                                  v.dtype)])
+  out_valid = take(keep, False)
+  return {'boxes': jnp.where(out_valid[:, None], take(top_boxes, 0.0), 0.0),
+          'scores': jnp.where(out_valid, take(top_scores, 0.0), 0.0),
+          'labels': jnp.where(out_valid, take(top_labels, 0), -1),
+          'valid': out_valid,
+          'exact': (jnp.sum(candidate) <= k) | (num_kept >= max_per_img)}

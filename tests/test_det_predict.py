@@ -1,0 +1,92 @@
+"""Detection end to end on the embedded demo: training (runlocal), predict.py pictures, and the
+person detector feeding top-down pose in predict.py and eval.py."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import recipe, write_random_checkpoint
+from hrnet_jax import evaluate_checkpoint, predict
+from hrnet_jax.data.sources.coco_detection import CocoDetection
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope='module')
+def det_model(det_demo_root, tmp_path_factory):
+  """(config, checkpoint dir) of the tiny detection recipe with random weights: N(0, 0.1)
+  class biases put every class near probability 0.5, so there are boxes to pass on."""
+  c = recipe('det_coco_fcos', det_demo_root)
+  path = tmp_path_factory.mktemp('model') / 'det'
+  write_random_checkpoint(c, path)
+  return c, path
+
+
+def test_detection_trains_and_scores_on_the_demo(det_demo_root, tmp_path):
+  from hrnet_jax.train.loop import train_and_evaluate
+  c = recipe('det_coco_fcos', det_demo_root)
+  results = train_and_evaluate(c, str(tmp_path / 'run'))
+  assert 0.0 <= results['AP'] <= 1.0 and results['num_images'] == 8
+  assert results['num_detections'] > 0
+  assert (tmp_path / 'run' / 'checkpoints' / str(c.total_steps)).is_dir()
+
+
+def test_predict_draws_the_detections(det_model, det_demo_root, tmp_path):
+  c, model = det_model
+  src = CocoDetection(det_demo_root, 'val')
+  paths = [det_demo_root / 'images' / 'val' / src.file_names[i] for i in (0, 1)]
+  outcome = predict.run(c, str(model), [str(p) for p in paths], tmp_path / 'out', batch=2)
+  assert not outcome.failed and len(outcome.records) == 2
+  for path, record in zip(paths, outcome.records):
+    image = cv2.imread(str(path))
+    picture = cv2.imread(str(tmp_path / 'out' / record['picture']))
+    assert picture.shape == image.shape
+    dets = record['detections']
+    assert 0 < len(dets) <= 100
+    h, w = image.shape[:2]
+    for d in dets:
+      assert d['class'] in src.class_names and 0.05 < d['score'] <= 1.0
+      x, y, bw, bh = d['box']
+      assert 0 <= x <= x + bw <= w + 0.01 and 0 <= y <= y + bh <= h + 0.01
+    assert [d['score'] for d in dets] == sorted((d['score'] for d in dets), reverse=True)
+    assert not np.array_equal(picture, image)  # boxes drawn
+
+
+def test_pose_takes_its_boxes_from_the_detector(det_model, det_demo_root, pose_root, tmp_path):
+  c, det_path = det_model
+  pose_config = recipe('pose_coco', pose_root)
+  pose_path = tmp_path / 'pose'
+  write_random_checkpoint(pose_config, pose_path)
+  detector = predict.PersonDetector(c, str(det_path), threshold=0.3)
+  src = CocoDetection(det_demo_root, 'val')
+  image_path = det_demo_root / 'images' / 'val' / src.file_names[0]
+  outcome = predict.run(pose_config, str(pose_path), [str(image_path)], tmp_path / 'out',
+                        detector=detector)
+  assert not outcome.failed
+  people = outcome.records[0]['people']
+  rgb = cv2.imread(str(image_path))[..., ::-1]
+  boxes, scores = detector.boxes(rgb)
+  assert len(people) == len(boxes) > 0 and min(scores) >= 0.3
+  for person, (x, y, w, h) in zip(people, boxes):  # clipped as the COCO reader clips boxes
+    np.testing.assert_allclose(person['box'], [x, y, w - 1, h - 1], atol=0.011)
+    assert len(person['keypoints']) == 17
+  nobody = predict.PersonDetector(c, str(det_path), threshold=1.01)
+  outcome = predict.run(pose_config, str(pose_path), [str(image_path)], tmp_path / 'none',
+                        detector=nobody)
+  assert not outcome.failed and outcome.records[0]['people'] == []
+
+
+def test_pose_evaluation_with_detector_boxes(det_model, pose_root, tmp_path):
+  c, det_path = det_model
+  pose_config = recipe('pose_coco', pose_root)
+  pose_path = tmp_path / 'pose'
+  write_random_checkpoint(pose_config, pose_path)
+  scores = evaluate_checkpoint.run(pose_config, str(pose_path), predictions_dir=tmp_path / 'p',
+                                   detector=c, detector_checkpoint=str(det_path))
+  boxes = json.loads((tmp_path / 'p' / 'person_detections_val.json').read_text())
+  assert boxes and all(b['category_id'] == 1 for b in boxes)
+  val = json.loads((pose_root / 'annotations' / 'person_keypoints_val.json').read_text())
+  assert {b['image_id'] for b in boxes} <= {im['id'] for im in val['images']}
+  assert 'AP' in scores
