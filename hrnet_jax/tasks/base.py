@@ -10,9 +10,13 @@ declared below.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import functools
+import io
+import os
 import pathlib
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +42,30 @@ def remat_policy(value: Any) -> str:
 def at_least_float32(x: Array) -> Array:
   """bfloat16 -> float32 for losses and metrics; float32 and float64 stay as they are."""
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def coco_eval(annotation_file: str | os.PathLike, results: list[dict], iou_type: str,
+              stat_names: Sequence[str], image_ids: Iterable[int] | None = None
+              ) -> dict[str, float]:
+  """pycocotools COCOeval's summary numbers, named `stat_names` in its order, of COCO-format
+  `results` against `annotation_file` (over `image_ids` when given); all zero without results.
+  Its printing is captured."""
+  from pycocotools.coco import COCO
+  from pycocotools.cocoeval import COCOeval
+  out = {k: 0.0 for k in stat_names}
+  if not results:
+    return out
+  with contextlib.redirect_stdout(io.StringIO()):
+    gt = COCO(str(annotation_file))
+    dt = gt.loadRes(copy.deepcopy(results))  # loadRes adds keys to the dicts it is given
+    ev = COCOeval(gt, dt, iou_type)
+    if image_ids is not None:
+      ev.params.imgIds = sorted(int(i) for i in image_ids)
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+  out.update({k: float(v) for k, v in zip(stat_names, ev.stats)})
+  return out
 
 
 class Metric:

@@ -14,10 +14,7 @@ exactly, at one program per distinct padded size). Ground-truth boxes travel pad
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
-import io
 import json
 import os
 import pathlib
@@ -33,7 +30,7 @@ from hrnet_jax.data.sources.reader import DataError
 from hrnet_jax.errors import ConfigError
 from hrnet_jax.models import zoo
 from hrnet_jax.tasks import fcos
-from hrnet_jax.tasks.base import Metric, Task, at_least_float32
+from hrnet_jax.tasks.base import Metric, Task, at_least_float32, coco_eval
 
 Array = jax.Array
 COCO_STATS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100', 'ARs', 'ARm',
@@ -138,27 +135,6 @@ def _eval_sample(sample: dict, *, scale: Sequence[int], buckets: Sequence[Sequen
 # --- Metric -----------------------------------------------------------------------------------
 
 
-def coco_box_eval(annotation_file: str | os.PathLike, results: list[dict],
-                  image_ids: Sequence[int]) -> dict[str, float]:
-  """The twelve COCOeval bbox numbers over `image_ids` (pycocotools' printing captured); all
-  zero without results."""
-  from pycocotools.coco import COCO
-  from pycocotools.cocoeval import COCOeval
-  out = {k: 0.0 for k in COCO_STATS}
-  if not results:
-    return out
-  with contextlib.redirect_stdout(io.StringIO()):
-    gt = COCO(str(annotation_file))
-    dt = gt.loadRes(copy.deepcopy(results))  # loadRes adds keys to the dicts it is given
-    ev = COCOeval(gt, dt, 'bbox')
-    ev.params.imgIds = sorted(int(i) for i in image_ids)
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-  out.update({k: float(v) for k, v in zip(COCO_STATS, ev.stats)})
-  return out
-
-
 def detection_rows(outputs: dict, category_ids: Sequence[int]) -> dict[int, list[dict]]:
   """Per valid image of an eval batch (by source index): its detections as COCO results
   (`bbox` [x, y, w, h] in original pixels, w = x2 - x1)."""
@@ -206,7 +182,8 @@ class CocoBoxMetric(Metric):
       out = {'num_images': len(self.image_ids), 'num_detections': len(dets),
              'nms_capped_images': self.inexact}
       if self.annotation_file is not None:
-        out.update(coco_box_eval(self.annotation_file, dets, self.image_ids.values()))
+        out.update(coco_eval(self.annotation_file, dets, 'bbox', COCO_STATS,
+                             self.image_ids.values()))
       self._result = out
     return self._result
 

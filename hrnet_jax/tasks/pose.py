@@ -8,10 +8,7 @@ back-projection to the image, rescoring, OKS NMS, pycocotools COCOeval / PCKh.
 from __future__ import annotations
 
 import collections
-import contextlib
-import copy
 import functools
-import io
 import json
 import os
 import pathlib
@@ -22,7 +19,7 @@ import jax
 import numpy as np
 
 from hrnet_jax.data import keypoints, sources
-from hrnet_jax.tasks.base import HeatmapTask, Metric
+from hrnet_jax.tasks.base import HeatmapTask, Metric, coco_eval
 
 Array = jax.Array
 COCO_STATS = ('AP', 'AP50', 'AP75', 'APm', 'APl', 'AR', 'AR50', 'AR75', 'ARm', 'ARl')
@@ -151,22 +148,9 @@ class CocoKeypointMetric(Metric):
 
 def coco_keypoint_eval(annotation_file: str | os.PathLike, results: list[dict]
                        ) -> dict[str, float]:
-  """The ten COCOeval keypoint numbers (pycocotools' own printing is captured)."""
-  from pycocotools.coco import COCO
-  from pycocotools.cocoeval import COCOeval
-  out = {k: 0.0 for k in COCO_STATS}
+  """The ten COCOeval keypoint numbers, and the number of results."""
+  out = coco_eval(annotation_file, results, 'keypoints', COCO_STATS)
   out['num_results'] = len(results)
-  if not results:
-    return out
-  with contextlib.redirect_stdout(io.StringIO()):
-    gt = COCO(str(annotation_file))
-    dt = gt.loadRes(copy.deepcopy(results))  # loadRes adds keys to the dicts it is given
-    ev = COCOeval(gt, dt, 'keypoints')
-    ev.params.useSegm = None
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-  out.update({k: float(v) for k, v in zip(COCO_STATS, ev.stats)})
   return out
 
 
