@@ -43,8 +43,8 @@ def conv_kind(line: str, batch: int) -> str:
   return 'conv forward'
 
 
-def classify_hlo(text: str, batch: int) -> dict[str, str]:
-  """Op name -> category, from the optimized HLO module text."""
+def hlo_computations(text: str) -> dict[str, list[str]]:
+  """Computation name -> its instruction lines, from an optimized HLO module's text."""
   comps, cur = {}, None
   for line in text.splitlines():
     m = re.match(r'^(?:ENTRY )?%?([\w.\-]+) .*\{$', line)
@@ -55,6 +55,12 @@ def classify_hlo(text: str, batch: int) -> dict[str, str]:
       cur = None
     elif cur:
       comps[cur].append(line)
+  return comps
+
+
+def classify_hlo(text: str, batch: int) -> dict[str, str]:
+  """Op name -> category, from the optimized HLO module text."""
+  comps = hlo_computations(text)
 
   def ops_in(comp, seen=()):
     ops = []

@@ -109,3 +109,17 @@ def test_gpu_check_rejects_unknown_options():
   script = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks' / 'gpu_check.sh'
   run = subprocess.run(['bash', str(script), '--bogus'], capture_output=True, text=True)
   assert run.returncode == 2 and 'usage: benchmarks/gpu_check.sh' in run.stderr
+
+
+def test_distinct_kernels_counts_each_fused_computation_once():
+  """Two arrays of one shape share one kernel, a third shape gets its own: the count the compile
+  time follows (XLA:CPU compiles each distinct fused computation once)."""
+  import jax
+  import jax.numpy as jnp
+
+  from benchmarks.compile_kernels import distinct_kernels
+  f = jax.jit(lambda xs: [jnp.tanh(x * 1.7 + 0.3) * x for x in xs])
+  xs = [jax.ShapeDtypeStruct(s, jnp.float32) for s in [(8, 16), (8, 16), (8, 17)]]
+  r = distinct_kernels(f.lower(xs).compile().as_text())
+  assert r['fusion_calls'] == 3 and r['distinct'] == 2
+  assert r['by_kind'] == {'generated': 2} and r['by_origin'] == {'other': 2}
