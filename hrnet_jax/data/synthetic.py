@@ -259,6 +259,13 @@ def _pose_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, l
   return np.clip(image, 0, 255).astype(np.uint8), annotations
 
 
+def _write_coco_image(folder: pathlib.Path, image_id: int, image: np.ndarray) -> dict:
+  """Writes an RGB image as COCO names it (`<12-digit id>.jpg`); returns its `images` record."""
+  name = f'{image_id:012d}.jpg'
+  cv2.imwrite(str(folder / name), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+  return {'id': image_id, 'file_name': name, 'height': image.shape[0], 'width': image.shape[1]}
+
+
 def write_pose_demo(root: str | os.PathLike, num_train: int = 400, num_val: int = 60,
                     size_hw: tuple[int, int] = (192, 256), seed: int = 0) -> pathlib.Path:
   """Writes the pose demo in the COCO keypoints layout under `root` (atomically)."""
@@ -275,11 +282,7 @@ def write_pose_demo(root: str | os.PathLike, num_train: int = 400, num_val: int 
       for i in range(count):
         image_id = offset + i + 1
         image, people = _pose_image(np.random.default_rng([seed, 7, offset + i]), *size_hw)
-        name = f'{image_id:012d}.jpg'
-        cv2.imwrite(str(tmp / 'images' / split / name), image[..., ::-1],
-                    [cv2.IMWRITE_JPEG_QUALITY, 95])
-        images.append({'id': image_id, 'file_name': name, 'height': size_hw[0],
-                       'width': size_hw[1]})
+        images.append(_write_coco_image(tmp / 'images' / split, image_id, image))
         for person in people:
           annotations.append(dict(person, id=ann_id, image_id=image_id, category_id=1,
                                   iscrowd=0))
@@ -721,10 +724,7 @@ def write_det_demo(root: str | os.PathLike, num_train: int = 320, num_val: int =
           h, w = w, h
         image_id = offset + i + 1
         image, objects = _det_image(rng, h, w)
-        name = f'{image_id:012d}.jpg'
-        cv2.imwrite(str(tmp / 'images' / split / name), image[..., ::-1],
-                    [cv2.IMWRITE_JPEG_QUALITY, 95])
-        images.append({'id': image_id, 'file_name': name, 'height': h, 'width': w})
+        images.append(_write_coco_image(tmp / 'images' / split, image_id, image))
         for obj in objects:
           x1, y1, x2, y2 = obj['box']
           annotations.append({
