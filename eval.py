@@ -18,8 +18,9 @@ flags.DEFINE_string('checkpoint', None, 'Checkpoint to evaluate.')
 flags.DEFINE_string('split', None, 'Split to evaluate (default: config.data.eval_split).')
 flags.DEFINE_bool('flip', False, 'Average with the horizontally flipped image.')
 flags.DEFINE_bool('multi_scale', False, 'Average over config.eval.multi_scales (segmentation).')
-flags.DEFINE_string('sliding', None, "When windows run under config.eval.windows='clamp': "
-                    "'auto' (scales above 1), 'always' or 'never' (segmentation).")
+flags.DEFINE_enum('sliding', None, ['auto', 'always', 'never'], "When windows run under "
+                  "config.eval.windows='clamp': 'auto' (scales above 1), 'always' or 'never' "
+                  '(segmentation).')
 flags.DEFINE_string('predictions', None, 'Write predictions into this directory (segmentation: '
                     'colour PNGs; pose: the COCO-format keypoint results JSON; classification: '
                     'the top-5 per image; landmarks: the points per face).')
@@ -36,7 +37,7 @@ def main(argv):
   from hrnet_jax.evaluate_checkpoint import run
   f = flags.FLAGS
   if bool(f.detector) != bool(f.detector_checkpoint):
-    raise flags.ValidationError('--detector and --detector_checkpoint go together')
+    raise cli.UserError('--detector and --detector_checkpoint go together')
   detector = cli.load_config(f.detector) if f.detector else None
   run(f.config, f.checkpoint, split=f.split, flip=f.flip, multi_scale=f.multi_scale,
       sliding=f.sliding, predictions_dir=f.predictions, results_path=f.results,

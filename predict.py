@@ -22,7 +22,7 @@ An image, video or frame that fails is reported and skipped; the exit status is 
 
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from hrnet_jax import cli
 
@@ -37,24 +37,26 @@ flags.DEFINE_string('detector', None, 'Pose: a detection config (e.g. configs/de
                     'whose person boxes feed the pose model where --boxes gives none.')
 flags.DEFINE_string('detector_checkpoint', None, 'The detector\'s checkpoint (as --checkpoint).')
 flags.DEFINE_float('detector_threshold', 0.5, 'Person boxes scoring below are left out.')
+flags.DEFINE_bool('overwrite', False, 'Replace the results of an earlier run in --out (without it, '
+                  'an --out that holds predictions.json is an error).')
 flags.mark_flags_as_required(['config', 'checkpoint', 'out'])
 
 
 def main(argv):
   images = argv[1:]
   if not images:
-    raise app.UsageError('give one or more images, directories or videos after the flags')
+    raise cli.UserError('give one or more images, directories or videos after the flags')
   cli.start_runtime(flags.FLAGS.config)
   from hrnet_jax.predict import PersonDetector, run
   f = flags.FLAGS
   detector = None
   if f.detector or f.detector_checkpoint:
     if not (f.detector and f.detector_checkpoint):
-      raise app.UsageError('--detector and --detector_checkpoint go together')
+      raise cli.UserError('--detector and --detector_checkpoint go together')
     detector = PersonDetector(cli.load_config(f.detector), f.detector_checkpoint,
                               f.detector_threshold)
   outcome = run(f.config, f.checkpoint, images, f.out, boxes_path=f.boxes, batch=f.batch,
-                every=f.every, detector=detector)
+                every=f.every, detector=detector, overwrite=f.overwrite)
   sys.exit(1 if outcome.failed else 0)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import pathlib
 import sys
 from typing import Any, Callable
 
@@ -13,7 +14,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from hrnet_jax.errors import UserError
+from hrnet_jax.errors import Interrupted, UserError
 
 
 def define_config_flag() -> None:
@@ -29,6 +30,11 @@ def _config_spec(argv: list[str]) -> str | None:
     if a == '--config' and i + 1 < len(argv):
       return argv[i + 1]
   return None
+
+
+def config_spec() -> str | None:
+  """The --config value of this command (`path.py[:arg]`), as given."""
+  return _config_spec(sys.argv)
 
 
 def load_config(spec: str) -> Any:
@@ -103,10 +109,33 @@ def start_runtime(config: Any) -> None:
   enable_compile_cache(config.get('compile_cache', 'auto'))
 
 
+_HELP_FLAGS = ('--help', '-help', '--helpshort', '--helpfull', '--helpxml', '-?', '-h')
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing with the commands' conventions: a bad flag or value is one `error:` line
+  and exit status 2 (absl: a 'FATAL Flags parsing error' and 1); --help exits 0 (absl: 1)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {" ".join(str(e).split())} (--helpshort lists the flags)', file=sys.stderr)
+    sys.exit(2)
+  except SystemExit as e:
+    if e.code == 1 and any(a.split('=')[0] in _HELP_FLAGS for a in argv[1:]):
+      sys.exit(0)
+    raise
+
+
+def stopped_by_user(message: str) -> None:
+  """Ctrl-C: the one line saying where the run stopped, and exit status 130 (128 + SIGINT)."""
+  print(message, file=sys.stderr, flush=True)
+  sys.exit(130)
+
+
 def run(main: Callable[[list[str]], Any]) -> None:
-  """app.run(main): a UserError from the library, or a --config override that does not apply,
-  ends the command with one `error:` line and exit status 2. Orbax's per-save INFO logs are off
-  unless --verbosity is given."""
+  """app.run(main): a UserError from the library, a bad flag, or a --config override that does
+  not apply ends the command with one `error:` line and exit status 2; Ctrl-C with one line and
+  exit status 130. Orbax's per-save INFO logs are off unless --verbosity is given."""
   started = []
 
   def wrapped(argv: list[str]) -> Any:
@@ -118,6 +147,10 @@ def run(main: Callable[[list[str]], Any]) -> None:
   spec = _config_spec(sys.argv)
   try:
     if spec:  # errors of the recipe itself, before absl wraps them in a traceback
+      path = spec.partition(':')[0]
+      if pathlib.Path(path).is_dir():
+        raise UserError(f'{path} is a directory; expected a recipe file such as '
+                        'configs/seg_cityscapes.py')
       load_config(spec)
   except UserError as e:
     print(f'error: --config={spec}: {e}', file=sys.stderr)
@@ -126,10 +159,14 @@ def run(main: Callable[[list[str]], Any]) -> None:
     print(f'error: --config={spec}: no such recipe file', file=sys.stderr)
     sys.exit(2)
   try:
-    app.run(wrapped)
+    app.run(wrapped, flags_parser=parse_flags)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except Interrupted as e:
+    stopped_by_user(str(e))
+  except KeyboardInterrupt:
+    stopped_by_user('stopped (Ctrl-C)')
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     if started:
       raise

@@ -8,3 +8,12 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
   """A config key or value is wrong; the message names the key."""
+
+
+class Interrupted(Exception):
+  """The user stopped a run (Ctrl-C); the message says where it stopped and what was kept."""
+
+
+class ConversionError(UserError, ValueError):
+  """A checkpoint does not fit an arch (the message lists every problem), or cannot be read or
+  written (the message names the file)."""

@@ -102,15 +102,51 @@ def is_video(path: pathlib.Path) -> bool:
   return path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def output_names(paths: Sequence[pathlib.Path]) -> list[str]:
+SUMMARY_FILE = 'predictions.json'
+
+
+def output_names(paths: Sequence[pathlib.Path], array_keys: Sequence[str] = ()) -> list[str]:
   """A distinct output name (no suffix) per input: its path relative to the inputs' common
   folder (so a/x.png and b/x.png stay apart), with the suffix kept where two inputs would still
-  meet (x.png and x.jpg)."""
+  meet (x.png and x.jpg). Each name also owns `<name>_<key>.png` per key of `array_keys` (the
+  task's array outputs, e.g. a label map), so a name that would meet one of those, or the
+  summary file, gets a number (s.png, s_labels.png -> 's', 's_labels_2')."""
   parents = [str(p.resolve().parent) for p in paths]
   root = pathlib.Path(os.path.commonpath(parents)) if paths else pathlib.Path('.')
   names = [str(p.resolve().relative_to(root).with_suffix('')) for p in paths]
   clash = {n for n in names if names.count(n) > 1}
-  return [f'{n}_{p.suffix.lstrip(".")}' if n in clash else n for n, p in zip(names, paths)]
+  names = [f'{n}_{p.suffix.lstrip(".")}' if n in clash else n for n, p in zip(names, paths)]
+  owned = lambda n: {n, *(f'{n}_{k}' for k in array_keys)}
+  used, out = {pathlib.Path(SUMMARY_FILE).stem}, []
+  for name in names:
+    chosen, i = name, 1
+    while owned(chosen) & used:
+      i += 1
+      chosen = f'{name}_{i}'
+    used |= owned(chosen)
+    out.append(chosen)
+  return out
+
+
+def check_out_dir(out: pathlib.Path, inputs: Sequence[str | os.PathLike],
+                  paths: Sequence[pathlib.Path], overwrite: bool) -> None:
+  """--out must not be (or be inside) an input folder, nor hold an input file (pictures would
+  replace the inputs); an --out that holds an earlier run's results needs `overwrite`."""
+  if out.exists() and not out.is_dir():
+    raise UserError(f'--out {out}: exists and is not a directory')
+  target = out.resolve()
+  for given in inputs:
+    folder = pathlib.Path(given).resolve()
+    if folder.is_dir() and (target == folder or folder in target.parents):
+      raise UserError(f'--out {out} is inside the input folder {given}: the pictures would be '
+                      'written among (and over) the inputs; choose an --out outside it')
+  for p in paths:
+    if target in p.resolve().parents:
+      raise UserError(f'--out {out} holds the input {p}: its picture could replace it; choose '
+                      'another --out')
+  if (out / SUMMARY_FILE).exists() and not overwrite:
+    raise UserError(f'--out {out} holds the results of an earlier run ({SUMMARY_FILE}): pass '
+                    '--overwrite to replace them, or choose another --out')
 
 
 class Predictor:
@@ -138,10 +174,12 @@ class Predictor:
     self._row_outputs: dict[tuple, set[str]] = {}  # per batch shape: see _per_sample
 
   def prepare(self, image: np.ndarray, boxes: np.ndarray | None = None,
-              allow_empty: bool = False) -> tuple[list[dict], list[dict]]:
+              allow_empty: bool = False, box_scores: Sequence[float] | None = None
+              ) -> tuple[list[dict], list[dict]]:
     """(samples, transformed items) of one image; raises for boxes that do not fit it, and for
-    an empty list of boxes unless `allow_empty` (a detector that found nobody)."""
-    samples = self.task.image_samples(image, boxes)
+    an empty list of boxes unless `allow_empty` (a detector that found nobody). `box_scores`:
+    a detector's score per box (top-down pose rescales its people by them)."""
+    samples = self.task.image_samples(image, boxes, box_scores)
     if not samples and not allow_empty:
       raise UserError('nothing to predict: its list of boxes is empty')
     return samples, [self.transform(s) for s in samples]
@@ -363,21 +401,21 @@ class _Video:
 
 def run(config: Any, checkpoint_path: str, inputs: Sequence[str], out_dir: str | os.PathLike,
         boxes_path: str | None = None, batch: int = 1, every: int = 1,
-        detector: PersonDetector | None = None) -> Outcome:
+        detector: PersonDetector | None = None, overwrite: bool = False) -> Outcome:
   """Per image `<name>.png` (the picture) and `<name>.json` (the raw results); per video
   `<name>.<ext>` (annotated, every `every`-th frame) and `<name>.jsonl` (a line per frame); and
   `predictions.json` with all records (names: see `output_names`). Directories are walked for
   images and videos. With `detector` (top-down pose), images and frames without boxes of their
-  own get the detector's people (none found: an empty prediction)."""
+  own get the detector's people (none found: an empty prediction), each person scored with its
+  box's score. An --out holding an earlier run's results is replaced only with `overwrite`."""
   out = pathlib.Path(out_dir)
-  if out.exists() and not out.is_dir():
-    raise UserError(f'--out {out}: exists and is not a directory')
   if every < 1:
     raise UserError(f'--every {every}: expected a positive frame step')
   boxes = read_boxes(boxes_path) if boxes_path else {}
   paths, missing = expand_inputs(inputs)
-  names = output_names(paths)
+  check_out_dir(out, inputs, paths, overwrite)
   predictor = Predictor(config, checkpoint_path, batch)
+  names = output_names(paths, predictor.task.prediction_arrays)
   print(f'model: {predictor.where}', flush=True)
   if detector is not None:
     print(f'person boxes: {detector.predictor.where} (score >= {detector.threshold})', flush=True)
@@ -385,8 +423,8 @@ def run(config: Any, checkpoint_path: str, inputs: Sequence[str], out_dir: str |
   def prepare(image: np.ndarray, given: Any) -> tuple[list[dict], list[dict]]:
     if given is not None or detector is None:
       return predictor.prepare(image, given)
-    found, _ = detector.boxes(image)
-    return predictor.prepare(image, found, allow_empty=True)
+    found, scores = detector.boxes(image)
+    return predictor.prepare(image, found, allow_empty=True, box_scores=scores)
 
   out.mkdir(parents=True, exist_ok=True)
   done = Outcome([], [])
@@ -455,11 +493,11 @@ def run(config: Any, checkpoint_path: str, inputs: Sequence[str], out_dir: str |
   runner.flush()
   progress.close()
   done.seconds = time.time() - start
-  with open(out / 'predictions.json', 'w') as f:
+  with open(out / SUMMARY_FILE, 'w') as f:
     json.dump(done.records, f, indent=1)
   images = sum('image' in r for r in done.records)
   rate = (images + done.frames) / max(done.seconds, 1e-9)
   print(f'{len(done.records)} done ({images} images, {done.frames} video frames, {rate:.1f} '
-        f'images/s), {len(done.failed)} failed; results in {out / "predictions.json"}',
+        f'images/s), {len(done.failed)} failed; results in {out / SUMMARY_FILE}',
         flush=True)
   return done

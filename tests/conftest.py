@@ -48,6 +48,28 @@ def fresh_step(config, total_steps: int = 10):
   return state, make_train_step(config, task, mesh, tx, schedule, shardings_of(state))
 
 
+def random_variables(model, x, seed: int = 0) -> dict:
+  """Variables of `model` for input `x` without compiling its init (a compile of the full
+  initializer costs more than the forward it feeds): shapes by `jax.eval_shape`, values from
+  numpy: kernels N(0, 1/fan_in), biases and BN offsets N(0, 0.1^2), BN scales and running
+  variances around 1, running means N(0, 0.1^2)."""
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+
+  def fill(path, s):
+    name = str(getattr(path[-1], 'key', path[-1]))
+    noise = rng.standard_normal(s.shape)
+    if name == 'kernel':
+      value = noise / np.sqrt(max(1, int(np.prod(s.shape[:-1]))))
+    elif name in ('scale', 'var'):
+      value = 1.0 + 0.1 * np.abs(noise) if name == 'var' else 1.0 + 0.1 * noise
+    else:
+      value = 0.1 * noise
+    return np.asarray(value, s.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
 def write_random_checkpoint(config, path, bn_offset: float = 0.0):
   """A converted-checkpoint directory of the config's model with random weights (N(0, 0.1);
   BN statistics |N(0, 0.1)| + `bn_offset`), for runs whose numbers need not be trained."""

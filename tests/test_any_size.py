@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import random_variables
 from hrnet_jax.models import zoo
 from hrnet_jax.tasks.heatmaps import decode_heatmaps
 
@@ -15,10 +16,7 @@ def pose():
   """A tiny pose model with and without any-size padding (same variables)."""
   padded, plain = (zoo.create_model('pose_w18', any_size=a, **TINY) for a in (True, False))
   x = np.zeros((1, 64, 64, 3), np.float32)
-  variables = jax.jit(plain.init)(jax.random.key(0), x)
-  variables = jax.tree_util.tree_map(  # BN statistics away from 0/1, so padding would show
-      lambda v: v + 0.1 * np.random.default_rng(1).standard_normal(v.shape, np.float32),
-      variables)
+  variables = random_variables(plain, x)  # BN statistics away from 0/1, so padding would show
   return padded, plain, variables
 
 

@@ -139,6 +139,71 @@ def test_commands_end_bad_input_with_one_line(tmp_path):
   assert not (tmp_path / 'checkpoints').exists()
 
 
+@pytest.mark.slow
+def test_first_hour_mistakes_end_with_one_line(seg_root, tmp_path):
+  """What a new user types wrong: one `error:` line and exit status 2 each, no traceback, and
+  nothing written; --help exits 0."""
+  env = {k: v for k, v in os.environ.items() if k not in ('HRNET_JAX_DATA', 'TFDS_DATA_DIR')}
+  env.update(PYTHONPATH=str(ROOT), HOME=str(tmp_path / 'home'))
+  recipe = f'{ROOT}/configs/seg_cityscapes.py'
+  demo = ['--config', f'{recipe}:runlocal', f'--config.data.root={seg_root}']
+  work = ['--workdir', str(tmp_path / 'w')]
+  cases = [
+      (['train.py', *demo, *work, '--config.batch_size=0'], 'config.batch_size=0'),
+      (['train.py', *demo, *work, '--config.batch_size=1000'],
+       'config.batch_size=1000 is larger than the training split (16 samples)'),
+      (['train.py', *demo, *work, '--config.total_steps=-3'],
+       'config.total_steps=-3: expected a positive number'),
+      (['train.py', *demo, *work, '--config.batch_size=abc'], "'abc'"),
+      (['train.py', '--config', str(ROOT / 'configs'), *work], 'is a directory'),
+      (['train.py', '--config', recipe],  # the mission's command, with no data anywhere
+       'no cityscapes data: config.data.root is empty and $HRNET_JAX_DATA is not set. Set '
+       '--config.data.root=PATH, or HRNET_JAX_DATA=DIR holding cityscapes/'),
+      (['eval.py', *demo, '--checkpoint', str(tmp_path / 'none'), '--sliding=sometimes'],
+       "--sliding=sometimes"),
+      (['-m', 'hrnet_jax.export', *demo, '--checkpoint', str(tmp_path / 'none'), '--format',
+        'tflite', '--out', str(tmp_path / 'x')], 'tflite'),
+  ]
+  for args, message in cases:
+    done = subprocess.run([sys.executable, *(str(ROOT / args[0]) if args[0].endswith('.py')
+                                             else args[0],), *args[1:]],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, (args, done.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], lines
+  assert not (tmp_path / 'w').exists() and not (tmp_path / 'runs').exists()  # nothing written
+  done = subprocess.run([sys.executable, str(ROOT / 'train.py'), '--help'], capture_output=True,
+                        text=True, cwd=tmp_path, env=env)
+  assert done.returncode == 0 and '--workdir' in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_training_is_one_line_and_exit_130(seg_root, tmp_path):
+  """SIGINT (Ctrl-C) with data worker processes running: where it stopped and which checkpoint
+  is kept, exit status 130, no traceback and no leaked shared memory report; the same command
+  then resumes from that checkpoint."""
+  import signal
+  import time
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  command = [sys.executable, 'train.py', '--config', 'configs/seg_cityscapes.py:runlocal',
+             f'--config.data.root={seg_root}', '--config.data.num_workers=2',
+             '--config.total_steps=100000', '--config.checkpoint.every_steps=2',
+             '--config.eval.every_steps=0', '--workdir', str(tmp_path / 'w')]
+  run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=ROOT, env=env)
+  first = tmp_path / 'w' / 'checkpoints' / '2'
+  deadline = time.time() + 300
+  while not first.exists() and run.poll() is None and time.time() < deadline:
+    time.sleep(0.2)
+  run.send_signal(signal.SIGINT)
+  _, err = run.communicate(timeout=120)
+  assert run.returncode == 130, err[-3000:]
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('stopped at step '), lines
+  assert '; the last checkpoint is ' in lines[0] and 'run the same command to resume' in lines[0]
+  assert 'leaked shared_memory' not in err and 'Traceback' not in err
+
+
 @pytest.mark.parametrize('name, images, steps', [('pose_coco', 400, 250),
                                                  ('cls_imagenet', 400, 160),
                                                  ('face_300w', 480, 500)])

@@ -249,12 +249,15 @@ def test_mismatch_lists_every_problem():
   msg = str(e.value)
   assert 'conv1.weight [64, 3, 3, 3]' in msg  # missing, with its expected shape
   assert 'extra.weight' in msg  # unexpected
-  assert '  stage3.3.branches.0.0.conv1.weight [18, 18, 3, 3]' in msg  # a module small-v2 lacks
+  assert 'stage3.3.branches.0.0.conv1.weight [18, 18, 3, 3]' in e.value.missing  # not in small-v2
   assert '806 missing, 1 unexpected, 0 mis-shaped' in msg
+  assert len(e.value.missing) == 806 and len(msg.splitlines()) < 15  # short; every one kept
+  assert msg.startswith('the checkpoint looks like seg_w18_small_v2, not seg_w18')
   v1 = fake_state_dict('seg_w18_small_v1')
-  with pytest.raises(convert.ConversionError, match=r'expected \[18, 256, 3, 3\], found '
-                     r'\[16, 128, 3, 3\]'):
+  with pytest.raises(convert.ConversionError, match='looks like seg_w18_small_v1') as e:
     convert.torch_to_flax(v1, 'seg_w18_small_v2')
+  assert any(m.endswith('expected [18, 256, 3, 3], found [16, 128, 3, 3]')
+             for m in e.value.misshaped)
 
 
 def test_flax_to_torch_rejects_wrong_variables():
@@ -337,7 +340,8 @@ def test_cli_bad_input_leaves_destination_untouched(pth, tmp_path, capsys, case,
   err = capsys.readouterr().err
   assert err.startswith('error: ')
   if case == 'other_variant':
-    assert 'mis-shaped' in err and 'expected [18, 256, 3, 3], found [16, 128, 3, 3]' in err
+    assert err.startswith('error: the checkpoint looks like face_w18_small_v1, not face_w18: ')
+    assert 'mis-shaped (first 5 of' in err and len(err.splitlines()) < 20
   else:
     assert str(src) in err
   assert _snapshot(dst) == before

@@ -259,3 +259,53 @@ def test_a_700x1000_street_image_is_segmented_at_its_size(seg_root, tmp_path):
   assert sum(record['class_share'].values()) == pytest.approx(1.0, abs=1e-4)
   picture = cv2.imread(str(tmp_path / 'out' / record['picture']))
   assert picture.shape[0] == 700 and picture.shape[1] > 1000  # the legend beside
+
+
+def test_output_names_leave_room_for_label_maps_and_the_summary(tmp_path):
+  """Segmentation writes `<name>_labels.png` beside `<name>.png`: an input named s_labels.png
+  must not take that name (it would overwrite s.png's label map), nor predictions.png the
+  summary's."""
+  paths = [tmp_path / n for n in ('s.png', 's_labels.png', 'predictions.png', 't_labels.png')]
+  assert predict.output_names(paths, ('labels',)) == ['s', 's_labels_2', 'predictions_2',
+                                                      't_labels']
+  assert predict.output_names(paths[:2]) == ['s', 's_labels']  # no array outputs: no clash
+
+
+def test_out_must_not_overwrite_inputs_or_an_earlier_run(pose_model, images, tmp_path):
+  c, model = pose_model
+  folder, photo = images[0].parent, images[0]
+  before = photo.read_bytes()
+  for out, message in ((folder, 'inside the input folder'),
+                       (folder / 'shown', 'inside the input folder'),
+                       (tmp_path / 'in', 'holds the input')):  # the folder's parent
+    with pytest.raises(UserError, match=message):
+      predict.run(c, str(model), [str(folder)], out)
+  with pytest.raises(UserError, match='holds the input'):
+    predict.run(c, str(model), [str(photo)], folder)  # tiny.png would replace tiny.png
+  assert photo.read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ['tiny.png']
+  out = tmp_path / 'out'
+  predict.run(c, str(model), [str(photo)], out)
+  first = (out / 'tiny.json').read_text()
+  with pytest.raises(UserError, match=r'earlier run \(predictions.json\): pass --overwrite'):
+    predict.run(c, str(model), [str(images[1])], out)
+  assert (out / 'tiny.json').read_text() == first
+  outcome = predict.run(c, str(model), [str(images[1])], out, overwrite=True)
+  assert len(outcome.records) == 1 and not outcome.failed
+
+
+def test_pose_people_keep_their_detector_box_scores(pose_model):
+  """As in evaluation, a person's score is its box score x the mean of its confident joints: a
+  detector box scored 0.25 gives a quarter of the score the same box gets unscored (1.0)."""
+  from hrnet_jax.tasks.pose import rescore
+  c, model = pose_model
+  predictor = predict.Predictor(c, model)
+  image = np.random.default_rng(3).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+  box = np.array([[10, 5, 40, 50]], np.float32)
+  plain, = predictor.predictions([predictor.prepare(image, box)])[0]['people']
+  scored, = predictor.predictions([predictor.prepare(image, box, box_scores=[0.25])])[0]['people']
+  assert scored['keypoints'] == plain['keypoints']
+  joints = np.array([k[2] for k in plain['keypoints']])
+  assert plain['score'] == pytest.approx(rescore(joints, 1.0, c.eval.in_vis_thre), rel=1e-3)
+  assert scored['score'] == pytest.approx(0.25 * plain['score'], rel=1e-6)
+  with pytest.raises(UserError, match='image too small for pose: 1x1'):
+    predictor.prepare(np.zeros((1, 1, 3), np.uint8))

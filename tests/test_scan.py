@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from conftest import random_variables
 from hrnet_jax.convert import mapping
 from hrnet_jax.flops import flops
 from hrnet_jax.models import layers, zoo
@@ -57,12 +58,13 @@ def _restacked(variables, target):
   return out
 
 
-@pytest.mark.parametrize('arch', ['pose_w32', pytest.param('seg_w18', marks=pytest.mark.slow)])
+@pytest.mark.slow  # two float64 gradient programs of per-module models: ~50 s to compile
+@pytest.mark.parametrize('arch', ['pose_w32', 'seg_w18'])
 def test_scanned_model_equals_per_module_model(x64, arch):
   kw = dict(SMALL, dtype=jnp.float64, param_dtype=jnp.float64)
   plain, scanned = zoo.create_model(arch, scan=False, **kw), zoo.create_model(arch, scan=True, **kw)
   x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 32, 32, 3)))
-  v_plain = jax.jit(plain.init)(jax.random.key(0), x)
+  v_plain = random_variables(plain, x)
   v_scan = _restacked(v_plain, jax.eval_shape(scanned.init, jax.random.key(1), x))
   names = {k for path in _flat(v_scan['params']) for k in path}
   stacked = {n for n in names if mapping._STACKED.match(n)}
@@ -119,7 +121,7 @@ def test_converter_maps_every_slice_of_a_stacked_leaf():
 
 def test_old_per_module_checkpoints_load_into_the_scanned_model():
   x = np.zeros((1, 32, 32, 3), np.float32)
-  old = jax.jit(zoo.create_model('seg_w18', scan=False, **SMALL).init)(jax.random.key(0), x)
+  old = random_variables(zoo.create_model('seg_w18', scan=False, **SMALL), x)
   target = jax.eval_shape(lambda: zoo.create_model('seg_w18', **SMALL).init(jax.random.key(0), x))
   merged, _ = checkpoint.merge_subtree(target, jax.tree_util.tree_map(np.asarray, old),
                                        subtree=None)

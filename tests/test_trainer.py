@@ -17,9 +17,10 @@ import pytest
 
 from conftest import TINY, flat, fresh_step, read_scalars, recipe
 from hrnet_jax import convert
-from hrnet_jax.errors import UserError
+from hrnet_jax.errors import Interrupted, UserError
 from hrnet_jax.tasks import get_task
 from hrnet_jax.train import checkpoint, optim, parallel
+from hrnet_jax.train.workdir import LOCK_FILE
 from hrnet_jax.train.loop import NonFiniteLossError, create_train_state, train_and_evaluate
 
 
@@ -118,6 +119,56 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(seg_root, tmp_
   assert checkpoint.latest_step_dir(tmp_path).name == '3'
   for k, v in flat(checkpoint.load_variables(tmp_path)[0]).items():
     np.testing.assert_array_equal(v, good[k])
+
+
+@pytest.mark.filterwarnings('ignore:overflow encountered in cast:RuntimeWarning')
+def test_non_finite_parameters_are_never_saved(seg_root, tmp_path):
+  """lr 1e39 is inf in float32: the first update makes the parameters inf/nan while the loss of
+  that step (computed before the update) is finite; the save after it must not happen."""
+  train_and_evaluate(config(seg_root), str(tmp_path), stop_at=3)
+  good = flat(checkpoint.load_variables(tmp_path)[0])
+  c = config(seg_root)
+  c.optimizer.lr, c.checkpoint.every_steps = 1e39, 1
+  with pytest.raises(NonFiniteLossError, match=r'non-finite at step 4.*not saved.*checkpoints/3'):
+    train_and_evaluate(c, str(tmp_path))
+  assert checkpoint.latest_step_dir(tmp_path).name == '3'
+  for k, v in flat(checkpoint.load_variables(tmp_path)[0]).items():
+    np.testing.assert_array_equal(v, good[k])
+  assert isinstance(NonFiniteLossError('x'), UserError)  # the commands print one line
+
+
+def test_ctrl_c_says_where_the_run_stopped(seg_root, tmp_path):
+  def interrupt_at_5(step):
+    if step == 5:
+      raise KeyboardInterrupt
+
+  with pytest.raises(Interrupted, match=r'stopped at step 5; the last checkpoint is .*'
+                                        r'checkpoints/3; run the same command to resume'):
+    train_and_evaluate(config(seg_root), str(tmp_path), hooks=[interrupt_at_5])
+  assert checkpoint.latest_step_dir(tmp_path).name == '3'
+  assert not (tmp_path / LOCK_FILE).exists()  # the lock goes with the run
+
+
+def test_one_run_at_a_time_in_a_workdir(seg_root, tmp_path):
+  """A second run on a workdir in use stops at once naming the first one's PID; a run that was
+  killed leaves a lock file behind that does not block the next."""
+  import subprocess
+  import sys
+  hold = subprocess.Popen(
+      [sys.executable, '-c', 'import sys, time; from hrnet_jax.train.workdir import WorkdirLock; '
+       'lock = WorkdirLock(sys.argv[1]); print("locked", flush=True); time.sleep(600)', str(tmp_path)],
+      stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+  try:
+    assert hold.stdout.readline().strip() == 'locked'
+    with pytest.raises(UserError, match=rf'{tmp_path} is in use by PID {hold.pid} on '):
+      train_and_evaluate(config(seg_root), str(tmp_path), stop_at=1)
+    assert not (tmp_path / 'checkpoints').exists()
+  finally:
+    hold.kill()
+    hold.wait()
+  assert (tmp_path / LOCK_FILE).exists()  # left by the killed process
+  train_and_evaluate(config(seg_root), str(tmp_path), stop_at=1)
+  assert checkpoint.latest_step_dir(tmp_path).name == '1'
 
 
 @pytest.mark.parametrize('mode, kept', [('max', [2, 4]), ('min', [3, 4])])
@@ -222,7 +273,7 @@ def copy(state):
   return jax.tree_util.tree_map(jnp.array, state)  # the step donates its input
 
 
-@pytest.mark.parametrize('policy', ['conv', 'full'])
+@pytest.mark.parametrize('policy', ['conv', pytest.param('full', marks=pytest.mark.slow)])
 def test_remat_gives_the_plain_gradients(seg_root, x64, policy):
   state, plain, batch = plain_step(seg_root)
   _, remat, _ = plain_step(seg_root, remat=policy)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import hrnet_jax
-from conftest import TINY
+from conftest import TINY, random_variables
 from hrnet_jax.models import zoo
 
 # Trainable parameters of the official models (cls 1000, seg 19, pose 17, face 98 classes),
@@ -74,7 +74,7 @@ def test_bf16_compute_keeps_float32_params_and_agrees():
   x = np.random.default_rng(0).standard_normal((1, 64, 64, 3), np.float32)
   f32 = hrnet_jax.create_model('seg_w18_small_v1', **TINY)
   bf16 = hrnet_jax.create_model('seg_w18_small_v1', dtype=jnp.bfloat16, **TINY)
-  variables = jax.jit(f32.init)(jax.random.key(0), x)
+  variables = random_variables(f32, x)
   assert jax.tree_util.tree_all(jax.tree_util.tree_map(
       lambda a: a.dtype == jnp.float32, jax.eval_shape(bf16.init, jax.random.key(0), x)))
   want = np.asarray(jax.jit(f32.apply)(variables, x))
@@ -87,7 +87,7 @@ def test_bf16_compute_keeps_float32_params_and_agrees():
 def test_train_mode_updates_batch_stats():
   model = hrnet_jax.create_model('seg_w18_small_v1', **TINY)
   x = np.random.default_rng(0).standard_normal((2, 64, 64, 3), np.float32)
-  variables = jax.jit(model.init)(jax.random.key(0), x)
+  variables = random_variables(model, x)
   _, updates = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats']))(
       variables, x)
   before = jax.tree_util.tree_leaves(variables['batch_stats'])

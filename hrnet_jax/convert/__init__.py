@@ -6,11 +6,11 @@
 CLI: `python -m hrnet_jax.convert SRC DST [--arch ARCH] [--num-classes N] [--verify]`.
 """
 
-from hrnet_jax.convert.core import (ConversionError, Report, flax_to_torch, normalize_state_dict,
-                                    torch_to_flax)
+from hrnet_jax.convert.core import Report, flax_to_torch, normalize_state_dict, torch_to_flax
 from hrnet_jax.convert.files import (read_torch_file, read_variables, write_torch_file,
                                      write_variables)
 from hrnet_jax.convert.mapping import infer_arch, torch_keys_and_shapes
+from hrnet_jax.errors import ConversionError
 
 __all__ = [
     'ConversionError', 'Report', 'flax_to_torch', 'torch_to_flax', 'normalize_state_dict',

@@ -9,8 +9,8 @@ from typing import Any, Mapping
 import numpy as np
 from flax import traverse_util
 
-from hrnet_jax.convert import mapping
-from hrnet_jax.errors import UserError
+from hrnet_jax.convert import files, mapping
+from hrnet_jax.errors import ConversionError
 from hrnet_jax.models import zoo
 
 # Wrappers and prefixes that training code puts around the model's own keys.
@@ -19,11 +19,6 @@ _STRIP_PREFIXES = ('module.', 'model.')
 # Older mmdetection (v1, early v2) named FCOS's predictors fcos_cls/fcos_reg/fcos_centerness;
 # v2's AnchorFreeHead renames them to conv_* on load, and so do we.
 _LEGACY_FCOS = re.compile(r'^bbox_head\.fcos_(cls|reg|centerness)\.')
-
-
-class ConversionError(UserError, ValueError):
-  """A checkpoint does not fit an arch (the message lists every problem), or cannot be read or
-  written (the message names the file)."""
 
 
 @dataclasses.dataclass
@@ -102,8 +97,6 @@ def torch_to_flax(state_dict_or_path: Any, arch: str | None = None, *,
   With `arch=None` the arch and head size are inferred from tensor shapes. Raises
   ConversionError listing every missing, unexpected and mis-shaped tensor.
   """
-  from hrnet_jax.convert import files  # avoids a cycle: files uses this module's errors
-
   report = report if report is not None else Report()
   obj = state_dict_or_path
   if isinstance(obj, (str, bytes)) or hasattr(obj, '__fspath__'):
@@ -148,7 +141,7 @@ def torch_to_flax(state_dict_or_path: Any, arch: str | None = None, *,
     if key not in expected:
       (report.ignored if _ignorable(task, key) else unexpected).append(key)
   if missing or misshaped or unexpected:
-    raise ConversionError(_problems(arch, overrides, missing, unexpected, misshaped))
+    raise MismatchError(arch, overrides, missing, unexpected, misshaped, inferred_arch)
   report.arch, report.overrides, report.converted = arch, dict(overrides), len(entries)
   return traverse_util.unflatten_dict(flat)
 
@@ -177,7 +170,7 @@ def flax_to_torch(variables: Mapping[str, Any], arch: str, **overrides: Any) -> 
       out[nbt] = np.zeros((), np.int64)
   unexpected = ['/'.join(p) for p in flat if p not in expected]
   if missing or misshaped or unexpected:
-    raise ConversionError(_problems(arch, overrides, missing, unexpected, misshaped))
+    raise MismatchError(arch, overrides, missing, unexpected, misshaped)
   return out
 
 
@@ -187,13 +180,28 @@ def _plain_dict(tree: Any) -> Any:
   return tree
 
 
-def _problems(arch: str, overrides: Mapping[str, Any], missing: list[str], unexpected: list[str],
-              misshaped: list[str]) -> str:
-  lines = [f'checkpoint does not match {arch}' + (f' {dict(overrides)}' if overrides else '') +
-           f': {len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} mis-shaped']
-  for title, items in (('missing', missing), ('unexpected', unexpected),
-                       ('mis-shaped', misshaped)):
-    if items:
-      lines.append(f'{title}:')
-      lines += [f'  {item}' for item in items]
-  return '\n'.join(lines)
+SHOWN = 5  # tensors listed per kind of problem in the message
+
+
+class MismatchError(ConversionError):
+  """A checkpoint that does not fit an arch. The message is short: the arch the checkpoint's
+  shapes point to first (when it is another), then the first few tensors of each kind of
+  problem; `missing`, `unexpected` and `misshaped` hold every one."""
+
+  def __init__(self, arch: str, overrides: Mapping[str, Any], missing: list[str],
+               unexpected: list[str], misshaped: list[str], inferred_arch: str | None = None):
+    self.missing, self.unexpected, self.misshaped = missing, unexpected, misshaped
+    lines = []
+    if inferred_arch and inferred_arch != arch:
+      lines.append(f'the checkpoint looks like {inferred_arch}, not {arch}: drop --arch (it is '
+                   f'inferred) or pass --arch {inferred_arch}')
+    lines.append(f'checkpoint does not match {arch}' + (f' {dict(overrides)}' if overrides else '')
+                 + f': {len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} '
+                 'mis-shaped')
+    for title, items in (('missing', missing), ('unexpected', unexpected),
+                         ('mis-shaped', misshaped)):
+      if items:
+        more = f' (first {SHOWN} of {len(items)})' if len(items) > SHOWN else ''
+        lines.append(f'{title}{more}:')
+        lines += [f'  {item}' for item in items[:SHOWN]]
+    super().__init__('\n'.join(lines))

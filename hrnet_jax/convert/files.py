@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from hrnet_jax.convert.core import ConversionError
+from hrnet_jax.errors import ConversionError
 
 TORCH_SUFFIXES = ('.pth', '.pth.tar', '.pt', '.bin')
 SAFETENSORS_SUFFIX = '.safetensors'

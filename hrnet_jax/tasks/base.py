@@ -181,10 +181,15 @@ class Task:
 
   # --- predict.py -------------------------------------------------------------------------------
 
-  def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None) -> list[dict]:
-    """A raw RGB image (and optional [x, y, w, h] boxes) -> source-like samples for
-    eval_transform. Default: the whole image, one sample; boxes are not used."""
-    del boxes
+  # Keys of `prediction` that hold image-sized arrays, written as `<name>_<key>.png`.
+  prediction_arrays: tuple[str, ...] = ()
+
+  def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None,
+                    box_scores: Sequence[float] | None = None) -> list[dict]:
+    """A raw RGB image (and optional [x, y, w, h] boxes, with a detector's score per box) ->
+    source-like samples for eval_transform. Default: the whole image, one sample; boxes are not
+    used."""
+    del boxes, box_scores
     return [{'image': image}]
 
   def prediction(self, samples: list[dict], outputs: dict[str, np.ndarray]) -> dict:

@@ -204,8 +204,10 @@ class Classification(Task):
 
   # --- predict.py ------------------------------------------------------------------------------
 
-  def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None) -> list[dict]:
+  def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None,
+                    box_scores: Sequence[float] | None = None) -> list[dict]:
     """The whole image, or one crop per [x, y, w, h] box (clipped to the image), as samples."""
+    del box_scores
     h, w = image.shape[:2]
     if boxes is None or len(boxes) == 0:
       return [{'image': image, 'label': np.int32(-1),

@@ -364,9 +364,10 @@ class Detection(Task):
 
   # --- predict.py ---------------------------------------------------------------------------
 
-  def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None) -> list[dict]:
+  def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None,
+                    box_scores: Sequence[float] | None = None) -> list[dict]:
     """The whole image (boxes are not used)."""
-    del boxes
+    del boxes, box_scores
     return [{'image': image, 'boxes': np.zeros((0, 4), np.float32),
              'labels': np.zeros((0,), np.int32), 'image_id': np.int64(0)}]
 

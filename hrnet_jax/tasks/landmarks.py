@@ -286,9 +286,11 @@ class Landmarks(HeatmapTask):
 
   # --- predict.py hooks ---
 
-  def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None) -> list[dict]:
+  def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None,
+                    box_scores: Sequence[float] | None = None) -> list[dict]:
     """One sample per face box [x, y, w, h] (the whole image without boxes): the crop is the
     box's longer side x1.25 around its centre, as the datasets' face boxes are used."""
+    del box_scores
     h, w = image.shape[:2]
     boxes = np.array([[0, 0, w, h]], np.float64) if boxes is None else np.asarray(boxes,
                                                                                  np.float64)

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from hrnet_jax.data import keypoints, sources
+from hrnet_jax.errors import UserError
 from hrnet_jax.tasks.base import HeatmapTask, Metric, coco_eval
 
 Array = jax.Array
@@ -273,19 +274,26 @@ class Pose(HeatmapTask):
 
   # --- predict.py --------------------------------------------------------------------------
 
-  def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None) -> list[dict]:
+  def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None,
+                    box_scores: Sequence[float] | None = None) -> list[dict]:
     """One person per box ([x, y, w, h], clipped as the COCO reader clips annotation boxes);
-    without boxes, the whole image is one person's box."""
+    without boxes, the whole image is one person's box. Each person's box score is the
+    detector's (`box_scores`), else 1: the person score is rescaled by it, as in evaluation."""
     from hrnet_jax.data.sources.coco import clean_box
     h, w = image.shape[:2]
+    if h < 2 or w < 2:
+      raise UserError(f'image too small for pose: {w}x{h} pixels (at least 2x2)')
     boxes = np.array([[0, 0, w, h]], np.float32) if boxes is None else np.asarray(boxes)
+    scores = np.ones(len(boxes)) if box_scores is None else np.asarray(box_scores, np.float64)
+    if len(scores) != len(boxes):
+      raise ValueError(f'{len(scores)} box scores for {len(boxes)} boxes')
     samples = []
-    for box in boxes:
+    for box, score in zip(boxes, scores):
       clean = clean_box(box, w, h)
       if clean is None:
         raise ValueError(f'box {list(map(float, box))} is empty inside the {w}x{h} image')
       center, scale = keypoints.box_to_center_scale(clean, self.input_wh[0] / self.input_wh[1])
-      samples.append({'image': image, 'center': center, 'scale': scale, 'score': 1.0,
+      samples.append({'image': image, 'center': center, 'scale': scale, 'score': float(score),
                       'image_id': 0, 'box': clean})
     return samples
 

@@ -159,6 +159,7 @@ class Segmentation(Task):
   """What the trainer and evaluator need from segmentation; reads config.model/data/loss/eval."""
   task_name = 'segmentation'
   metric_name = 'miou'
+  prediction_arrays = ('labels',)
 
   def __init__(self, config: Any):
     super().__init__(config)
@@ -282,8 +283,10 @@ class Segmentation(Task):
 
   # --- predict.py --------------------------------------------------------------------------
 
-  def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None) -> list[dict]:
+  def image_samples(self, image: np.ndarray, boxes: np.ndarray | None = None,
+                    box_scores: Sequence[float] | None = None) -> list[dict]:
     """The whole image (boxes do not apply), with an all-ignore label."""
+    del boxes, box_scores
     return [{'image': image, 'label': np.full(image.shape[:2], self.ignore_label, np.uint8)}]
 
   def prediction(self, samples: list[dict], outputs: dict) -> dict:

@@ -4,11 +4,14 @@ official .pth / .safetensors)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import pathlib
+import re
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import grain
 from flax import traverse_util
@@ -45,12 +48,73 @@ def make_manager(workdir: str | os.PathLike, keep: int, keep_best: int, metric: 
   return ocp.CheckpointManager(path, options=options)
 
 
+class CheckpointWriteError(UserError):
+  """A checkpoint could not be written (disk full, read-only or vanished directory); the ones
+  before it are intact, and the next run's manager removes the unfinished temporary one."""
+
+
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+def _os_error(e: BaseException) -> str | None:
+  """The operating system's reason behind a failed write, also where orbax and tensorstore wrap
+  it in another exception (their messages carry `os_error_code='28'`); None for other errors."""
+  for error in (e, e.__cause__, e.__context__):
+    if isinstance(error, OSError):
+      return error.strerror or str(error)
+    code = _OS_ERROR_CODE.search(str(error or ''))
+    if code:
+      return os.strerror(int(code.group(1)))
+  return None
+
+
+class _QuietWriteFailures(logging.Filter):
+  """Drops orbax's logged tracebacks of a failed background write: the write error is raised in
+  the main thread, as one line (CheckpointWriteError)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    text = record.getMessage()
+    return not (record.levelno >= logging.ERROR and ('raised an exception' in text
+                                                     or 'thread (save_finalize) failed' in text))
+
+
+logging.getLogger('absl').addFilter(_QuietWriteFailures())
+
+
+@contextlib.contextmanager
+def writing(manager: ocp.CheckpointManager, step: int | None = None) -> Iterator[None]:
+  """Turns a failed checkpoint write inside the block into a CheckpointWriteError saying why and
+  which checkpoint is still the last good one."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except  (orbax wraps OS errors in several types)
+    reason = _os_error(e)
+    if reason is None:
+      raise
+    good = [s for s in manager.all_steps() if s != step]
+    kept = f'{manager.directory / str(max(good))}' if good else 'none'
+    what = f'checkpoint {step}' if step is not None else 'a checkpoint'
+    raise CheckpointWriteError(f'cannot write {what} in {manager.directory}: {reason}. The last '
+                               f'good checkpoint is {kept}; free space (or make the workdir '
+                               'writable) and run the same command to resume') from None
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iter: Any, config: Any,
          metrics: dict | None = None) -> None:
-  manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      data_iter=grain.checkpoint.CheckpointSave(data_iter),
-      config=ocp.args.JsonSave(json.loads(config.to_json()))), metrics=metrics)
+  """Starts writing `step` (asynchronously with `async_save`); a failed write, of this or the
+  previous save, is a CheckpointWriteError."""
+  with writing(manager, step):
+    manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data_iter=grain.checkpoint.CheckpointSave(data_iter),
+        config=ocp.args.JsonSave(json.loads(config.to_json()))), metrics=metrics)
+
+
+def close(manager: ocp.CheckpointManager) -> None:
+  """Waits for the last save to be written, then closes; a failed write is a
+  CheckpointWriteError."""
+  with writing(manager):
+    manager.close()
 
 
 class CheckpointError(UserError, ValueError):

@@ -12,6 +12,7 @@ import jax
 from hrnet_jax.data import pipeline, sources, transforms
 from hrnet_jax.tasks.base import Metric, Task
 from hrnet_jax.train import parallel
+from hrnet_jax.train.precision import compute_dtype
 
 
 def make_eval_step(config: Any, task: Task, mesh: jax.sharding.Mesh,
@@ -19,7 +20,6 @@ def make_eval_step(config: Any, task: Task, mesh: jax.sharding.Mesh,
   """jit(variables, global batch) -> small replicated outputs (e.g. a confusion matrix), with
   each sample's `index`, `valid` and `size` passed through. Variables are replicated unless
   `variables_sharding` says otherwise (sharded parameters)."""
-  from hrnet_jax.train.loop import compute_dtype
   dtype = compute_dtype(config)
   model = task.create_model(dtype)
   mean, std = tuple(config.data.mean), tuple(config.data.std)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import pathlib
 import shutil
 import signal
 import threading
@@ -28,18 +26,20 @@ import numpy as np
 import optax
 
 from hrnet_jax.data import pipeline, transforms
-from hrnet_jax.errors import ConfigError, UserError
+from hrnet_jax.errors import ConfigError, Interrupted, UserError
 from hrnet_jax.tasks import get_task
 from hrnet_jax.tasks.base import Task
 from hrnet_jax.train import checkpoint, optim, parallel
+from hrnet_jax.train import workdir as workdir_lib
+from hrnet_jax.train.precision import compute_dtype
 from hrnet_jax.train.evaluator import evaluate, make_eval_step
 from hrnet_jax.train.log import Logger
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float64': jnp.float64}
 
 
-class NonFiniteLossError(RuntimeError):
-  """Training produced a NaN/Inf loss; the last good checkpoint is left in place."""
+class NonFiniteLossError(UserError, RuntimeError):
+  """Training produced a NaN/Inf loss or parameters; the last good checkpoint is left in
+  place."""
 
 
 @flax.struct.dataclass
@@ -48,17 +48,6 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
-
-
-def compute_dtype(config: Any) -> Any:
-  """`config.dtype`: 'float32', 'bfloat16' (float32 params, BN statistics and loss), or
-  'float64' (numerical checks; needs JAX_ENABLE_X64)."""
-  name = config.get('dtype', 'float32')
-  if name not in DTYPES:
-    raise ConfigError(f'config.dtype: expected one of {sorted(DTYPES)}, got {name!r}')
-  if name == 'float64' and not jax.config.read('jax_enable_x64'):
-    raise ConfigError('config.dtype=float64 needs 64-bit JAX: set JAX_ENABLE_X64=1')
-  return DTYPES[name]
 
 
 def micro_batches(x: jax.Array, k: int) -> jax.Array:
@@ -209,8 +198,9 @@ class Preemption:
 
 class LossCheck:
   """The NaN/Inf guard. Each step's loss is read one step late (the host never waits for the
-  step in flight), and every pending one before a checkpoint is written, so nothing non-finite
-  is ever saved."""
+  step in flight), and every pending one before a checkpoint is written; the state itself is
+  checked before it is saved (a finite loss is computed before the update, which may still
+  overflow), so nothing non-finite is ever saved."""
 
   def __init__(self, manager: Any):
     self.manager = manager
@@ -227,14 +217,25 @@ class LossCheck:
     for step, metrics in self.pending:
       loss = float(metrics['loss'])
       if not math.isfinite(loss):
-        self.manager.wait_until_finished()
-        latest = self.manager.latest_step()
-        where = 'none' if latest is None else self.manager.directory / str(latest)
-        raise NonFiniteLossError(
-            f'loss is {loss} at step {step}: training stopped. The last good checkpoint '
-            f'({where}) is kept; lower the learning rate, check the data, or try float32.')
+        self.stop(f'loss is {loss} at step {step}')
       self.losses.append(loss)
     self.pending = []
+
+  def check_state(self, step: int, state: Any) -> None:
+    """Before a save: every pending loss, and every value of the state, finite."""
+    self.flush()
+    if not parallel.all_finite(state):
+      self.stop(f'the parameters or optimizer state became non-finite at step {step} (the '
+                'loss before that update was finite); they were not saved')
+
+  def stop(self, what: str) -> None:
+    with checkpoint.writing(self.manager):
+      self.manager.wait_until_finished()
+    latest = self.manager.latest_step()
+    where = 'none' if latest is None else self.manager.directory / str(latest)
+    raise NonFiniteLossError(
+        f'{what}: training stopped. The last good checkpoint ({where}) is kept; lower the '
+        'learning rate, check the data, or try float32.')
 
   def take(self) -> list[float]:
     losses, self.losses = self.losses, []
@@ -242,19 +243,21 @@ class LossCheck:
 
 
 def total_steps_of(config: Any, train_size: int) -> tuple[int, int]:
-  """(total steps, steps per epoch): `config.total_steps` or `num_epochs` over the train split."""
+  """(total steps, steps per epoch): `config.total_steps` or `num_epochs` over the train split.
+  A batch larger than the split, or a length that is not positive, is a ConfigError."""
+  if config.batch_size > train_size:
+    raise ConfigError(f'config.batch_size={config.batch_size} is larger than the training split '
+                      f'({train_size} samples): lower it, or point at more data')
   steps_per_epoch = max(1, train_size // config.batch_size)
-  if config.get('total_steps'):
+  if config.get('total_steps') is not None and config.total_steps != 0:
+    if config.total_steps < 0:
+      raise ConfigError(f'config.total_steps={config.total_steps}: expected a positive number '
+                        'of steps (or 0 to train config.num_epochs epochs)')
     return int(config.total_steps), steps_per_epoch
+  if not config.get('num_epochs', 0) > 0:
+    raise ConfigError(f'config.num_epochs={config.get("num_epochs")}: expected a positive number '
+                      'of epochs (or set config.total_steps)')
   return int(math.ceil(config.num_epochs * steps_per_epoch)), steps_per_epoch
-
-
-def check_workdir(workdir: str | os.PathLike) -> bool:
-  """Whether `workdir` exists already; an error when it is a file."""
-  path = pathlib.Path(workdir)
-  if path.exists() and not path.is_dir():
-    raise UserError(f'workdir {path} exists and is not a directory')
-  return path.exists()
 
 
 def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
@@ -263,15 +266,18 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
   last evaluation's results. `stop_at` ends this run early at that step with a checkpoint, as a
   preemption would; each of `hooks` is called with the step number after every step."""
   # --- Setup -------------------------------------------------------------------------------------
-  existed = check_workdir(workdir)
+  existed = workdir_lib.check_workdir(workdir)
   task = get_task(config)
   mesh = parallel.make_mesh(config.get('mesh'))
-  local_batch = parallel.local_batch_size(config.batch_size, mesh)
   accum_steps = int(config.get('grad_accum_steps', 1))
+  if config.batch_size < 1 or accum_steps < 1:
+    raise ConfigError(f'config.batch_size={config.batch_size}, config.grad_accum_steps='
+                      f'{accum_steps}: expected positive numbers')
   if config.batch_size % (mesh.devices.size * accum_steps):
     raise ConfigError(f'config.batch_size={config.batch_size} must split into '
                       f'grad_accum_steps={accum_steps} micro-batches over {mesh.devices.size} '
                       'devices')
+  local_batch = parallel.local_batch_size(config.batch_size, mesh)
   train_source = task.source(config.data.train_split)
   eval_source = task.source(config.data.eval_split)  # listed once, not at every evaluation
   total_steps, steps_per_epoch = total_steps_of(config, len(train_source))
@@ -279,9 +285,11 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
   tx = optim.make_optimizer(config.optimizer, schedule)
   end = total_steps if stop_at is None else min(stop_at, total_steps)
   c = config.checkpoint
-  logger = data_iter = manager = preemption = None
+  logger = data_iter = manager = preemption = lock = None
   step = start = None
   try:
+    if jax.process_index() == 0:
+      lock = workdir_lib.WorkdirLock(workdir)
     logger = Logger(workdir, total_steps)
     logger.info(f'{config.model.arch} on {config.data.name}: {train_source.describe()} for '
                 f'training, batch {config.batch_size} on {mesh.devices.size} device(s), '
@@ -347,25 +355,40 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
           results = run_eval(final=step == total_steps)
           scores = {task.metric_name: results[task.metric_name]}
           logger.scalars(step, {f'eval/{k}': v for k, v in results.items() if np.ndim(v) == 0})
+        losses.check_state(step, state)
         checkpoint.save(manager, step, state, data_iter, config, scores)
 
       if preemption.should_stop(step):
         losses.flush()
         if not (is_eval or is_save):
+          losses.check_state(step, state)
           checkpoint.save(manager, step, state, data_iter, config)
         logger.info(f'SIGTERM: saved the checkpoint of step {step}; stopping. Run the same '
                     'command to resume.')
         results = {'preempted_at': step}
         break
     return results
+  except KeyboardInterrupt:
+    if manager is None or step is None:
+      raise
+    with checkpoint.writing(manager):
+      manager.wait_until_finished()
+    latest = manager.latest_step()
+    kept = ('none' if latest is None else
+            f'{manager.directory / str(latest)}; run the same command to resume')
+    raise Interrupted(f'stopped at step {step}; the last checkpoint is {kept}') from None
   finally:
     if preemption is not None:
       preemption.close()
-    if manager is not None:
-      manager.close()  # waits for the last checkpoint to be written
-    if logger is not None:
-      logger.close()
-    if data_iter is not None:
-      pipeline.close_iterator(data_iter)  # the worker processes stop now
-    if not existed and (step is None or step == start):
-      shutil.rmtree(workdir, ignore_errors=True)  # this run made it and trained no step
+    try:
+      if manager is not None:
+        checkpoint.close(manager)  # waits for the last checkpoint to be written
+    finally:  # also when that last write failed
+      if logger is not None:
+        logger.close()
+      if data_iter is not None:
+        pipeline.close_iterator(data_iter)  # the worker processes stop now
+      if lock is not None:
+        lock.release()
+      if not existed and (step is None or step == start):
+        shutil.rmtree(workdir, ignore_errors=True)  # this run made it and trained no step

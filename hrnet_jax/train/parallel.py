@@ -138,3 +138,16 @@ def barrier(name: str, timeout_s: int) -> None:
     return
   from jax._src import distributed  # the runtime's client; JAX has no public barrier
   distributed.global_state.client.wait_at_barrier(name, timeout_in_ms=timeout_s * 1000)
+
+
+def all_finite(tree: Any) -> bool:
+  """Whether every value of a pytree of jax arrays is finite, however they are sharded: each
+  process reads one copy of each of its shards on the host (no compiled program), and all
+  processes agree."""
+  ok = all(np.isfinite(np.asarray(shard.data)).all()
+           for leaf in jax.tree_util.tree_leaves(tree)
+           for shard in leaf.addressable_shards if shard.replica_id == 0)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    ok = bool(np.min(multihost_utils.process_allgather(np.int32(ok))))
+  return ok

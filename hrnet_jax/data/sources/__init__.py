@@ -8,6 +8,8 @@ first used, so TFDS or h5py load only for the datasets that need them.
 from __future__ import annotations
 
 import importlib
+import os
+import pathlib
 from typing import Any
 
 from hrnet_jax.data.sources.reader import (DataError, DetectionSource, KeypointSource,
@@ -53,16 +55,42 @@ def reader_class(name: str, task: str) -> type[Source]:
   return getattr(importlib.import_module(f'hrnet_jax.data.sources.{module}'), cls)
 
 
+DATA_ENV = 'HRNET_JAX_DATA'
+
+
+def default_root(name: str) -> tuple[str | None, str]:
+  """(the root a dataset gets when config.data.root is empty, or None; how it was found):
+  a *_tfds name the TFDS data_dir ($TFDS_DATA_DIR, else ~/tensorflow_datasets, TFDS's own
+  default); any other the folder named as the dataset (coco_detection: coco) under
+  $HRNET_JAX_DATA."""
+  if name.endswith('_tfds'):
+    if os.environ.get('TFDS_DATA_DIR'):
+      return os.environ['TFDS_DATA_DIR'], '$TFDS_DATA_DIR'
+    return str(pathlib.Path.home() / 'tensorflow_datasets'), "TFDS's default data_dir"
+  if os.environ.get(DATA_ENV):
+    folder = 'coco' if name == 'coco_detection' else name
+    return str(pathlib.Path(os.environ[DATA_ENV]) / folder), f'${DATA_ENV}/{folder}'
+  return None, ''
+
+
 def dataset_root(data: Any) -> str:
-  """`config.data.root`, or the embedded demo's (generated on first use) for a demo name; an
-  empty root for any other dataset is an error saying which key to set."""
+  """`config.data.root`; else the embedded demo's (generated on first use) for a demo name; else
+  the default of `default_root`. No data there is an error naming both ways to point at it."""
   if data.root:
     return str(data.root)
   if data.name in DEMO_ROOTS:
     from hrnet_jax.data import synthetic
     return str(getattr(synthetic, DEMO_ROOTS[data.name])())
-  raise DataError(f'config.data.root is empty: set --config.data.root=PATH to the {data.name} '
-                  'dataset (the TFDS data_dir for a *_tfds name)')
+  root, how = default_root(data.name)
+  if root is not None and pathlib.Path(root).is_dir():
+    return root
+  folder = 'coco' if data.name == 'coco_detection' else data.name
+  where = (f'the TFDS data_dir ({root}, {how}) does not exist' if data.name.endswith('_tfds')
+           else f'{root} ({how}) does not exist' if root else f'${DATA_ENV} is not set')
+  raise DataError(f'no {data.name} data: config.data.root is empty and {where}. Set '
+                  f'--config.data.root=PATH, or {DATA_ENV}=DIR holding {folder}/'
+                  + (' (for a *_tfds name, TFDS_DATA_DIR=DIR)' if data.name.endswith('_tfds')
+                     else ''))
 
 
 def open_source(data: Any, split: str, task: str) -> Source:
@@ -70,5 +98,5 @@ def open_source(data: Any, split: str, task: str) -> Source:
   return reader_class(data.name, task).from_config(data, dataset_root(data), split)
 
 
-__all__ = ['DATASETS', 'DataError', 'DetectionSource', 'KeypointSource', 'SegmentationSource', 'Source',
-           'dataset_root', 'open_source', 'read_image', 'read_label', 'reader_class']
+__all__ = ['DATASETS', 'DATA_ENV', 'DataError', 'DetectionSource', 'KeypointSource', 'SegmentationSource', 'Source',
+           'dataset_root', 'default_root', 'open_source', 'read_image', 'read_label', 'reader_class']
