@@ -33,11 +33,16 @@ face-demo: $(VENV)/.core
 det-demo: $(VENV)/.core
 	$(PY) train.py --config configs/det_coco_fcos.py:demo --workdir runs/det_demo
 
+# Two pytest workers: XLA compiles each program on one thread, so two share 2 cores well.
+# TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
 test: $(VENV)/.dev
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 test-all: $(VENV)/.dev
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 clean:
 	rm -rf $(VENV)

@@ -22,10 +22,10 @@ from benchmarks import common  # noqa: E402
 
 def recipe(arch: str, size: tuple[int, int]):
   from configs import det_coco_fcos
-  from hrnet_jax.tasks.detection import Detection
+  from hrnet_jax.tasks.detection import detection_task
   c = det_coco_fcos.get_config(f'arch={arch}')
   c.data.buckets = (tuple(size),)
-  return c, Detection(c)  # the 80 COCO classes are built in: no dataset needed
+  return c, detection_task(c)  # the 80 COCO classes are built in: no dataset needed
 
 
 def train_batch(rng: np.random.Generator, batch: int, size: tuple[int, int], max_boxes: int,

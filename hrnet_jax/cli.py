@@ -94,7 +94,7 @@ def enable_compile_cache(setting: str | None) -> str | None:
   if setting.lower() in ('off', 'none', 'false', '0'):
     return None
   if setting == 'auto':
-    from hrnet_jax.data.synthetic import cache_dir
+    from hrnet_jax.data.demos import cache_dir
     setting = str(cache_dir() / 'xla')
   jax.config.update('jax_compilation_cache_dir', setting)
   return setting
@@ -162,6 +162,12 @@ def run(main: Callable[[list[str]], Any]) -> None:
     app.run(wrapped, flags_parser=parse_flags)
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except OSError as e:  # the machine's, not the program's: a full disk, a read-only folder
+    if not started:
+      raise
+    print(f'error: {e.filename or ""}{": " if e.filename else ""}{e.strerror or e}',
+          file=sys.stderr)
     sys.exit(2)
   except Interrupted as e:
     stopped_by_user(str(e))

@@ -16,9 +16,9 @@ import jax
 import numpy as np
 import pytest
 
-from hrnet_jax.data import synthetic
+from hrnet_jax.data import demos
 
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', str(synthetic.cache_dir() / 'xla-tests'))
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', str(demos.cache_dir() / 'xla-tests'))
 jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
 
@@ -100,31 +100,31 @@ def x64():
 
 @pytest.fixture(scope='session')
 def seg_root(tmp_path_factory):
-  return synthetic.write_seg_demo(tmp_path_factory.mktemp('seg') / 'demo', num_train=16,
+  return demos.write_seg_demo(tmp_path_factory.mktemp('seg') / 'demo', num_train=16,
                                   num_val=4, size_hw=(64, 128))
 
 
 @pytest.fixture(scope='session')
 def pose_root(tmp_path_factory):
-  return synthetic.write_pose_demo(tmp_path_factory.mktemp('pose') / 'demo', num_train=24,
+  return demos.write_pose_demo(tmp_path_factory.mktemp('pose') / 'demo', num_train=24,
                                    num_val=12, size_hw=(96, 128))
 
 
 @pytest.fixture(scope='session')
 def face_root(tmp_path_factory):
-  return synthetic.write_face_demo(tmp_path_factory.mktemp('face') / 'demo', num_train=32,
+  return demos.write_face_demo(tmp_path_factory.mktemp('face') / 'demo', num_train=32,
                                    num_valid=16)
 
 
 @pytest.fixture(scope='session')
 def cls_root(tmp_path_factory):
-  return synthetic.write_cls_demo(tmp_path_factory.mktemp('cls') / 'demo', num_train=24,
+  return demos.write_cls_demo(tmp_path_factory.mktemp('cls') / 'demo', num_train=24,
                                   num_val=6)
 
 
 @pytest.fixture(scope='session')
 def det_demo_root(tmp_path_factory):
-  return synthetic.write_det_demo(tmp_path_factory.mktemp('det') / 'demo', num_train=24,
+  return demos.write_det_demo(tmp_path_factory.mktemp('det') / 'demo', num_train=24,
                                   num_val=8)
 
 

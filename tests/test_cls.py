@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import randomize_torch_bn, recipe
-from hrnet_jax.data import synthetic, transforms
+from hrnet_jax.data import demos, transforms
 from hrnet_jax.data.sources import DataError
 from hrnet_jax.data.sources.imagenet import ImageFolder, ImageNetTFDS
 from hrnet_jax.tasks import classification, get_task
@@ -327,7 +327,7 @@ def test_training_on_the_demo_beats_chance_and_predict_agrees_with_the_eval_path
   assert [t['class_id'] for t in p['top5']] == [t['class_id'] for t in rows[7]['top5']]
   np.testing.assert_allclose([t['probability'] for t in p['top5']],
                              [t['probability'] for t in rows[7]['top5']], atol=1e-6)
-  assert p['top5'][0]['name'] == synthetic.CLS_CLASSES[p['top5'][0]['class_id']]
+  assert p['top5'][0]['name'] == demos.CLS_CLASSES[p['top5'][0]['class_id']]
 
   # Two boxes: crops in image pixels (clipped), one prediction each; the picture shows them.
   boxes = np.array([[4, 2, 30, 40], [30, 30, 100, 100]], np.float32)

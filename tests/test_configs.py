@@ -245,3 +245,39 @@ def test_an_unknown_remat_policy_is_one_clear_error():
   images = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
   with pytest.raises(ConfigError, match=r"model.remat: 'sometimes' is not one of"):
     jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
+
+
+def test_default_workdir_and_data_root(monkeypatch, tmp_path):
+  """train.py without --workdir: runs/<recipe>[_<arg>]; an empty config.data.root: the dataset's
+  folder under $HRNET_JAX_DATA, or for a *_tfds name $TFDS_DATA_DIR, else ~/tensorflow_datasets
+  (TFDS's default); nothing there: one error naming both ways."""
+  import ml_collections
+  from hrnet_jax.data.sources import DataError, dataset_root
+  from hrnet_jax.train.workdir import default_workdir
+  assert default_workdir('configs/seg_cityscapes.py') == 'runs/seg_cityscapes'
+  assert default_workdir('x/pose_coco.py:arch=pose_w48') == 'runs/pose_coco_arch_pose_w48'
+  data = lambda name: ml_collections.ConfigDict({'name': name, 'root': ''})
+  for var in ('HRNET_JAX_DATA', 'TFDS_DATA_DIR'):
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+  with pytest.raises(DataError, match=r'no coco data: .* \$HRNET_JAX_DATA is not set\. Set '
+                                      r'--config.data.root=PATH, or HRNET_JAX_DATA=DIR holding '
+                                      r'coco/$'):
+    dataset_root(data('coco'))
+  monkeypatch.setenv('HRNET_JAX_DATA', str(tmp_path))
+  with pytest.raises(DataError, match=rf'{tmp_path}/cityscapes \(\$HRNET_JAX_DATA/cityscapes\) '
+                                      'does not exist'):
+    dataset_root(data('cityscapes'))
+  (tmp_path / 'cityscapes').mkdir()
+  (tmp_path / 'coco').mkdir()
+  assert dataset_root(data('cityscapes')) == str(tmp_path / 'cityscapes')
+  assert dataset_root(data('coco_detection')) == str(tmp_path / 'coco')
+  with pytest.raises(DataError, match=r"TFDS data_dir \(.*home/tensorflow_datasets, TFDS's "
+                                      r'default data_dir\) does not exist.*TFDS_DATA_DIR=DIR'):
+    dataset_root(data('imagenet_tfds'))
+  (tmp_path / 'home' / 'tensorflow_datasets').mkdir(parents=True)
+  assert dataset_root(data('imagenet_tfds')) == str(tmp_path / 'home' / 'tensorflow_datasets')
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path))
+  assert dataset_root(data('cityscapes_tfds')) == str(tmp_path)
+  given = ml_collections.ConfigDict({'name': 'coco', 'root': '/given'})
+  assert dataset_root(given) == '/given'  # config.data.root wins

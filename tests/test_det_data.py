@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from hrnet_jax.data import synthetic
+from hrnet_jax.data import demos
 from hrnet_jax.data.sources import DEMO_ROOTS, DataError, reader_class
 from hrnet_jax.data.sources.coco_detection import CocoDetection, ImageFiles
 
@@ -183,7 +183,7 @@ def test_image_files(tmp_path):
 def test_registered_as_a_detection_dataset():
   assert reader_class('coco_detection', 'detection') is CocoDetection
   assert reader_class('det_demo', 'detection') is CocoDetection
-  assert synthetic.DEMO_ROOTS['det_demo'] is getattr(synthetic, DEMO_ROOTS['det_demo'])
+  assert getattr(demos, DEMO_ROOTS['det_demo']) is demos.det_demo_root
 
 
 # --- The demo ---------------------------------------------------------------------------------
@@ -226,7 +226,7 @@ def test_demo_through_the_reader(det_demo_root):
 
 
 def test_demo_is_deterministic(tmp_path):
-  roots = [synthetic.write_det_demo(tmp_path / name, num_train=4, num_val=2, seed=3)
+  roots = [demos.write_det_demo(tmp_path / name, num_train=4, num_val=2, seed=3)
            for name in ('a', 'b')]
   for split in ('train', 'val'):
     a, b = ((r / 'annotations' / f'instances_{split}.json').read_bytes() for r in roots)
@@ -235,6 +235,6 @@ def test_demo_is_deterministic(tmp_path):
   for name in names:
     assert ((roots[0] / 'images' / 'train' / name).read_bytes()
             == (roots[1] / 'images' / 'train' / name).read_bytes())
-  other = synthetic.write_det_demo(tmp_path / 'c', num_train=4, num_val=2, seed=4)
+  other = demos.write_det_demo(tmp_path / 'c', num_train=4, num_val=2, seed=4)
   assert ((other / 'annotations' / 'instances_train.json').read_bytes()
           != (roots[0] / 'annotations' / 'instances_train.json').read_bytes())

@@ -13,9 +13,10 @@ import pytest
 from hrnet_jax.data import pipeline
 from hrnet_jax.data.sources.coco_detection import CocoDetection
 from hrnet_jax.errors import ConfigError
-from hrnet_jax.tasks import fcos
-from hrnet_jax.tasks.detection import (CocoBoxMetric, canvas_size, pad_boxes, rescale_size,
-                                       resize_pad)
+from hrnet_jax import ops
+from hrnet_jax.tasks.detection import fcos
+from hrnet_jax.tasks.detection.canvas import canvas_size, pad_boxes, rescale_size, resize_pad
+from hrnet_jax.tasks.detection.metric import CocoBoxMetric
 from hrnet_jax.train import optim
 
 # --- Sizes and transforms ---------------------------------------------------------------------
@@ -140,8 +141,8 @@ def test_iou_and_giou_by_hand():
   a = jnp.asarray([[0.0, 0.0, 10.0, 10.0]])
   b = jnp.asarray([[5.0, 0.0, 15.0, 20.0]])
   # overlap 5 x 10 = 50; union 100 + 200 - 50 = 250; enclosure 15 x 20 = 300.
-  np.testing.assert_allclose(fcos.aligned_iou(a, b), [0.2], rtol=1e-6)
-  np.testing.assert_allclose(fcos.aligned_iou(a, b, giou=True), [0.2 - 50 / 300], rtol=1e-6)
+  np.testing.assert_allclose(ops.aligned_iou(a, b), [0.2], rtol=1e-6)
+  np.testing.assert_allclose(ops.aligned_iou(a, b, giou=True), [0.2 - 50 / 300], rtol=1e-6)
   np.testing.assert_allclose(fcos.centerness_target(jnp.asarray([[10.0, 5.0, 30.0, 20.0]])),
                              [math.sqrt(10 / 30 * 5 / 20)], rtol=1e-6)
 
@@ -214,7 +215,7 @@ def test_greedy_nms_matches_numpy_and_torchvision():
   boxes = random_boxes(rng, 300)
   scores = rng.permutation(300).astype(np.float32) / 300  # distinct scores
   order = np.argsort(-scores)
-  keep = np.asarray(fcos.greedy_nms(jnp.asarray(boxes[order]), jnp.ones(300, bool), 0.5))
+  keep = np.asarray(ops.greedy_nms(jnp.asarray(boxes[order]), jnp.ones(300, bool), 0.5))
   got = sorted(order[keep].tolist())
   assert got == numpy_nms(boxes, scores, 0.5)
   assert got == sorted(torchvision.ops.nms(torch.tensor(boxes), torch.tensor(scores),
@@ -225,7 +226,7 @@ def test_greedy_nms_matches_numpy_and_torchvision():
 def test_greedy_nms_by_hand():
   boxes = jnp.asarray([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 10.0]])
   # 1 overlaps 0 with IoU 90/110 > 0.5: suppressed; 3 is invalid (padding).
-  keep = fcos.greedy_nms(boxes, jnp.asarray([True, True, True, False]), 0.5)
+  keep = ops.greedy_nms(boxes, jnp.asarray([True, True, True, False]), 0.5)
   np.testing.assert_array_equal(keep, [True, False, True, False])
 
 
@@ -416,14 +417,14 @@ def test_bias_multipliers_and_clipping():
 def test_the_box_budget_is_checked_when_the_split_opens(det_demo_root):
   from conftest import recipe
   from hrnet_jax.data.sources import DataError
-  from hrnet_jax.tasks.detection import Detection
+  from hrnet_jax.tasks.detection import detection_task
   c = recipe('det_coco_fcos', det_demo_root)
-  task = Detection(c)
+  task = detection_task(c)
   src = task.source('train')
   assert src.num_boxes.max() <= c.data.max_boxes
   c.data.max_boxes = int(src.num_boxes.max()) - 1
   worst = int(src.image_ids[int(np.argmax(src.num_boxes))])
   with pytest.raises(DataError, match=f'det_demo/train: image {worst} has .* boxes, more than '
                                       f'config.data.max_boxes={c.data.max_boxes}'):
-    Detection(c).source('train')
-  assert len(Detection(c).source('val')) == 8  # evaluation reads boxes only through COCOeval
+    detection_task(c).source('train')
+  assert len(detection_task(c).source('val')) == 8  # evaluation reads boxes only through COCOeval

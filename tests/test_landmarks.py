@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import read_scalars, recipe
-from hrnet_jax.data import keypoints, synthetic
+from hrnet_jax.data import demos, keypoints
+from hrnet_jax.data.demos import face_demo
 from hrnet_jax.data.sources import DataError, faces
 from hrnet_jax.tasks import heatmaps, landmarks
 
@@ -145,7 +146,7 @@ def test_flip_pairs_fix_exactly_the_midline():
 def test_300w_pairs_map_left_to_right_on_the_mean_shape():
   """Mirroring the mean synthetic face (drawn in the iBUG markup) and swapping the 300W pairs
   gives the mean face again: each pair is a left/right counterpart."""
-  shapes = np.stack([synthetic._face_shape(np.random.default_rng(i)) for i in range(400)])
+  shapes = np.stack([face_demo._face_shape(np.random.default_rng(i)) for i in range(400)])
   mean = shapes.mean(axis=0)
   mirrored = mean * [-1, 1]
   perm = keypoints.flip_permutation(68, faces.FLIP_PAIRS_300W)
@@ -407,7 +408,7 @@ def test_official_face_targets_sit_at_the_truncated_heatmap_pixel():
 
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
-  return synthetic.write_face_demo(tmp_path_factory.mktemp('face') / 'demo', num_train=160,
+  return demos.write_face_demo(tmp_path_factory.mktemp('face') / 'demo', num_train=160,
                                    num_valid=16)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import randomize_torch_bn, recipe
-from hrnet_jax.data import keypoints, synthetic
+from hrnet_jax.data import demos, keypoints
 from hrnet_jax.train.loop import train_and_evaluate
 
 pytestmark = pytest.mark.slow
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
-  return synthetic.write_pose_demo(tmp_path_factory.mktemp('pose') / 'demo', num_train=160,
+  return demos.write_pose_demo(tmp_path_factory.mktemp('pose') / 'demo', num_train=160,
                                    num_val=16)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import randomize_torch_bn, read_scalars, recipe
-from hrnet_jax.data import synthetic
+from hrnet_jax.data import demos
 from hrnet_jax.train.loop import train_and_evaluate
 
 pytestmark = pytest.mark.slow
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):
-  return synthetic.write_seg_demo(tmp_path_factory.mktemp('data') / 'demo', num_train=48,
+  return demos.write_seg_demo(tmp_path_factory.mktemp('data') / 'demo', num_train=48,
                                   num_val=8, size_hw=(64, 128))
 
 

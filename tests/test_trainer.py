@@ -156,7 +156,8 @@ def test_one_run_at_a_time_in_a_workdir(seg_root, tmp_path):
   import sys
   hold = subprocess.Popen(
       [sys.executable, '-c', 'import sys, time; from hrnet_jax.train.workdir import WorkdirLock; '
-       'lock = WorkdirLock(sys.argv[1]); print("locked", flush=True); time.sleep(600)', str(tmp_path)],
+       'lock = WorkdirLock(sys.argv[1]); print("locked", flush=True); time.sleep(600)',
+       str(tmp_path)],
       stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
   try:
     assert hold.stdout.readline().strip() == 'locked'
@@ -169,6 +170,51 @@ def test_one_run_at_a_time_in_a_workdir(seg_root, tmp_path):
   assert (tmp_path / LOCK_FILE).exists()  # left by the killed process
   train_and_evaluate(config(seg_root), str(tmp_path), stop_at=1)
   assert checkpoint.latest_step_dir(tmp_path).name == '1'
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 12 MiB filesystem of its own (tmpfs; needs the right to mount, as root has)."""
+  import subprocess
+  disk = tmp_path / 'disk'
+  disk.mkdir()
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', str(disk)],
+                    capture_output=True).returncode:
+    pytest.skip('cannot mount a small filesystem here (needs root)')
+  yield disk
+  subprocess.run(['umount', '-l', str(disk)], check=True)
+
+
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_a_full_disk_or_read_only_workdir_is_one_error_and_loses_nothing(seg_root, small_disk,
+                                                                         caplog):
+  """Disk full while saving: one CheckpointWriteError naming the reason and the last good
+  checkpoint, which stays loadable; the next start removes the unfinished temporary directory.
+  A read-only workdir: one error before anything runs."""
+  import subprocess
+  work = small_disk / 'run'
+  train_and_evaluate(config(seg_root), str(work), stop_at=3)  # ~2.6 MB a checkpoint
+  good = flat(checkpoint.load_variables(work)[0])
+  free = shutil.disk_usage(small_disk).free
+  (small_disk / 'filler').write_bytes(b'\0' * (free - 256 * 1024))
+  with pytest.raises(checkpoint.CheckpointWriteError,
+                     match=r'cannot write checkpoint 6 in .*: No space left on device\. The last '
+                           r'good checkpoint is .*checkpoints/3; free space'):
+    train_and_evaluate(config(seg_root), str(work))
+  assert not any('raised an exception' in r.getMessage() for r in caplog.records)
+  assert checkpoint.latest_step_dir(work).name == '3'
+  for k, v in flat(checkpoint.load_variables(work)[0]).items():
+    np.testing.assert_array_equal(v, good[k])
+  assert any(p.name.endswith('-tmp') for p in (work / 'checkpoints').iterdir())
+  (small_disk / 'filler').unlink()
+  train_and_evaluate(config(seg_root), str(work))  # resumes at 3, cleans up, finishes
+  names = sorted(p.name for p in (work / 'checkpoints').iterdir())
+  assert names[-1] == '6' and not any(n.endswith('-tmp') for n in names), names
+  subprocess.run(['mount', '-o', 'remount,ro', str(small_disk)], check=True)
+  with pytest.raises(UserError, match=r'workdir .*run: cannot write there \(Read-only file '
+                                      r'system\)'):
+    train_and_evaluate(config(seg_root), str(work))
+  assert checkpoint.latest_step_dir(work).name == '6'
 
 
 @pytest.mark.parametrize('mode, kept', [('max', [2, 4]), ('min', [3, 4])])
@@ -324,6 +370,31 @@ def test_commands_end_without_leaked_memory_or_orbax_warnings(seg_root, tmp_path
     assert 'leaked shared_memory' not in done.stderr, done.stderr[-2000:]
     assert 'Metadata file does not exist' not in done.stderr, done.stderr[-2000:]
   assert 'mIoU' in done.stdout
+
+
+@pytest.mark.slow
+def test_train_py_on_a_full_disk_prints_one_line(seg_root, small_disk):
+  """The command's whole stderr is the one error line (no orbax or tensorstore tracebacks), and
+  the last good checkpoint stays."""
+  import pathlib
+  import subprocess
+  import sys
+  root = pathlib.Path(__file__).resolve().parents[1]
+  work = small_disk / 'run'
+  command = [sys.executable, 'train.py', '--config', 'configs/seg_cityscapes.py:runlocal',
+             f'--config.data.root={seg_root}', '--workdir', str(work)]
+  env = dict(os.environ, PYTHONPATH=str(root))
+  done = subprocess.run(command + ['--config.total_steps=3'], capture_output=True, text=True,
+                        cwd=root, env=env)
+  assert done.returncode == 0, done.stderr[-2000:]
+  free = shutil.disk_usage(small_disk).free
+  (small_disk / 'filler').write_bytes(b'\0' * (free - 256 * 1024))
+  done = subprocess.run(command, capture_output=True, text=True, cwd=root, env=env)
+  assert done.returncode == 2
+  assert done.stderr.strip().splitlines() == [
+      f'error: cannot write checkpoint 6 in {work}/checkpoints: No space left on device. The '
+      f'last good checkpoint is {work}/checkpoints/3; free space (or make the workdir writable) '
+      'and run the same command to resume']
 
 
 @pytest.mark.slow

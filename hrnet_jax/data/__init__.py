@@ -1,2 +1,2 @@
 """Data: dataset readers (sources), numpy transforms (transforms, keypoints), the writers of the
-synthetic demo datasets (synthetic), grain pipelines (pipeline)."""
+synthetic demo datasets (demos), grain pipelines (pipeline)."""

@@ -12,7 +12,7 @@ from hrnet_jax.tasks.base import Task
 # config.task -> 'module.Class' under hrnet_jax.tasks (imported on use).
 TASKS = {'segmentation': 'segmentation.Segmentation', 'pose': 'pose.Pose',
          'landmarks': 'landmarks.Landmarks', 'classification': 'classification.Classification',
-         'detection': 'detection.Detection'}
+         'detection': 'detection.detection_task'}
 
 
 def get_task(config: Any) -> Task:

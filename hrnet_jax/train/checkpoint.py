@@ -45,6 +45,7 @@ def make_manager(workdir: str | os.PathLike, keep: int, keep_best: int, metric: 
       preservation_policy=policies.AnyPreservationPolicy(keep_policies),
       enable_async_checkpointing=async_save, create=True, cleanup_tmp_directories=True)
   path = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
+  _drop_closed_loop_callbacks()  # a failed write leaves such callbacks too (disk full)
   return ocp.CheckpointManager(path, options=options)
 
 
@@ -74,8 +75,8 @@ class _QuietWriteFailures(logging.Filter):
 
   def filter(self, record: logging.LogRecord) -> bool:
     text = record.getMessage()
-    return not (record.levelno >= logging.ERROR and ('raised an exception' in text
-                                                     or 'thread (save_finalize) failed' in text))
+    return not (record.levelno >= logging.ERROR and 'orbax' in record.pathname
+                and ('thread' in text or 'raised an exception' in text))
 
 
 logging.getLogger('absl').addFilter(_QuietWriteFailures())
@@ -110,10 +111,10 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iter: Any, 
         config=ocp.args.JsonSave(json.loads(config.to_json()))), metrics=metrics)
 
 
-def close(manager: ocp.CheckpointManager) -> None:
-  """Waits for the last save to be written, then closes; a failed write is a
+def close(manager: ocp.CheckpointManager, step: int | None = None) -> None:
+  """Waits for the last save (of `step`) to be written, then closes; a failed write is a
   CheckpointWriteError."""
-  with writing(manager):
+  with writing(manager, step):
     manager.close()
 
 
@@ -184,9 +185,10 @@ def _why(e: Exception) -> str:
 
 
 def _drop_closed_loop_callbacks() -> None:
-  """After orbax gives up on a damaged checkpoint, tensorstore still completes the reads in
-  flight, and their callbacks find orbax's event loop closed: Python would print a traceback for
-  each. Exactly those are dropped; every other unraisable exception is reported as before."""
+  """After orbax gives up on a damaged checkpoint or a failed write, tensorstore still completes
+  the reads and writes in flight, and their callbacks find orbax's event loop closed: Python
+  would print a traceback for each (hundreds). Exactly those are dropped; every other
+  unraisable exception is reported as before."""
   previous = sys.unraisablehook
   if getattr(previous, 'drops_closed_loop_callbacks', False):
     return

@@ -288,8 +288,7 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
   logger = data_iter = manager = preemption = lock = None
   step = start = None
   try:
-    if jax.process_index() == 0:
-      lock = workdir_lib.WorkdirLock(workdir)
+    lock = workdir_lib.lock_workdir(workdir, jax.process_index())
     logger = Logger(workdir, total_steps)
     logger.info(f'{config.model.arch} on {config.data.name}: {train_source.describe()} for '
                 f'training, batch {config.batch_size} on {mesh.devices.size} device(s), '
@@ -382,7 +381,7 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
       preemption.close()
     try:
       if manager is not None:
-        checkpoint.close(manager)  # waits for the last checkpoint to be written
+        checkpoint.close(manager, manager.latest_step())  # waits for the last one to be written
     finally:  # also when that last write failed
       if logger is not None:
         logger.close()

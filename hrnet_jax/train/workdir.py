@@ -63,3 +63,11 @@ class WorkdirLock:
     except OSError:
       pass
     self.file.close()  # closing releases the lock
+
+
+def lock_workdir(workdir: str | os.PathLike, process_index: int) -> WorkdirLock | None:
+  """The lock of a local workdir, taken by process 0 of a job; None for the other processes and
+  for a bucket (gs://...), where no file lock exists."""
+  if process_index != 0 or '://' in str(workdir):
+    return None
+  return WorkdirLock(workdir)

@@ -37,7 +37,7 @@ DATASETS: dict[str, tuple[str, str]] = {
     'imagenet_demo': ('classification', 'imagenet.ImageFolder'),
 }
 
-# The embedded demos: written by hrnet_jax.data.synthetic on first use when config.data.root
+# The embedded demos: written by hrnet_jax.data.demos on first use when config.data.root
 # is empty (name -> the function there that returns the root).
 DEMO_ROOTS: dict[str, str] = {'cityscapes_demo': 'seg_demo_root', 'coco_demo': 'pose_demo_root',
                               'face_demo': 'face_demo_root', 'imagenet_demo': 'cls_demo_root',
@@ -79,8 +79,8 @@ def dataset_root(data: Any) -> str:
   if data.root:
     return str(data.root)
   if data.name in DEMO_ROOTS:
-    from hrnet_jax.data import synthetic
-    return str(getattr(synthetic, DEMO_ROOTS[data.name])())
+    from hrnet_jax.data import demos
+    return str(getattr(demos, DEMO_ROOTS[data.name])())
   root, how = default_root(data.name)
   if root is not None and pathlib.Path(root).is_dir():
     return root
@@ -98,5 +98,6 @@ def open_source(data: Any, split: str, task: str) -> Source:
   return reader_class(data.name, task).from_config(data, dataset_root(data), split)
 
 
-__all__ = ['DATASETS', 'DATA_ENV', 'DataError', 'DetectionSource', 'KeypointSource', 'SegmentationSource', 'Source',
-           'dataset_root', 'default_root', 'open_source', 'read_image', 'read_label', 'reader_class']
+__all__ = ['DATASETS', 'DATA_ENV', 'DataError', 'DetectionSource', 'KeypointSource',
+           'SegmentationSource', 'Source', 'dataset_root', 'default_root', 'open_source',
+           'read_image', 'read_label', 'reader_class']

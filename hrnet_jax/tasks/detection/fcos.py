@@ -1,6 +1,7 @@
-"""FCOS in jit, with fixed shapes: the points of the pyramid, training targets, the losses, and
-decoding to boxes with class-wise NMS. Follows mmdetection v2's FCOSHead, which trained the
-released FCOS-HRNetV2p checkpoints (boxes x1y1x2y2 in input pixels, no +1 in widths).
+"""FCOS on HRNetV2p (the `fcos_*` archs), the task and its math in jit with fixed shapes: the
+points of the pyramid, training targets, the losses, and decoding to boxes with class-wise NMS.
+Follows mmdetection v2's FCOSHead, which trained the released FCOS-HRNetV2p checkpoints (boxes
+x1y1x2y2 in input pixels, no +1 in widths), and its test protocol.
 
 Ground truth arrives padded to a fixed count per image with a `valid` mask, so one program
 serves every image of a bucket.
@@ -8,11 +9,18 @@ serves every image of a bucket.
 
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from hrnet_jax.errors import ConfigError
+from hrnet_jax.models import zoo
+from hrnet_jax.ops import aligned_iou, class_wise_nms, distance_boxes
+from hrnet_jax.tasks.base import at_least_float32
+from hrnet_jax.tasks.detection.task import DetectionTask
 
 Array = jax.Array
 INF = 1e8
@@ -104,25 +112,6 @@ def sigmoid_focal_loss(logits: Array, onehot: Array, alpha: float = 0.25,
   return bce * (alpha * onehot + (1 - alpha) * (1 - onehot)) * pt**gamma
 
 
-def distance_boxes(pts: Array, dist: Array) -> Array:
-  """(.., 4) l, t, r, b from points (.., 2) -> x1y1x2y2."""
-  return jnp.concatenate([pts - dist[..., :2], pts + dist[..., 2:]], axis=-1)
-
-
-def aligned_iou(a: Array, b: Array, giou: bool = False) -> Array:
-  """IoU (or GIoU) of box pairs a[i], b[i] (x1y1x2y2), unions and enclosures clamped to EPS."""
-  area = lambda z: (z[..., 2] - z[..., 0]) * (z[..., 3] - z[..., 1])
-  wh = jnp.clip(jnp.minimum(a[..., 2:], b[..., 2:]) - jnp.maximum(a[..., :2], b[..., :2]), 0)
-  overlap = wh[..., 0] * wh[..., 1]
-  union = jnp.maximum(area(a) + area(b) - overlap, EPS)
-  iou = overlap / union
-  if not giou:
-    return iou
-  ewh = jnp.clip(jnp.maximum(a[..., 2:], b[..., 2:]) - jnp.minimum(a[..., :2], b[..., :2]), 0)
-  enclose = jnp.maximum(ewh[..., 0] * ewh[..., 1], EPS)
-  return iou - (enclose - union) / enclose
-
-
 def fcos_loss(logits: Array, dist: Array, ctr_logits: Array, pts: Array, labels: Array,
               dist_targets: Array, *, box_loss: str = 'iou', alpha: float = 0.25,
               gamma: float = 2.0) -> tuple[Array, dict[str, Array]]:
@@ -161,30 +150,6 @@ def fcos_loss(logits: Array, dist: Array, ctr_logits: Array, pts: Array, labels:
 
 
 # --- Decoding ---------------------------------------------------------------------------------
-
-
-def box_iou(a: Array, b: Array) -> Array:
-  """(N, M) IoU of x1y1x2y2 boxes (areas as (x2 - x1)(y2 - y1), as mmcv's nms)."""
-  area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])
-  lt = jnp.maximum(a[:, None, :2], b[None, :, :2])
-  rb = jnp.minimum(a[:, None, 2:], b[None, :, 2:])
-  wh = jnp.clip(rb - lt, 0)
-  inter = wh[..., 0] * wh[..., 1]
-  return inter / jnp.maximum(area(a)[:, None] + area(b)[None, :] - inter, EPS)
-
-
-def greedy_nms(boxes: Array, valid: Array, iou_threshold: float) -> Array:
-  """Greedy NMS of boxes sorted by score (best first): a box survives when no better surviving
-  box overlaps it with IoU > iou_threshold. Returns the survivors' mask."""
-  iou = box_iou(boxes, boxes)
-  n = boxes.shape[0]
-  later = jnp.arange(n)[None, :] > jnp.arange(n)[:, None]
-  suppresses = (iou > iou_threshold) & later
-
-  def body(i, keep):
-    return keep & ~(keep[i] & suppresses[i])
-
-  return jax.lax.fori_loop(0, n, body, valid)
 
 
 def decode(logits: Sequence[Array], dist: Sequence[Array], ctr_logits: Sequence[Array],
@@ -234,9 +199,7 @@ def decode(logits: Sequence[Array], dist: Sequence[Array], ctr_logits: Sequence[
   top_valid = top_scores > -1.0
   top_boxes = boxes[top // num_classes]
   top_labels = (top % num_classes).astype(jnp.int32)
-  # Class-wise NMS as one NMS: each class's boxes shifted off every other class's.
-  offset = (jnp.max(boxes) + 1.0) * top_labels.astype(jnp.float32)
-  keep = greedy_nms(top_boxes + offset[:, None], top_valid, iou_threshold)
+  keep = class_wise_nms(top_boxes, top_labels, top_valid, iou_threshold, span=jnp.max(boxes))
   num_kept = jnp.sum(keep)
   order = jnp.argsort(~keep, stable=True)[:max_per_img]  # survivors first, still by score
   m = min(max_per_img, k)
@@ -249,3 +212,76 @@ def decode(logits: Sequence[Array], dist: Sequence[Array], ctr_logits: Sequence[
           'labels': jnp.where(out_valid, take(top_labels, 0), -1),
           'valid': out_valid,
           'exact': (jnp.sum(candidate) <= k) | (num_kept >= max_per_img)}
+
+# --- The task ---------------------------------------------------------------------------------
+
+
+class FCOS(DetectionTask):
+  """FCOS detection (`fcos_*` archs); reads config.model/data/loss/eval."""
+
+  def __init__(self, config: Any, classes: tuple[Sequence[int], Sequence[str]] | None = None):
+    if not config.model.arch.startswith('fcos_'):
+      raise ConfigError(f'config.model.arch: FCOS needs an fcos_* arch, got '
+                        f'{config.model.arch!r}')
+    super().__init__(config, classes)
+
+  @functools.cached_property
+  def strides(self) -> tuple[int, ...]:
+    c = zoo.model_config(self.config.model.arch, **self.model_kwargs)
+    return level_strides(c['neck_stride'], c['num_levels'])
+
+
+  def loss(self, outputs: Any, batch: dict) -> tuple[Array, dict]:
+    logits, dist, ctr = outputs
+    shapes = [m.shape[1:3] for m in logits]
+    l = self.config.loss
+    pts = points(shapes, self.strides)
+    ranges = per_point(shapes, l.regress_ranges)
+    radii = per_point(shapes, [s * float(l.center_sample_radius) for s in self.strides])
+    num_classes = logits[0].shape[-1]
+    assign = functools.partial(targets, jnp.asarray(pts), jnp.asarray(ranges),
+                               jnp.asarray(radii), num_classes=num_classes,
+                               center_sampling=bool(l.center_sampling))
+    labels, dist_t = jax.vmap(assign)(batch['boxes'], batch['labels'], batch['box_valid'])
+    flat = lambda maps: at_least_float32(flatten_levels(maps))
+    return fcos_loss(flat(logits), flat(dist), flat(ctr)[..., 0], jnp.asarray(pts),
+                          labels, dist_t, box_loss=l.box_loss, alpha=float(l.focal_alpha),
+                          gamma=float(l.focal_gamma))
+
+
+  def decode(self, outputs: Any, image_hw: Array, scale_xy: Array) -> dict[str, Array]:
+    """The model's outputs on a batch -> per image the final detections (`decode` above)."""
+    e = self.config.eval
+    one = functools.partial(decode, strides=self.strides, nms_pre=int(e.nms_pre),
+                            score_thr=float(e.score_thr), iou_threshold=float(e.nms_iou),
+                            max_per_img=int(e.max_per_img), max_pairs=int(e.max_pairs))
+    logits, dist, ctr = outputs
+    return jax.vmap(lambda a, b, c, hw, s: one(a, b, c, image_hw=hw, scale_xy=s))(
+        logits, dist, ctr, image_hw, scale_xy)
+
+
+  def protocol(self) -> str:
+    e = self.config.eval
+    pad = (f'padded to a multiple of {e.size_divisor}' if e.get('size_divisor', 0)
+           else f'padded to the buckets {self.buckets}')
+    return (f'resized keeping aspect to {self.eval_scale[0]}x{self.eval_scale[1]}, {pad}; top '
+            f'{e.nms_pre} points per level, score > {e.score_thr}, class-wise NMS IoU '
+            f'{e.nms_iou}, {e.max_per_img} boxes per image')
+
+
+  # --- Export -------------------------------------------------------------------------------
+
+  def serving_outputs(self, outputs: Any, input_hw: tuple[int, int],
+                      postprocess: bool) -> dict[str, Array]:
+    """Raw: `logits` (B, P, K), `distances` (B, P, 4) (l, t, r, b in input pixels) and
+    `centerness` (B, P) logits over the points of all levels (points order); post-processed:
+    the detections of decode in input pixels, `boxes` (B, 100, 4) x1y1x2y2, `scores`,
+    `labels` (-1 where `valid` is false) and `valid`."""
+    if not postprocess:
+      logits, dist, ctr = outputs
+      return {'logits': flatten_levels(logits), 'distances': flatten_levels(dist),
+              'centerness': flatten_levels(ctr)[..., 0]}
+    b = outputs[0][0].shape[0]
+    hw = jnp.broadcast_to(jnp.asarray(input_hw, jnp.int32), (b, 2))
+    out = self.decode(outputs, hw, jnp.ones((b, 2), jnp.float32))
+    return {k: out[k] for k in ('boxes', 'scores', 'labels', 'valid')}

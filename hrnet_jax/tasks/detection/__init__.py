@@ -1,0 +1,30 @@
+"""The detection family (`config.task = 'detection'`): what the frameworks share (task.py: the
+DetectionTask; canvas.py: resized, padded images and boxes; metric.py: COCO box AP; draw.py:
+pictures) and one module per framework, chosen by the arch (`fcos_w32` -> fcos.FCOS)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Sequence
+
+from hrnet_jax.errors import ConfigError
+from hrnet_jax.models import zoo
+from hrnet_jax.tasks.detection.task import DetectionTask
+
+# The arch's task part (zoo.split_arch) -> 'module.Class' of its framework (imported on use).
+FRAMEWORKS = {'fcos': 'fcos.FCOS'}
+
+
+def detection_task(config: Any,
+                   classes: tuple[Sequence[int], Sequence[str]] | None = None) -> DetectionTask:
+  """The framework's task for `config.model.arch`."""
+  family = zoo.split_arch(config.model.arch)[0]
+  if family not in FRAMEWORKS:
+    raise ConfigError(f'config.model.arch: detection needs one of the frameworks\' archs '
+                      f'({", ".join(f + "_*" for f in FRAMEWORKS)}), got {config.model.arch!r}')
+  module, cls = FRAMEWORKS[family].rsplit('.', 1)
+  task = getattr(importlib.import_module(f'hrnet_jax.tasks.detection.{module}'), cls)
+  return task(config, classes)
+
+
+__all__ = ['DetectionTask', 'FRAMEWORKS', 'detection_task']

@@ -1,0 +1,32 @@
+"""Pictures of detections for predict.py: boxes with 'class score' labels."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+
+def draw_detections(image: np.ndarray, detections: Sequence[dict],
+                    color: tuple[int, int, int] | None = None) -> np.ndarray:
+  """Boxes with 'class score' labels over a copy of the image."""
+  picture = np.ascontiguousarray(image, np.uint8).copy()
+  scale = max(0.35, max(image.shape[:2]) / 1200)
+  for d in detections:
+    x, y, w, h = d['box']
+    c = color or _class_color(int(d['class_id']))
+    p1, p2 = (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h)))
+    cv2.rectangle(picture, p1, p2, c, max(1, int(round(2 * scale))))
+    text = f'{d["class"]} {d["score"]:.2f}'
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    top = max(0, p1[1] - th - 4)
+    cv2.rectangle(picture, (p1[0], top), (p1[0] + tw + 2, top + th + 4), c, -1)
+    cv2.putText(picture, text, (p1[0] + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (255, 255, 255), 1, cv2.LINE_AA)
+  return picture
+
+
+def _class_color(k: int) -> tuple[int, int, int]:
+  rng = np.random.default_rng(k + 11)
+  return tuple(int(v) for v in rng.integers(40, 220, 3))
