@@ -4,20 +4,24 @@
 # batch 128 (same weights on both sides, checked in the run). Prints img/s, the JAX/PyTorch
 # ratio, MFU against the GPU's bf16 peak, compile time and peak memory; writes JSON.
 #
-#   benchmarks/gpu_check.sh [--dry-run] [--out gpu_check.json]
+#   benchmarks/gpu_check.sh [--dry-run] [--out gpu_check.json] [--case NAME ...]
 #
 # --dry-run runs the same path on tiny shapes on any machine (CPU included): what the tests run.
+# --case NAME (repeatable) runs only those cases: a rerun of the ones a time limit cut off (on a
+# cold H200 the whole check takes over 500 s, mostly compiles).
 # No network is needed: the packages come from the environment; any it lacks (ml_collections,
 # grain, ...) can be put as wheels into .whl/ of the repository and are installed from there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dry=()
+cases=()
 out=gpu_check.json
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry=(--dry-run) ;;
     --out) out="$2"; shift ;;
-    *) echo "usage: benchmarks/gpu_check.sh [--dry-run] [--out FILE.json]" >&2; exit 2 ;;
+    --case) cases+=("$2"); shift ;;
+    *) echo "usage: benchmarks/gpu_check.sh [--dry-run] [--out FILE.json] [--case NAME ...]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -30,4 +34,7 @@ export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 # Both frameworks share the GPU: JAX takes memory as it needs it instead of 75% up front.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$HOME/.cache/hrnet_jax/xla}"
+if [ ${#cases[@]} -gt 0 ]; then
+  exec "$PY" benchmarks/vs_pytorch.py --gpu-check "${dry[@]}" --json "$out" --cases "${cases[@]}"
+fi
 exec "$PY" benchmarks/vs_pytorch.py --gpu-check "${dry[@]}" --json "$out"

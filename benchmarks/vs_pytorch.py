@@ -144,9 +144,14 @@ def device_peak_gflops(peak: dict) -> tuple[float, str]:
   return max(peak['jax_gflops'], peak['torch_gflops']), f'measured {peak["dtype"]} matmul'
 
 
-def gpu_check(dry_run: bool, json_path: str) -> dict:
+def gpu_check(dry_run: bool, json_path: str, only: list[str] | None = None) -> dict:
   """The fixed GPU comparison (benchmarks/gpu_check.sh): bf16 JAX against PyTorch AMP, both
-  layouts, training and inference, MFU against the device's bf16 peak."""
+  layouts, training and inference, MFU against the device's bf16 peak. `only`: some of its
+  cases (a rerun of those a time limit cut off)."""
+  checks = [c for c in GPU_CHECK if not only or c[0] in only]
+  if only and len(checks) != len(set(only)):
+    raise SystemExit(f'gpu_check: --cases {only}: expected names among '
+                     f'{[c[0] for c in GPU_CHECK]}')
   import torch
   gpu = jax.default_backend() == 'gpu' and torch.cuda.is_available()
   if not gpu and not dry_run:
@@ -162,7 +167,7 @@ def gpu_check(dry_run: bool, json_path: str) -> dict:
         f"{results['peak']['torch_gflops']:.0f} GFLOP/s; MFU against {peak:.0f} GFLOP/s "
         f'({source})', flush=True)
   results['cases'] = []
-  for name, size, batch in GPU_CHECK:
+  for name, size, batch in checks:
     case, steps = CASES[name], 10
     if dry_run:
       case = dataclasses.replace(case, overrides=DRY_RUN['overrides'])
@@ -530,9 +535,9 @@ def parse_overrides(items: list[str]) -> tuple:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog='python benchmarks/vs_pytorch.py',
                               description=__doc__.split('\n')[0])
-  p.add_argument('--cases', nargs='+', default=list(CASES),
-                 help=f'any of {list(CASES)}, or another seg/pose/cls zoo arch with --train-size '
-                 'and --infer-size')
+  p.add_argument('--cases', nargs='+', default=None,
+                 help=f'any of {list(CASES)} (default: all), or another seg/pose/cls zoo arch with '
+                 '--train-size and --infer-size; with --gpu-check, some of its cases')
   p.add_argument('--batch', type=int, nargs='+', default=[2], help='one or more batch sizes')
   p.add_argument('--steps', type=int, default=3, help='timed repetitions per side')
   p.add_argument('--dtype', nargs='+', default=['auto'], choices=('auto', 'float32', 'bfloat16'),
@@ -549,7 +554,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                  help='zoo override for every case, e.g. width=4 num_modules=(1,1,1) (tests)')
   p.add_argument('--json', default='', help='write all figures to this file')
   p.add_argument('--gpu-check', action='store_true',
-                 help='the fixed GPU comparison of benchmarks/gpu_check.sh (other options ignored)')
+                 help='the fixed GPU comparison of benchmarks/gpu_check.sh (other options than '
+                 '--cases ignored)')
   p.add_argument('--dry-run', action='store_true', help='with --gpu-check: tiny shapes, any device')
   return p.parse_args(argv)
 
@@ -559,7 +565,8 @@ def main(argv: list[str] | None = None) -> dict:
   import torch
   torch.set_num_threads(a.threads)
   if a.gpu_check:
-    return gpu_check(a.dry_run, a.json)
+    return gpu_check(a.dry_run, a.json, a.cases)
+  a.cases = a.cases or list(CASES)
   gpu = jax.default_backend() == 'gpu' and torch.cuda.is_available()
   dtypes = [d if d != 'auto' else ('bfloat16' if gpu else 'float32') for d in a.dtype]
   info = machine()

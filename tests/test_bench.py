@@ -109,6 +109,11 @@ def test_gpu_check_rejects_unknown_options():
   script = pathlib.Path(__file__).resolve().parents[1] / 'benchmarks' / 'gpu_check.sh'
   run = subprocess.run(['bash', str(script), '--bogus'], capture_output=True, text=True)
   assert run.returncode == 2 and 'usage: benchmarks/gpu_check.sh' in run.stderr
+  # --case picks some of the check's cases (a rerun of those a time limit cut off); others fail
+  # before anything is measured.
+  with pytest.raises(SystemExit, match=r"--cases \['seg_w48', 'nope'\]: expected names among "
+                                       r"\['seg_w48', 'pose_w32', 'cls_w18'\]"):
+    bench.gpu_check(True, '', ['seg_w48', 'nope'])
 
 
 def test_distinct_kernels_counts_each_fused_computation_once():
