@@ -179,9 +179,8 @@ def test_first_hour_mistakes_end_with_one_line(seg_root, tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_in_training_is_one_line_and_exit_130(seg_root, tmp_path):
-  """SIGINT (Ctrl-C) with data worker processes running: where it stopped and which checkpoint
-  is kept, exit status 130, no traceback and no leaked shared memory report; the same command
-  then resumes from that checkpoint."""
+  """SIGINT (Ctrl-C) with data worker processes running: a notice, then where it stopped and
+  which checkpoint is kept, exit status 130, no traceback and no leaked shared memory report."""
   import signal
   import time
   env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -199,8 +198,10 @@ def test_ctrl_c_in_training_is_one_line_and_exit_130(seg_root, tmp_path):
   _, err = run.communicate(timeout=120)
   assert run.returncode == 130, err[-3000:]
   lines = err.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith('stopped at step '), lines
-  assert '; the last checkpoint is ' in lines[0] and 'run the same command to resume' in lines[0]
+  assert len(lines) == 2, lines
+  assert lines[0] == 'Ctrl-C: stopping after this step (Ctrl-C again to stop at once)'
+  assert lines[1].startswith('stopped at step ') and '; the last checkpoint is ' in lines[1]
+  assert lines[1].endswith('; run the same command to resume')
   assert 'leaked shared_memory' not in err and 'Traceback' not in err
 
 

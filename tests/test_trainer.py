@@ -137,16 +137,28 @@ def test_non_finite_parameters_are_never_saved(seg_root, tmp_path):
   assert isinstance(NonFiniteLossError('x'), UserError)  # the commands print one line
 
 
-def test_ctrl_c_says_where_the_run_stopped(seg_root, tmp_path):
-  def interrupt_at_5(step):
+def test_ctrl_c_stops_after_the_step_and_says_where(seg_root, tmp_path):
+  """A real SIGINT: the step in flight ends, nothing more is saved, the error names the last
+  checkpoint; the handlers and the lock go with the run. A second Ctrl-C stops at once."""
+  def ctrl_c_at_5(step):
     if step == 5:
-      raise KeyboardInterrupt
+      os.kill(os.getpid(), signal.SIGINT)
 
   with pytest.raises(Interrupted, match=r'stopped at step 5; the last checkpoint is .*'
                                         r'checkpoints/3; run the same command to resume'):
-    train_and_evaluate(config(seg_root), str(tmp_path), hooks=[interrupt_at_5])
+    train_and_evaluate(config(seg_root), str(tmp_path), hooks=[ctrl_c_at_5])
   assert checkpoint.latest_step_dir(tmp_path).name == '3'
-  assert not (tmp_path / LOCK_FILE).exists()  # the lock goes with the run
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  assert not (tmp_path / LOCK_FILE).exists()
+
+  def twice_at_4(step):
+    if step == 4:
+      os.kill(os.getpid(), signal.SIGINT)
+      os.kill(os.getpid(), signal.SIGINT)  # raises KeyboardInterrupt here, inside the step
+
+  with pytest.raises(Interrupted, match=r'stopped at step 4; the last checkpoint is .*'
+                                        r'checkpoints/3;'):
+    train_and_evaluate(config(seg_root), str(tmp_path), hooks=[twice_at_4])
 
 
 def test_one_run_at_a_time_in_a_workdir(seg_root, tmp_path):

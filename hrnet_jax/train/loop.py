@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import math
+import pathlib
 import shutil
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable, Sequence
@@ -168,32 +170,49 @@ def make_train_step(config: Any, task: Task, mesh: jax.sharding.Mesh,
   return parallel.CompiledTogether(jitted, 'train step')
 
 
-class Preemption:
+class StopSignals:
   """SIGTERM (a preempted VM, `scancel`, `kill`) asks the loop to save and stop at the end of the
-  current step. With several processes they agree every `check_every` steps, so all of them save
-  the same step (orbax saves are collective)."""
+  current step; SIGINT (Ctrl-C) to stop there without saving, naming the last checkpoint. Both
+  act between steps, never inside the libraries' code (an exception raised in the middle of a
+  data worker's or a checkpoint writer's bookkeeping can leave them unable to close). A second
+  Ctrl-C interrupts at once. With several processes they agree every `check_every` steps, so
+  all of them stop at the same step (orbax saves are collective)."""
 
   def __init__(self, check_every: int = 10):
-    self.requested = False
+    self.preempted = self.interrupted = False
     self.check_every = max(1, check_every)
-    self._previous = None
+    self._previous = {}
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+      self._previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_sigterm),
+                        signal.SIGINT: signal.signal(signal.SIGINT, self._on_sigint)}
 
-  def _on_signal(self, signum, frame) -> None:
-    self.requested = True
+  def _on_sigterm(self, signum, frame) -> None:
+    self.preempted = True
 
-  def should_stop(self, step: int) -> bool:
+  def _on_sigint(self, signum, frame) -> None:
+    self.interrupted = True
+    signal.signal(signal.SIGINT, self._previous[signal.SIGINT])  # the next one: at once
+    print('Ctrl-C: stopping after this step (Ctrl-C again to stop at once)', file=sys.stderr,
+          flush=True)
+
+  def _agreed(self, flag: bool, step: int) -> bool:
     if jax.process_count() == 1:
-      return self.requested
+      return flag
     if step % self.check_every:
       return False
     from jax.experimental import multihost_utils
-    return bool(np.max(multihost_utils.process_allgather(np.int32(self.requested))))
+    return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
+
+  def should_save_and_stop(self, step: int) -> bool:
+    return self._agreed(self.preempted, step)
+
+  def should_stop(self, step: int) -> bool:
+    return self._agreed(self.interrupted, step)
 
   def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      if signal.getsignal(signum) in (self._on_sigterm, self._on_sigint):
+        signal.signal(signum, previous)
 
 
 class LossCheck:
@@ -260,6 +279,13 @@ def total_steps_of(config: Any, train_size: int) -> tuple[int, int]:
   return int(math.ceil(config.num_epochs * steps_per_epoch)), steps_per_epoch
 
 
+def where_stopped(manager: Any, step: int) -> str:
+  """'stopped at step N; the last checkpoint is ...': the newest finished one on disk."""
+  finished = checkpoint.step_dirs(pathlib.Path(manager.directory))
+  kept = f'{finished[0]}; run the same command to resume' if finished else 'none'
+  return f'stopped at step {step}; the last checkpoint is {kept}'
+
+
 def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
                        hooks: Sequence[Callable[[int], None]] = ()) -> dict[str, Any]:
   """Trains (resuming from the workdir's newest checkpoint), evaluates periodically, returns the
@@ -285,7 +311,7 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
   tx = optim.make_optimizer(config.optimizer, schedule)
   end = total_steps if stop_at is None else min(stop_at, total_steps)
   c = config.checkpoint
-  logger = data_iter = manager = preemption = lock = None
+  logger = data_iter = manager = stops = lock = None
   step = start = None
   try:
     lock = workdir_lib.lock_workdir(workdir, jax.process_index())
@@ -324,7 +350,7 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
     step = start
     if start >= end:
       logger.info(f'nothing to do: the newest checkpoint is at step {start} of {end}')
-    preemption = Preemption(c.preemption_check_every)
+    stops = StopSignals(c.preemption_check_every)
     while step < end:
       # (No name holds the batch: its host memory is released as soon as the step has used it.)
       state, metrics = step_fn(state, parallel.to_global(next(data_iter), mesh))
@@ -357,7 +383,12 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
         losses.check_state(step, state)
         checkpoint.save(manager, step, state, data_iter, config, scores)
 
-      if preemption.should_stop(step):
+      if stops.should_stop(step):
+        losses.flush()
+        with checkpoint.writing(manager):
+          manager.wait_until_finished()  # a save in flight is kept
+        raise Interrupted(where_stopped(manager, step))
+      if stops.should_save_and_stop(step):
         losses.flush()
         if not (is_eval or is_save):
           losses.check_state(step, state)
@@ -367,18 +398,13 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
         results = {'preempted_at': step}
         break
     return results
-  except KeyboardInterrupt:
+  except KeyboardInterrupt:  # a second Ctrl-C, or one before the loop: at once
     if manager is None or step is None:
       raise
-    with checkpoint.writing(manager):
-      manager.wait_until_finished()
-    latest = manager.latest_step()
-    kept = ('none' if latest is None else
-            f'{manager.directory / str(latest)}; run the same command to resume')
-    raise Interrupted(f'stopped at step {step}; the last checkpoint is {kept}') from None
+    raise Interrupted(where_stopped(manager, step)) from None
   finally:
-    if preemption is not None:
-      preemption.close()
+    if stops is not None:
+      stops.close()
     try:
       if manager is not None:
         checkpoint.close(manager, manager.latest_step())  # waits for the last one to be written
