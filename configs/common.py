@@ -126,7 +126,7 @@ def base_config(task: str, arch: str) -> ml_collections.ConfigDict:
   c.checkpoint.keep = 3  # the newest ones ...
   c.checkpoint.keep_best = 1  # ... and the best by the task's metric
   c.checkpoint.async_save = True
-  c.checkpoint.preemption_check_every = 10  # steps between multi-host SIGTERM agreements
+  c.checkpoint.preemption_check_every = 10  # steps between multi-host SIGTERM / Ctrl-C agreements
 
   # Persistent XLA compilation cache: 'auto' ($HRNET_JAX_CACHE/xla or ~/.cache/hrnet_jax/xla),
   # a directory, or 'off'. A restart or resume then compiles nothing it compiled before.

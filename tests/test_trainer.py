@@ -137,7 +137,15 @@ def test_non_finite_parameters_are_never_saved(seg_root, tmp_path):
   assert isinstance(NonFiniteLossError('x'), UserError)  # the commands print one line
 
 
-def test_ctrl_c_stops_after_the_step_and_says_where(seg_root, tmp_path):
+@pytest.fixture
+def python_sigint():
+  """Python's own SIGINT handler during the test (pytest-xdist's workers ignore SIGINT)."""
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  yield
+  signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_after_the_step_and_says_where(seg_root, tmp_path, python_sigint):
   """A real SIGINT: the step in flight ends, nothing more is saved, the error names the last
   checkpoint; the handlers and the lock go with the run. A second Ctrl-C stops at once."""
   def ctrl_c_at_5(step):
@@ -151,14 +159,18 @@ def test_ctrl_c_stops_after_the_step_and_says_where(seg_root, tmp_path):
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
   assert not (tmp_path / LOCK_FILE).exists()
 
+  reached = []
+
   def twice_at_4(step):
     if step == 4:
       os.kill(os.getpid(), signal.SIGINT)
       os.kill(os.getpid(), signal.SIGINT)  # raises KeyboardInterrupt here, inside the step
+      reached.append(step)  # not reached
 
   with pytest.raises(Interrupted, match=r'stopped at step 4; the last checkpoint is .*'
                                         r'checkpoints/3;'):
     train_and_evaluate(config(seg_root), str(tmp_path), hooks=[twice_at_4])
+  assert not reached
 
 
 def test_one_run_at_a_time_in_a_workdir(seg_root, tmp_path):

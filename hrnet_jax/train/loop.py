@@ -33,10 +33,9 @@ from hrnet_jax.tasks import get_task
 from hrnet_jax.tasks.base import Task
 from hrnet_jax.train import checkpoint, optim, parallel
 from hrnet_jax.train import workdir as workdir_lib
-from hrnet_jax.train.precision import compute_dtype
 from hrnet_jax.train.evaluator import evaluate, make_eval_step
 from hrnet_jax.train.log import Logger
-
+from hrnet_jax.train.precision import compute_dtype
 
 
 class NonFiniteLossError(UserError, RuntimeError):
