@@ -92,12 +92,18 @@ def writing(manager: ocp.CheckpointManager, step: int | None = None) -> Iterator
     reason = _os_error(e)
     if reason is None:
       raise
-    good = [s for s in manager.all_steps() if s != step]
-    kept = f'{manager.directory / str(max(good))}' if good else 'none'
+    kept = last_finished(manager)
     what = f'checkpoint {step}' if step is not None else 'a checkpoint'
     raise CheckpointWriteError(f'cannot write {what} in {manager.directory}: {reason}. The last '
                                f'good checkpoint is {kept}; free space (or make the workdir '
                                'writable) and run the same command to resume') from None
+
+
+def last_finished(manager: ocp.CheckpointManager) -> str:
+  """The newest finished checkpoint on disk (an unfinished save is a temporary directory), or
+  'none': what the messages of a stopped run name as kept."""
+  finished = step_dirs(pathlib.Path(manager.directory))
+  return str(finished[0]) if finished else 'none'
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iter: Any, config: Any,

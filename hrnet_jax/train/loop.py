@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import math
-import pathlib
 import shutil
 import signal
 import sys
@@ -249,10 +248,9 @@ class LossCheck:
   def stop(self, what: str) -> None:
     with checkpoint.writing(self.manager):
       self.manager.wait_until_finished()
-    latest = self.manager.latest_step()
-    where = 'none' if latest is None else self.manager.directory / str(latest)
+    kept = checkpoint.last_finished(self.manager)
     raise NonFiniteLossError(
-        f'{what}: training stopped. The last good checkpoint ({where}) is kept; lower the '
+        f'{what}: training stopped. The last good checkpoint ({kept}) is kept; lower the '
         'learning rate, check the data, or try float32.')
 
   def take(self) -> list[float]:
@@ -280,8 +278,9 @@ def total_steps_of(config: Any, train_size: int) -> tuple[int, int]:
 
 def where_stopped(manager: Any, step: int) -> str:
   """'stopped at step N; the last checkpoint is ...': the newest finished one on disk."""
-  finished = checkpoint.step_dirs(pathlib.Path(manager.directory))
-  kept = f'{finished[0]}; run the same command to resume' if finished else 'none'
+  kept = checkpoint.last_finished(manager)
+  if kept != 'none':
+    kept += '; run the same command to resume'
   return f'stopped at step {step}; the last checkpoint is {kept}'
 
 

@@ -58,6 +58,11 @@ def reader_class(name: str, task: str) -> type[Source]:
 DATA_ENV = 'HRNET_JAX_DATA'
 
 
+def _folder(name: str) -> str:
+  """The dataset's folder under $HRNET_JAX_DATA (both COCO tasks read one `coco/`)."""
+  return 'coco' if name == 'coco_detection' else name
+
+
 def default_root(name: str) -> tuple[str | None, str]:
   """(the root a dataset gets when config.data.root is empty, or None; how it was found):
   a *_tfds name the TFDS data_dir ($TFDS_DATA_DIR, else ~/tensorflow_datasets, TFDS's own
@@ -68,8 +73,8 @@ def default_root(name: str) -> tuple[str | None, str]:
       return os.environ['TFDS_DATA_DIR'], '$TFDS_DATA_DIR'
     return str(pathlib.Path.home() / 'tensorflow_datasets'), "TFDS's default data_dir"
   if os.environ.get(DATA_ENV):
-    folder = 'coco' if name == 'coco_detection' else name
-    return str(pathlib.Path(os.environ[DATA_ENV]) / folder), f'${DATA_ENV}/{folder}'
+    return (str(pathlib.Path(os.environ[DATA_ENV]) / _folder(name)),
+            f'${DATA_ENV}/{_folder(name)}')
   return None, ''
 
 
@@ -84,11 +89,10 @@ def dataset_root(data: Any) -> str:
   root, how = default_root(data.name)
   if root is not None and pathlib.Path(root).is_dir():
     return root
-  folder = 'coco' if data.name == 'coco_detection' else data.name
   where = (f'the TFDS data_dir ({root}, {how}) does not exist' if data.name.endswith('_tfds')
            else f'{root} ({how}) does not exist' if root else f'${DATA_ENV} is not set')
   raise DataError(f'no {data.name} data: config.data.root is empty and {where}. Set '
-                  f'--config.data.root=PATH, or {DATA_ENV}=DIR holding {folder}/'
+                  f'--config.data.root=PATH, or {DATA_ENV}=DIR holding {_folder(data.name)}/'
                   + (' (for a *_tfds name, TFDS_DATA_DIR=DIR)' if data.name.endswith('_tfds')
                      else ''))
 
