@@ -79,7 +79,19 @@ class _QuietWriteFailures(logging.Filter):
                 and ('thread' in text or 'raised an exception' in text))
 
 
+class _QuietLostWrites(logging.Filter):
+  """Drops asyncio's 'exception was never retrieved' reports of the same failed write: orbax
+  stops waiting on its remaining write tasks once one fails, and their errors are reported when
+  the tasks are collected (at any later moment, often at exit)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not ('never retrieved' in str(record.msg) and error is not None
+                and _os_error(error) is not None)
+
+
 logging.getLogger('absl').addFilter(_QuietWriteFailures())
+logging.getLogger('asyncio').addFilter(_QuietLostWrites())
 
 
 @contextlib.contextmanager
