@@ -1,8 +1,17 @@
-"""Array ops of detection with torchvision's (and mmcv's) meaning, jit-safe with static shapes:
-`boxes` (IoU, point-distance boxes) and `nms` (greedy and class-wise NMS). Boxes are x1y1x2y2
-in pixels; widths are x2 - x1 (no +1), as mmcv v2 and torchvision compute them."""
+"""Array ops of detection with torchvision's (and mmcv's / mmdetection's) meaning, jit-safe with
+static shapes: `boxes` (IoU, point-distance boxes, the delta coder), `nms` (greedy, class-wise
+and multi-class NMS), `roi_align` (single- and multi-level), `anchors` (the anchor grid) and
+`assign` (max-IoU assigner, random sampler). Boxes are x1y1x2y2 in pixels; widths are x2 - x1
+(no +1), as mmcv v2 and torchvision compute them."""
 
-from hrnet_jax.ops.boxes import aligned_iou, box_iou, distance_boxes
-from hrnet_jax.ops.nms import class_wise_nms, greedy_nms
+from hrnet_jax.ops.anchors import anchor_grid, base_anchors, valid_anchors
+from hrnet_jax.ops.assign import max_iou_assign, random_sample
+from hrnet_jax.ops.boxes import (aligned_iou, box_iou, clip_boxes, decode_deltas, distance_boxes,
+                                 encode_deltas)
+from hrnet_jax.ops.nms import class_wise_nms, greedy_nms, multiclass_nms
+from hrnet_jax.ops.roi_align import multilevel_roi_align, roi_align, roi_levels
 
-__all__ = ['aligned_iou', 'box_iou', 'class_wise_nms', 'distance_boxes', 'greedy_nms']
+__all__ = ['aligned_iou', 'anchor_grid', 'base_anchors', 'box_iou', 'class_wise_nms',
+           'clip_boxes', 'decode_deltas', 'distance_boxes', 'encode_deltas', 'greedy_nms',
+           'max_iou_assign', 'multiclass_nms', 'multilevel_roi_align', 'random_sample',
+           'roi_align', 'roi_levels', 'valid_anchors']

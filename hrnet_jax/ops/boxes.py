@@ -1,7 +1,11 @@
-"""Box geometry: IoU of all pairs (torchvision.ops.box_iou), IoU/GIoU of aligned pairs, and
-boxes from a point's distances to their sides (mmdetection's distance2bbox)."""
+"""Box geometry: IoU of all pairs (torchvision.ops.box_iou), IoU/GIoU of aligned pairs, boxes
+from a point's distances to their sides (mmdetection's distance2bbox), and the delta coder of
+anchor and R-CNN regression (mmdetection's DeltaXYWHBBoxCoder)."""
 
 from __future__ import annotations
+
+import math
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -40,3 +44,45 @@ def distance_boxes(points: Array, distances: Array) -> Array:
   """Points (..., 2) (x, y) and their distances (..., 4) to the left, top, right and bottom
   sides -> boxes (..., 4)."""
   return jnp.concatenate([points - distances[..., :2], points + distances[..., 2:]], axis=-1)
+
+
+# --- The delta coder (mmdetection's DeltaXYWHBBoxCoder) -------------------------------------
+
+WH_RATIO_CLIP = 16 / 1000  # largest change of log width / height: |log(16 / 1000)| = 4.135
+
+
+def encode_deltas(boxes: Array, targets: Array, means: Sequence[float] = (0., 0., 0., 0.),
+                  stds: Sequence[float] = (1., 1., 1., 1.)) -> Array:
+  """Deltas (..., 4) taking `boxes` to `targets` (both (..., 4)): ((gx - px) / pw,
+  (gy - py) / ph, log(gw / pw), log(gh / ph)), normalized by `means` and `stds`."""
+  pw, ph = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+  px, py = (boxes[..., 0] + boxes[..., 2]) * 0.5, (boxes[..., 1] + boxes[..., 3]) * 0.5
+  gw, gh = targets[..., 2] - targets[..., 0], targets[..., 3] - targets[..., 1]
+  gx, gy = (targets[..., 0] + targets[..., 2]) * 0.5, (targets[..., 1] + targets[..., 3]) * 0.5
+  deltas = jnp.stack([(gx - px) / pw, (gy - py) / ph, jnp.log(gw / pw), jnp.log(gh / ph)], -1)
+  return (deltas - jnp.asarray(means, deltas.dtype)) / jnp.asarray(stds, deltas.dtype)
+
+
+def decode_deltas(boxes: Array, deltas: Array, means: Sequence[float] = (0., 0., 0., 0.),
+                  stds: Sequence[float] = (1., 1., 1., 1.), max_hw: Array | None = None,
+                  wh_ratio_clip: float = WH_RATIO_CLIP) -> Array:
+  """`boxes` (..., 4) moved by `deltas` (..., 4) (the inverse of encode_deltas), the log-size
+  changes clamped to |log(wh_ratio_clip)|; with `max_hw` (height, width) the result is clipped
+  to [0, width] x [0, height] (the unpadded image)."""
+  d = deltas * jnp.asarray(stds, deltas.dtype) + jnp.asarray(means, deltas.dtype)
+  limit = abs(math.log(wh_ratio_clip))
+  pw, ph = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+  px, py = (boxes[..., 0] + boxes[..., 2]) * 0.5, (boxes[..., 1] + boxes[..., 3]) * 0.5
+  gw = pw * jnp.exp(jnp.clip(d[..., 2], -limit, limit))
+  gh = ph * jnp.exp(jnp.clip(d[..., 3], -limit, limit))
+  gx, gy = px + pw * d[..., 0], py + ph * d[..., 1]
+  out = jnp.stack([gx - gw * 0.5, gy - gh * 0.5, gx + gw * 0.5, gy + gh * 0.5], -1)
+  return out if max_hw is None else clip_boxes(out, max_hw)
+
+
+def clip_boxes(boxes: Array, max_hw: Array) -> Array:
+  """Boxes (..., 4) clipped to [0, width] x [0, height]; `max_hw` (2,) or broadcastable
+  (..., 2)."""
+  hw = jnp.asarray(max_hw, boxes.dtype)
+  limit = jnp.stack([hw[..., 1], hw[..., 0], hw[..., 1], hw[..., 0]], -1)
+  return jnp.clip(boxes, 0.0, limit)

@@ -18,7 +18,7 @@ import numpy as np
 
 from hrnet_jax.errors import ConfigError
 from hrnet_jax.models import zoo
-from hrnet_jax.ops import aligned_iou, class_wise_nms, distance_boxes
+from hrnet_jax.ops import aligned_iou, distance_boxes, multiclass_nms
 from hrnet_jax.tasks.base import at_least_float32
 from hrnet_jax.tasks.detection.task import DetectionTask
 
@@ -190,28 +190,8 @@ def decode(logits: Sequence[Array], dist: Sequence[Array], ctr_logits: Sequence[
   hw = image_hw.astype(jnp.float32)
   limit = jnp.stack([hw[1], hw[0], hw[1], hw[0]])
   boxes = jnp.clip(boxes, 0.0, limit) / jnp.tile(scale_xy.astype(jnp.float32), 2)
-
-  num_classes = probs.shape[1]
-  candidate = probs > score_thr
-  scores = jnp.where(candidate, probs * ctr[:, None], -1.0).reshape(-1)
-  k = min(max_pairs, scores.shape[0])
-  top_scores, top = jax.lax.top_k(scores, k)
-  top_valid = top_scores > -1.0
-  top_boxes = boxes[top // num_classes]
-  top_labels = (top % num_classes).astype(jnp.int32)
-  keep = class_wise_nms(top_boxes, top_labels, top_valid, iou_threshold, span=jnp.max(boxes))
-  num_kept = jnp.sum(keep)
-  order = jnp.argsort(~keep, stable=True)[:max_per_img]  # survivors first, still by score
-  m = min(max_per_img, k)
-  pad = max_per_img - m
-  take = lambda v, fill: jnp.concatenate([v[order[:m]], jnp.full((pad,) + v.shape[1:], fill,
-                                                                  v.dtype)])
-  out_valid = take(keep, False)
-  return {'boxes': jnp.where(out_valid[:, None], take(top_boxes, 0.0), 0.0),
-          'scores': jnp.where(out_valid, take(top_scores, 0.0), 0.0),
-          'labels': jnp.where(out_valid, take(top_labels, 0), -1),
-          'valid': out_valid,
-          'exact': (jnp.sum(candidate) <= k) | (num_kept >= max_per_img)}
+  return multiclass_nms(boxes, probs * ctr[:, None], probs > score_thr, iou_threshold,
+                        max_per_img, max_pairs, span=jnp.max(boxes))
 
 # --- The task ---------------------------------------------------------------------------------
 

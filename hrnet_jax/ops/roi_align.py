@@ -1,0 +1,179 @@
+"""RoIAlign with torchvision's and mmcv's meaning (`torchvision.ops.roi_align`), on NHWC maps,
+in jit, including the adaptive sampling grid (`sampling_ratio` <= 0: ceil(roi / bin) samples per
+bin side, per RoI).
+
+Bilinear sampling is gathered from the flattened maps one sample position at a time, for all
+RoIs at once; the loop runs as many times as the largest RoI has samples per bin, so the
+adaptive grid is exact with static shapes. Several maps (pyramid levels) share the one flat
+buffer, so RoIs of different levels are pooled together (`multilevel_roi_align`, mmdetection's
+SingleRoIExtractor). The backward pass (to the features; boxes get no gradient, as proposals
+in two-stage detectors are constants) scatters through the same loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def _geometry(rois: Array, output_size: tuple[int, int], sampling_ratio: int, aligned: bool):
+  """Per RoI (boxes already in map pixels): start, bin sizes and grid counts, as torchvision's
+  kernel computes them."""
+  offset = 0.5 if aligned else 0.0
+  x1, y1, x2, y2 = (rois[:, k] - offset for k in range(4))
+  roi_w, roi_h = x2 - x1, y2 - y1
+  if not aligned:  # legacy rule: at least one pixel
+    roi_w, roi_h = jnp.maximum(roi_w, 1.0), jnp.maximum(roi_h, 1.0)
+  ph, pw = output_size
+  bin_h, bin_w = roi_h / ph, roi_w / pw
+  if sampling_ratio > 0:
+    grid_h = jnp.full(rois.shape[:1], sampling_ratio, jnp.int32)
+    grid_w = grid_h
+  else:
+    grid_h = jnp.maximum(jnp.ceil(roi_h / ph), 0).astype(jnp.int32)
+    grid_w = jnp.maximum(jnp.ceil(roi_w / pw), 0).astype(jnp.int32)
+  return x1, y1, bin_w, bin_h, grid_h, grid_w
+
+
+def _axis(start: Array, size: Array, bins: int, grid: Array, i: Array, length: Array):
+  """Sample positions along one axis for sample index `i` of every bin -> the two neighbouring
+  pixel indices (R, bins, 2) and their bilinear weights (zero outside [-1, length])."""
+  steps = jnp.arange(bins, dtype=start.dtype)
+  pos = (start[:, None] + steps[None, :] * size[:, None]
+         + (i[:, None].astype(start.dtype) + 0.5) * size[:, None]
+         / jnp.maximum(grid, 1)[:, None].astype(start.dtype))
+  last = (length - 1)[:, None]
+  inside = (pos >= -1.0) & (pos <= length[:, None].astype(pos.dtype))
+  pos = jnp.maximum(pos, 0.0)
+  low = jnp.floor(pos).astype(jnp.int32)
+  at_end = low >= last
+  low = jnp.where(at_end, last, low)
+  high = jnp.where(at_end, last, low + 1)
+  frac = jnp.where(at_end, 0.0, pos - low.astype(pos.dtype))
+  weights = jnp.stack([1.0 - frac, frac], -1) * inside[..., None]
+  return jnp.stack([low, high], -1), weights
+
+
+def _samples(rois, meta, output_size, sampling_ratio, aligned, k):
+  """Flat indices (R, P, Q, 4) and weights (R, P, Q, 4) of sample number `k` of every bin."""
+  base, heights, widths = meta[:, 0], meta[:, 1], meta[:, 2]
+  x1, y1, bin_w, bin_h, grid_h, grid_w = _geometry(rois, output_size, sampling_ratio, aligned)
+  per_bin = grid_h * grid_w
+  active = (k < per_bin).astype(rois.dtype) / jnp.maximum(per_bin, 1).astype(rois.dtype)
+  a = k // jnp.maximum(grid_w, 1)
+  b = k % jnp.maximum(grid_w, 1)
+  rows, wy = _axis(y1, bin_h, output_size[0], grid_h, a, heights)
+  cols, wx = _axis(x1, bin_w, output_size[1], grid_w, b, widths)
+  index = (base[:, None, None, None, None] + rows[:, :, None, :, None] * widths[:, None, None,
+                                                                                None, None]
+           + cols[:, None, :, None, :])
+  weight = wy[:, :, None, :, None] * wx[:, None, :, None, :] * active[:, None, None, None, None]
+  r, p, q = index.shape[:3]
+  return index.reshape(r, p, q, 4), weight.reshape(r, p, q, 4)
+
+
+def _num_samples(rois, meta, output_size, sampling_ratio, aligned):
+  if sampling_ratio > 0:
+    return sampling_ratio * sampling_ratio
+  del meta
+  _, _, _, _, grid_h, grid_w = _geometry(rois, output_size, sampling_ratio, aligned)
+  return jnp.max(grid_h * grid_w, initial=0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _pool(flat: Array, rois: Array, meta: Array, output_size: tuple[int, int],
+          sampling_ratio: int, aligned: bool) -> Array:
+  """The average of the bilinear samples of every bin: (R, P, Q, C) from flat maps (M, C)."""
+  p, q = output_size
+  out = jnp.zeros((rois.shape[0], p, q, flat.shape[-1]), jnp.promote_types(flat.dtype,
+                                                                           jnp.float32))
+
+  def body(k, acc):
+    index, weight = _samples(rois, meta, output_size, sampling_ratio, aligned, k)
+    return acc + jnp.einsum('rpqk,rpqkc->rpqc', weight, flat[index].astype(acc.dtype))
+
+  n = _num_samples(rois, meta, output_size, sampling_ratio, aligned)
+  return jax.lax.fori_loop(0, n, body, out).astype(flat.dtype)
+
+
+def _pool_fwd(flat, rois, meta, output_size, sampling_ratio, aligned):
+  out = _pool(flat, rois, meta, output_size, sampling_ratio, aligned)
+  return out, (flat, rois, meta)  # the maps are kept anyway: the heads' convolutions read them
+
+
+def _pool_bwd(output_size, sampling_ratio, aligned, residuals, grad):
+  flat, rois, meta = residuals
+  shape, dtype = flat.shape, flat.dtype
+  grad = grad.astype(jnp.promote_types(dtype, jnp.float32))
+
+  def body(k, acc):
+    index, weight = _samples(rois, meta, output_size, sampling_ratio, aligned, k)
+    values = weight[..., None] * grad[:, :, :, None, :]
+    return acc.at[index.reshape(-1)].add(values.reshape(-1, shape[-1]))
+
+  n = _num_samples(rois, meta, output_size, sampling_ratio, aligned)
+  dflat = jax.lax.fori_loop(0, n, body, jnp.zeros(shape, grad.dtype)).astype(dtype)
+  return dflat, jnp.zeros_like(rois), jnp.zeros(meta.shape, jax.dtypes.float0)
+
+
+_pool.defvjp(_pool_fwd, _pool_bwd)
+
+
+def _size(output_size: int | Sequence[int]) -> tuple[int, int]:
+  if isinstance(output_size, int):
+    return output_size, output_size
+  return int(output_size[0]), int(output_size[1])
+
+
+def roi_align(features: Array, boxes: Array, output_size: int | Sequence[int],
+              spatial_scale: float = 1.0, sampling_ratio: int = -1,
+              aligned: bool = False) -> Array:
+  """torchvision.ops.roi_align on NHWC `features` (N, H, W, C): `boxes` (K, 5) rows of
+  (batch index, x1, y1, x2, y2) in input pixels (scaled by `spatial_scale` onto the map)
+  -> (K, out_h, out_w, C). `sampling_ratio` <= 0 samples ceil(roi side / bins) points per bin
+  side; `aligned` shifts boxes by -0.5 map pixel (pixel centres), otherwise boxes are at least
+  one pixel wide (the legacy rule)."""
+  n, h, w, c = features.shape
+  batch = boxes[:, 0].astype(jnp.int32)
+  rois = boxes[:, 1:].astype(jnp.promote_types(features.dtype, jnp.float32)) * spatial_scale
+  meta = jnp.stack([batch * h * w, jnp.full_like(batch, h), jnp.full_like(batch, w)], -1)
+  return _pool(features.reshape(n * h * w, c), rois, meta, _size(output_size),
+               int(sampling_ratio), bool(aligned))
+
+
+def roi_levels(boxes: Array, num_levels: int, finest_scale: float = 56.0) -> Array:
+  """The pyramid level of each box (K, 4), mmdetection's rule: floor(log2(sqrt(w h) /
+  finest_scale + 1e-6)) clamped to [0, num_levels - 1] (boxes under 112 px on level 0)."""
+  scale = jnp.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+  level = jnp.floor(jnp.log2(scale / finest_scale + 1e-6))
+  return jnp.clip(level, 0, num_levels - 1).astype(jnp.int32)
+
+
+def multilevel_roi_align(levels: Sequence[Array], boxes: Array, batch_index: Array,
+                         strides: Sequence[int], output_size: int | Sequence[int],
+                         sampling_ratio: int = 0, aligned: bool = True,
+                         finest_scale: float = 56.0) -> Array:
+  """mmdetection's SingleRoIExtractor: each box (K, 4) of image `batch_index` (K,) pooled from
+  its level (`roi_levels` over the first len(strides) maps, spatial scale 1 / stride) ->
+  (K, out_h, out_w, C)."""
+  levels = list(levels)[:len(strides)]
+  dtype = jnp.promote_types(levels[0].dtype, jnp.float32)
+  level = roi_levels(boxes, len(levels), finest_scale)
+  starts, offset = [], 0
+  for m in levels:
+    starts.append(offset)
+    offset += math.prod(m.shape[:3])
+  pick = lambda values: jnp.asarray(values)[level]
+  heights = pick([m.shape[1] for m in levels])
+  widths = pick([m.shape[2] for m in levels])
+  batch = batch_index.astype(jnp.int32)
+  meta = jnp.stack([pick(starts) + batch * heights * widths, heights, widths], -1)
+  rois = boxes.astype(dtype) / pick([float(s) for s in strides]).astype(dtype)[:, None]
+  flat = jnp.concatenate([m.reshape(-1, m.shape[-1]) for m in levels])
+  return _pool(flat, rois, meta, _size(output_size), int(sampling_ratio), bool(aligned))
