@@ -37,7 +37,8 @@ _ORDER = [
     'conv3x3_ocr', 'ocr_distri_head', 'object_context_block', 'f_pixel', 'f_object', 'f_down',
     'f_up', 'conv_bn_dropout', 'cls_head', 'aux_head', 'backbone', 'neck', 'reduction_conv',
     'fpn_convs', 'bbox_head', 'cls_convs', 'reg_convs', 'conv_cls', 'conv_reg', 'conv_centerness',
-    'scales', 'conv', 'gn', 'weight', 'bias', 'scale', 'running_mean', 'running_var',
+    'scales', 'rpn_head', 'rpn_conv', 'rpn_cls', 'rpn_reg', 'roi_head', 'fc_cls', 'fc_reg',
+    'shared_fcs', 'conv', 'gn', 'weight', 'bias', 'scale', 'running_mean', 'running_var',
     'num_batches_tracked'
 ]
 _RANK = {name: i for i, name in enumerate(_ORDER)}
@@ -56,7 +57,7 @@ def torch_key_order(key: str) -> tuple:
 def _top_prefix(task: str, top: str) -> str:
   if task == 'det':
     return {'backbone': 'backbone.', 'head': 'neck.'}[top]
-  if task == 'fcos':  # the head's children are already mmdet's `neck` and `bbox_head`
+  if task in ('fcos', 'faster_rcnn', 'cascade_rcnn'):  # the head's children carry mmdet's names
     return {'backbone': 'backbone.', 'head': ''}[top]
   return ''
 
@@ -82,12 +83,21 @@ class Entry:
   flax_shape: tuple[int, ...]
   index: tuple[int, ...] = ()
   stack: tuple[int, ...] = ()
+  chw: tuple[int, int, int] | None = None  # a dense layer reading (C, H, W)-flattened features
 
   def to_flax(self, array: np.ndarray) -> np.ndarray:
-    return _contiguous(_transpose(array, to_torch=False))
+    array = _transpose(array, to_torch=False)
+    if self.chw:  # rows c*H*W + h*W + w -> rows (h*W + w)*C + c, the order of NHWC features
+      c, h, w = self.chw
+      array = array.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(array.shape)
+    return _contiguous(array)
 
   def to_torch(self, array: np.ndarray) -> np.ndarray:
-    return _contiguous(_transpose(np.asarray(array), to_torch=True))
+    array = np.asarray(array)
+    if self.chw:
+      c, h, w = self.chw
+      array = array.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(array.shape)
+    return _contiguous(_transpose(array, to_torch=True))
 
 
 def _contiguous(a: np.ndarray) -> np.ndarray:
@@ -166,7 +176,11 @@ def _layout(arch: str, frozen_overrides: tuple) -> tuple[Entry, ...]:
              _torch_leaf(collection, names[-1], name))
       stack, flax_shape = tuple(leaf.shape[:len(index)]), tuple(leaf.shape[len(index):])
       torch_shape = _transpose(np.empty(flax_shape, np.bool_), to_torch=True).shape
-      entries.append(Entry(key, tuple(torch_shape), tuple(path), flax_shape, index, stack))
+      chw = None
+      if key.endswith('shared_fcs.0.weight'):  # R-CNN box heads: (C, 7, 7) flattened inputs
+        size = int(dict(frozen_overrides).get('roi_size', zoo.TASKS[task].get('roi_size', 7)))
+        chw = (flax_shape[0] // (size * size), size, size)
+      entries.append(Entry(key, tuple(torch_shape), tuple(path), flax_shape, index, stack, chw))
   return tuple(sorted(entries, key=lambda e: torch_key_order(e.key)))
 
 
@@ -215,6 +229,25 @@ def _fcos_head(tensors: Mapping[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in found.items() if v != default[k]}
 
 
+def _two_stage_head(tensors: Mapping[str, Any]) -> tuple[str, None, dict[str, Any]]:
+  """(task, None, head settings differing from the COCO release) of an mmdetection v2
+  two-stage state_dict: Cascade when the box heads are numbered (`roi_head.bbox_head.<s>.`)."""
+  keys = set(tensors)
+  stages = _indices(keys, 'roi_head.bbox_head.')
+  cascade = stages and all(s.isdigit() for s in stages)
+  first = 'roi_head.bbox_head.0.' if cascade else 'roi_head.bbox_head.'
+  if first + 'fc_cls.weight' not in keys:
+    raise ValueError(f'cannot infer the arch: an RPN but no box head ({first}fc_cls.weight)')
+  task = 'cascade_rcnn' if cascade else 'faster_rcnn'
+  default = zoo.TASKS[task]
+  found = dict(num_classes=tuple(tensors[first + 'fc_cls.weight'].shape)[0] - 1,
+               out_channels=tuple(tensors['rpn_head.rpn_conv.weight'].shape)[0],
+               fc_channels=tuple(tensors[first + 'shared_fcs.1.weight'].shape)[0])
+  if cascade:
+    found['num_stages'] = len(stages)
+  return task, None, {k: v for k, v in found.items() if v != default[k]}
+
+
 def infer_arch(tensors: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
   """The arch and head size of a state_dict (prefixes already stripped), from tensor shapes.
   For fcos, only the head settings that differ from the COCO release are returned."""
@@ -223,6 +256,8 @@ def infer_arch(tensors: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
   head_overrides = {}
   if 'bbox_head.conv_centerness.weight' in keys and 'bbox_head.conv_cls.weight' in keys:
     task, head_key, head_overrides = 'fcos', None, _fcos_head(tensors)
+  elif 'rpn_head.rpn_conv.weight' in keys:
+    task, head_key, head_overrides = _two_stage_head(tensors)
   elif any(k.startswith('neck.') for k in keys):
     task, head_key = 'det', None
   elif 'classifier.weight' in keys:
@@ -239,7 +274,7 @@ def infer_arch(tensors: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     raise ValueError('cannot infer the arch: no known head found (expected one of classifier.*, '
                      'last_layer.*, head.*, cls_head.* + aux_head.*, final_layer.*, neck.*, '
                      'bbox_head.conv_centerness.*)')
-  if task in ('det', 'fcos'):  # the backbone keys carry mmdet's prefix
+  if task in ('det', 'fcos', 'faster_rcnn', 'cascade_rcnn'):  # keys carry mmdet's prefixes
     keys = {k[len('backbone.'):] for k in keys if k.startswith('backbone.')}
     shape = lambda k: tuple(tensors['backbone.' + k].shape)
   width_key = 'stage2.0.branches.0.0.conv1.weight'

@@ -17,6 +17,10 @@ from torch import nn
 from hrnet_jax.models import zoo
 
 
+# Tasks whose releases are mmdetection's: the backbone under `backbone.`, then `neck.`, heads.
+MMDET_TASKS = ('det', 'fcos', 'faster_rcnn', 'cascade_rcnn')
+
+
 def _bn(channels: int, momentum: float) -> nn.BatchNorm2d:
   return nn.BatchNorm2d(channels, momentum=momentum)
 
@@ -294,7 +298,7 @@ class HRNetReference(nn.Module):
     m = 1.0 - c['bn_momentum']
     backbone = Backbone(variant, c['upsample'], c['align_corners'], m, task != 'pose')
     widths = [variant.width * 2**i for i in range(4)]
-    if task in ('det', 'fcos'):  # mmdet layout: backbone.*, neck.* (and bbox_head.* for fcos)
+    if task in MMDET_TASKS:  # mmdet layout: backbone.*, neck.* and the heads
       self.backbone = backbone
       self.neck = nn.Module()
       # mmdetection's ConvModule (no norm, no activation) keeps its conv as `.conv`.
@@ -309,6 +313,12 @@ class HRNetReference(nn.Module):
       if task == 'fcos':
         self.bbox_head = FCOSHead(c['num_classes'], c['out_channels'], c['stacked_convs'],
                                   c['num_levels'], c['gn_groups'], c['centerness_on_reg'])
+      elif task in ('faster_rcnn', 'cascade_rcnn'):
+        from hrnet_jax.convert import torch_rcnn  # pylint: disable=import-outside-toplevel
+        heads = torch_rcnn.TwoStage(c['out_channels'], c['num_classes'], c['num_stages'],
+                                    c['fc_channels'], c['test_pre_nms'], c['test_proposals'])
+        self.rpn_head, self.roi_head = heads.rpn_head, heads.roi_head  # mmdet's top-level names
+        self._two_stage = [heads]  # a plain list: not registered twice
       return
     # Other releases register the backbone's modules on the model itself.
     for name, module in backbone.named_children():
@@ -340,7 +350,7 @@ class HRNetReference(nn.Module):
       self.final_layer = nn.Conv2d(widths[0], c['num_joints'], 1)
 
   def streams(self, x) -> list[torch.Tensor]:
-    backbone = self.backbone if self.task in ('det', 'fcos') else self._backbone[0]
+    backbone = self.backbone if self.task in MMDET_TASKS else self._backbone[0]
     return backbone.streams(x)
 
   def forward(self, x):
@@ -372,7 +382,11 @@ class HRNetReference(nn.Module):
                    for i, x in enumerate(xs[1:], start=1)], 1))
     levels = [y] + [F.avg_pool2d(y, 2**i, 2**i) for i in range(1, self.num_levels)]
     levels = tuple(level.conv(z) for level, z in zip(self.neck.fpn_convs, levels))
-    return self.bbox_head(levels) if self.task == 'fcos' else levels
+    if self.task == 'fcos':
+      return self.bbox_head(levels)
+    if self.task in ('faster_rcnn', 'cascade_rcnn'):  # the whole input is the image
+      return self._two_stage[0](levels, [tuple(x.shape[2:])] * len(x))
+    return levels
 
 
 def build(arch: str, **overrides: Any) -> HRNetReference:

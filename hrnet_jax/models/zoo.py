@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from hrnet_jax.errors import ConfigError
-from hrnet_jax.models import heads
+from hrnet_jax.models import heads, rcnn
 from hrnet_jax.models.backbone import HRNet
 
 
@@ -34,6 +34,15 @@ VARIANTS: dict[str, Variant] = {
     **{f'w{c}': Variant(c) for c in (18, 30, 32, 40, 44, 48, 64)},
 }
 
+_TWO_STAGE = dict(upsample='nearest', align_corners=False, bn_momentum=0.9, num_classes=80,
+                  out_channels=256, num_levels=5, neck_stride=1, fc_channels=1024, roi_size=7,
+                  rpn_samples=256, rpn_pos_fraction=0.5, rpn_ious=(0.7, 0.3, 0.3),
+                  rpn_nms_iou=0.7, train_pre_nms=2000, test_pre_nms=1000, test_proposals=1000,
+                  roi_samples=512, roi_pos_fraction=0.25, norm_eval=True, input_bgr=False)
+TWO_STAGE_FIELDS = tuple(k for k in _TWO_STAGE if k not in (
+    'upsample', 'align_corners', 'bn_momentum', 'norm_eval', 'input_bgr')) + (
+        'num_stages', 'class_agnostic', 'train_proposals')
+
 # Per task: the official defaults, and the head-specific overrides it accepts.
 TASKS: dict[str, dict[str, Any]] = {
     'cls': dict(upsample='nearest', align_corners=False, bn_momentum=0.9, num_classes=1000),
@@ -48,6 +57,10 @@ TASKS: dict[str, dict[str, Any]] = {
     'fcos': dict(upsample='nearest', align_corners=False, bn_momentum=0.9, num_classes=80,
                  out_channels=256, num_levels=5, neck_stride=2, stacked_convs=4, gn_groups=32,
                  centerness_on_reg=False, norm_eval=True, input_bgr=True),
+    # Two-stage detectors as mmdetection v2's HRNet releases (models/rcnn.py): levels at strides
+    # 4..64, BN frozen in training, RGB input; Cascade: three class-agnostic stages.
+    'faster_rcnn': dict(_TWO_STAGE, num_stages=1, class_agnostic=False, train_proposals=1000),
+    'cascade_rcnn': dict(_TWO_STAGE, num_stages=3, class_agnostic=True, train_proposals=2000),
 }
 
 VARIANT_FIELDS = tuple(f.name for f in dataclasses.fields(Variant))
@@ -96,13 +109,16 @@ class HRNetModel(nn.Module):
   norm_eval: bool = False
   input_bgr: bool = False
 
-  def __call__(self, images: jax.Array, train: bool = False) -> Any:
+  def __call__(self, images: jax.Array, train: bool = False, **inputs: Any) -> Any:
+    """`inputs`: what a head takes besides the streams (two-stage detectors: `image_hw`, and
+    the ground truth in training)."""
     if self.input_bgr:
       images = images[..., ::-1]
     h, w = images.shape[1:3]
     ph, pw = (-h % self.pad_to, -w % self.pad_to) if self.pad_to else (0, 0)
     padded = jnp.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0))) if ph or pw else images
-    outputs = self.head(self.backbone(padded, train=train and not self.norm_eval), train=train)
+    outputs = self.head(self.backbone(padded, train=train and not self.norm_eval), train=train,
+                        **inputs)
     return crop_to_input(outputs, (h, w), (h + ph, w + pw)) if ph or pw else outputs
 
 
@@ -140,7 +156,8 @@ def create_model(arch: str, **overrides: Any) -> HRNetModel:
   returns, in NHWC: logits (cls), logits at 1/4 (seg, face heatmaps), heatmaps at 1/4 (pose),
   (aux, out) at 1/4 (seg_ocr), a tuple of 5 pyramid levels (det), and for fcos (class logits,
   box distances, centerness logits), each a tuple of 5 levels (strides 8..128); fcos takes
-  RGB images and feeds them to its weights as BGR (`input_bgr`, as released).
+  RGB images and feeds them to its weights as BGR (`input_bgr`, as released); faster_rcnn and
+  cascade_rcnn return the dict of models/rcnn.TwoStageHead (proposals and box-head outputs).
 
   Any input size runs: bilinear-fusion models (seg, face) natively, as the official networks
   do; nearest-fusion models (pose, cls, det, fcos) pad to a multiple of 32 (`HRNetModel.pad_to`),
@@ -168,6 +185,8 @@ def create_model(arch: str, **overrides: Any) -> HRNetModel:
                          c['ocr_mid_channels'], c['ocr_key_channels'], c['ocr_dropout'], **dt)
   elif task == 'pose':
     head = heads.PoseHead(c['num_joints'], **dt)
+  elif task in ('faster_rcnn', 'cascade_rcnn'):
+    head = rcnn.TwoStageHead(**{k: c[k] for k in TWO_STAGE_FIELDS}, **dt)
   elif task == 'fcos':
     head = heads.FCOS(c['num_classes'], c['out_channels'], c['num_levels'], c['neck_stride'],
                       c['stacked_convs'], c['gn_groups'], c['centerness_on_reg'], **dt)

@@ -27,8 +27,9 @@ from hrnet_jax.models import zoo
 from hrnet_jax.tasks import heatmaps as hm
 
 Array = jax.Array
-# apply_fn(normalized NHWC images) -> the model's outputs, in eval mode, variables bound.
-ApplyFn = Callable[[Array], Any]
+# apply_fn(normalized NHWC images, **inputs) -> the model's outputs, in eval mode, variables
+# bound; `inputs` are what a model takes besides the images (two-stage detectors: image_hw).
+ApplyFn = Callable[..., Any]
 
 
 def remat_policy(value: Any) -> str:
@@ -153,6 +154,13 @@ class Task:
     raise NotImplementedError
 
   # --- Training ---------------------------------------------------------------------------------
+
+  def model_inputs(self, batch: dict[str, Array]) -> dict[str, Any]:
+    """What the model takes in training besides the images, from the batch (keyword arguments
+    of its `__call__`). Default: nothing; two-stage detectors take the ground truth, because
+    they draw their training samples between their two stages."""
+    del batch
+    return {}
 
   def loss(self, outputs: Any, batch: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
     """*Required.* (scalar loss, extra scalars to log) of the model's outputs (cast to at least

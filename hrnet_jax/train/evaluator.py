@@ -26,7 +26,7 @@ def make_eval_step(config: Any, task: Task, mesh: jax.sharding.Mesh,
 
   def step(variables, batch):
     images = transforms.normalize(batch['image'], mean, std, dtype)
-    apply = lambda x: model.apply(variables, x, train=False)
+    apply = lambda x, **inputs: model.apply(variables, x, train=False, **inputs)
     out = task.eval_outputs(apply, images, batch)
     out.update({k: batch[k] for k in ('index', 'valid', 'size') if k in batch})
     return out

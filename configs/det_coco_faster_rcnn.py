@@ -1,0 +1,107 @@
+"""Faster R-CNN on HRNetV2p-W32 on COCO detection, mmdetection v2's release (box AP on val2017:
+W18 36.9 (1x) / 38.9 (2x), W32 40.2 / 41.4, W40 41.2 / 42.1; the TPAMI paper, test-dev: W32 2x
+41.1). Cascade R-CNN: det_coco_cascade_rcnn.py.
+
+SGD lr 0.02 at batch 16, momentum 0.9, weight decay 1e-4, linear warmup from 0.001 x lr over 500
+steps, x0.1 at epochs 8 and 11 of 12 (1x) or 16 and 22 of 24 (2x); images resized keeping
+aspect to 1333x800, flipped, RGB normalized by mmdetection's mean and std; the backbone's BN
+frozen (norm_eval). RPN: anchors of scale 8 and ratios 0.5/1/2 at strides 4..64, 256 anchors
+sampled at half positives (IoU 0.7 / 0.3, low-quality matches from 0.3), sigmoid BCE + L1;
+proposals: top 2000 per level, NMS 0.7, 1000 kept. R-CNN: RoIAlign 7x7 (adaptive sampling,
+aligned) from strides 4..32, 512 RoIs sampled at a quarter positives (IoU 0.5) with the ground
+truth added, two fc of 1024, softmax CE + L1 on class-specific deltas (stds .1 .1 .2 .2).
+Evaluation: 1333x800 padded to a multiple of 32, top 1000 per level, NMS 0.7, 1000 proposals,
+score > 0.05, class-wise NMS 0.5, 100 boxes per image, COCOeval bbox.
+  python train.py --config configs/det_coco_faster_rcnn.py --config.data.root=/data/coco \\
+      --config.init_from=hrnetv2_w32_imagenet_pretrained.pth
+  python eval.py --config configs/det_coco_faster_rcnn.py \\
+      --checkpoint faster_rcnn_hrnetv2p_w32_1x_coco.pth --config.data.root=/data/coco
+Variants: `:arch=faster_rcnn_w18` / `faster_rcnn_w40`, `:schedule=2x`; `:demo` (the embedded
+shapes-and-people scenes: `make det-demo`); `:runlocal` (a tiny model, 6 steps).
+"""
+
+from configs import common
+
+SCHEDULES = {'1x': (12, (8, 11)), '2x': (24, (16, 22)), '20e': (20, (16, 19))}
+MEAN, STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)  # RGB, as the release
+
+
+def two_stage_config(args, family: str, name: str):
+  """The recipe shared by Faster and Cascade R-CNN (`family`), for the config file `name`."""
+  demo = args.demo or args.runlocal
+  c = common.base_config('detection', args.arch or f'{family}_{"w18_small_v1" if demo else "w32"}')
+  if not c.model.arch.startswith(family + '_'):
+    raise common.ConfigError(f'{name}:arch={args.arch}: expected a {family}_* arch')
+  if args.schedule not in SCHEDULES:
+    raise common.ConfigError(f'{name}:schedule={args.schedule}: expected one of '
+                             f'{sorted(SCHEDULES)}')
+  c.data.name = 'coco_detection'  # coco_detection | det_demo
+  c.data.root = ''  # holds annotations/instances_{train,val}2017.json and images/{train,val}2017/
+  c.data.train_split = 'train2017'
+  c.data.eval_split = 'val2017'
+  c.data.mean, c.data.std = MEAN, STD
+  c.data.train_scales = ((1333, 800),)  # (long, short) sides, keeping aspect
+  c.data.eval_scale = (1333, 800)
+  c.data.buckets = ((800, 1344), (1344, 800))  # canvases (h, w): one program each
+  c.data.flip = True
+  c.data.max_boxes = 100  # ground-truth boxes per image (COCO train2017 has at most 93)
+
+  c.loss.rpn_beta = 0.0  # 0: L1; > 0: smooth L1 with this beta
+  c.loss.rcnn_beta = 0.0
+  c.loss.stage_weights = (1.0,)
+
+  epochs, boundaries = SCHEDULES[args.schedule]
+  c.optimizer.name = 'sgd'
+  c.optimizer.lr = 0.02
+  c.optimizer.momentum = 0.9
+  c.optimizer.weight_decay = 1e-4
+  c.optimizer.schedule = 'step'
+  c.optimizer.boundaries = boundaries
+  c.optimizer.warmup_steps = 500
+  c.optimizer.warmup_mode = 'linear'
+  c.optimizer.warmup_init = 0.001
+  c.batch_size = 16
+  c.num_epochs = epochs
+
+  c.eval.every_steps = 7330  # about an epoch of train2017 (117266 images)
+  c.eval.batch_size = 0  # one image per device
+  c.eval.size_divisor = 32
+  c.eval.score_thr = 0.05
+  c.eval.nms_iou = 0.5
+  c.eval.max_per_img = 100
+  c.eval.max_pairs = 2000  # (RoI, class) candidates entering NMS (fixed shapes)
+  c.eval.show_score = 0.3  # predict.py draws the detections scoring at least this
+  c.checkpoint.every_steps = 2000
+
+  if demo:
+    c.data.name = 'det_demo'
+    c.data.train_split, c.data.eval_split = 'train', 'val'
+    c.data.train_scales = ((256, 192),)
+    c.data.eval_scale = (256, 192)
+    c.data.buckets = ((192, 256), (256, 192))
+    c.data.max_boxes = 16
+    c.data.num_workers = 2
+    # A small head for a small problem: 64 channels, fc 256, fewer proposals and samples.
+    c.model.overrides.update(out_channels=64, fc_channels=256, norm_eval=False,
+                             train_pre_nms=500, train_proposals=200, test_pre_nms=500,
+                             test_proposals=200, rpn_samples=128, roi_samples=128)
+    c.optimizer.lr = 0.02
+    c.optimizer.warmup_steps = 50
+    c.optimizer.warmup_init = 0.1
+    c.optimizer.boundaries = (8,)  # epochs: step 320 of 400 at 320 images, batch 8
+    c.batch_size = 8
+    c.num_epochs, c.total_steps = 0, 400
+    c.eval.size_divisor = 0
+    c.eval.max_pairs = 1000
+    c.eval.show_score = 0.3
+    c.eval.every_steps = c.checkpoint.every_steps = 200
+    c.eval.batch_size = 16
+    c.log_every_steps = 25
+  if args.runlocal:
+    common.runlocal(c)
+  return c
+
+
+def get_config(arg=None):
+  args = common.parse_arg(arg, arch='', schedule='1x', demo=False, runlocal=False)
+  return two_stage_config(args, 'faster_rcnn', 'det_coco_faster_rcnn.py')

@@ -1,0 +1,281 @@
+"""Two-stage detectors on HRNetV2p: Faster R-CNN and Cascade R-CNN, as mmdetection v2 builds
+them for its HRNet releases (module names are that state_dict's keys).
+
+The HRFPN neck (levels at strides 4..64) feeds an RPN head; the best anchors, decoded and
+NMS-ed per level, become proposals; RoIAlign (7x7, levels 4..32) feeds one box head (Faster)
+or three in a cascade, each stage refining the previous stage's boxes. Everything has fixed
+shapes: proposals and sampled RoIs are fixed counts with validity masks.
+
+The head is called as `head(streams, train, image_hw=None, targets=None)`. In training it
+also takes the ground truth (`targets`: `boxes` (B, M, 4), `labels` (B, M), `box_valid`
+(B, M)) and draws the RPN's and each stage's samples inside (random stream 'sample'), so its
+outputs carry their targets and the loss is a pure function of them (tasks/detection/rcnn.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hrnet_jax import ops
+from hrnet_jax.models.backbone import Streams
+from hrnet_jax.models.heads import PyramidNeck
+from hrnet_jax.models.layers import Array, Dtype
+
+# The box heads' regression target scales per cascade stage (Faster uses the first).
+STAGE_STDS = ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067))
+STAGE_IOUS = (0.5, 0.6, 0.7)
+ROI_STRIDES = (4, 8, 16, 32)  # the levels RoIAlign pools from (stride 64 is the RPN's only)
+
+
+class RPNHead(nn.Module):
+  """A 3x3 conv + ReLU shared by the levels, then per anchor an objectness logit (sigmoid) and
+  4 deltas. Returns per level (B, H, W, A) logits and (B, H, W, 4A) deltas."""
+  num_anchors: int = 3
+  feat_channels: int = 256
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, levels: Sequence[Array]) -> tuple[tuple[Array, ...], tuple[Array, ...]]:
+    conv = functools.partial(nn.Conv, kernel_init=nn.initializers.normal(0.01),
+                             dtype=self.dtype, param_dtype=self.param_dtype)
+    shared = conv(self.feat_channels, (3, 3), padding=((1, 1), (1, 1)), name='rpn_conv')
+    cls = conv(self.num_anchors, (1, 1), name='rpn_cls')
+    reg = conv(4 * self.num_anchors, (1, 1), name='rpn_reg')
+    logits, deltas = [], []
+    for x in levels:
+      y = nn.relu(shared(x))
+      logits.append(cls(y))
+      deltas.append(reg(y))
+    return tuple(logits), tuple(deltas)
+
+
+class BoxHead(nn.Module):
+  """mmdetection's Shared2FCBBoxHead on (R, 7, 7, C) RoI features: two fc + ReLU, then class
+  logits (num_classes + 1, background last) and deltas (4 per class, or 4 class-agnostic).
+
+  The first fc reads the features flattened in (h, w, c) order; the released weight, made for
+  PyTorch's (c, h, w) order, is permuted on conversion (convert/mapping.py)."""
+  num_classes: int = 80
+  fc_channels: int = 1024
+  class_agnostic: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> tuple[Array, Array]:
+    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
+    x = x.reshape(x.shape[0], -1)
+    for i in range(2):
+      x = nn.relu(dense(self.fc_channels, kernel_init=nn.initializers.xavier_uniform(),
+                        name=f'shared_fcs.{i}')(x))
+    logits = dense(self.num_classes + 1, kernel_init=nn.initializers.normal(0.01),
+                   name='fc_cls')(x)
+    deltas = dense(4 if self.class_agnostic else 4 * self.num_classes,
+                   kernel_init=nn.initializers.normal(0.001), name='fc_reg')(x)
+    return logits, deltas
+
+
+# --- Proposals ----------------------------------------------------------------------------------
+
+
+def propose(logits: Sequence[Array], deltas: Sequence[Array], anchors: Sequence[Array],
+            image_hw: Array, pre_nms: int, num: int, iou: float) -> tuple[Array, Array]:
+  """One image's proposals, mmdetection v2's RPN rule: per level the `pre_nms` anchors of
+  highest objectness, moved by their deltas and clipped to the image, empty boxes dropped, NMS
+  at `iou` within the level; then the best `num` of all levels. Levels: (H, W, A) logits,
+  (H, W, 4A) deltas, (H W A, 4) anchors. Returns boxes (num, 4) by score and their validity."""
+  boxes, scores = [], []
+  for lg, dl, an in zip(logits, deltas, anchors):
+    s = jax.nn.sigmoid(lg.reshape(-1).astype(jnp.float32))
+    k = min(pre_nms, s.shape[0])
+    top_s, top = jax.lax.top_k(s, k)
+    b = ops.decode_deltas(an[top], dl.reshape(-1, 4).astype(jnp.float32)[top], max_hw=image_hw)
+    ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    keep = ops.greedy_nms(b, ok, iou)
+    boxes.append(b)
+    scores.append(jnp.where(keep, top_s, -1.0))
+  boxes, scores = jnp.concatenate(boxes), jnp.concatenate(scores)
+  k = min(num, scores.shape[0])
+  top_s, top = jax.lax.top_k(scores, k)
+  pad = num - k
+  out = jnp.pad(boxes[top], ((0, pad), (0, 0)))
+  return out, jnp.pad(top_s > -1.0, (0, pad))
+
+
+# --- Training samples ---------------------------------------------------------------------------
+
+
+def rpn_targets(key: Array, anchors: Array, anchor_valid: Array, gt: Array, gt_valid: Array,
+                samples: int, pos_fraction: float, ious: Sequence[float]) -> dict[str, Array]:
+  """One image's RPN targets: max-IoU assignment (pos, neg, min_pos IoU), `samples` anchors
+  drawn at `pos_fraction` positives. Per anchor: `labels` (1 object, 0 background), `weights`
+  (1 where sampled), `pos`, and `targets` (the deltas to the assigned box)."""
+  assigned, _ = ops.max_iou_assign(anchors, anchor_valid, gt, gt_valid, *ious)
+  index, kind = ops.random_sample(key, assigned, samples, pos_fraction)
+  sampled = jnp.zeros(anchors.shape[0], bool).at[index].max(kind >= 0)
+  pos = assigned > 0
+  matched = gt[jnp.maximum(assigned - 1, 0)]
+  safe = jnp.where(pos[:, None], matched, anchors + jnp.asarray([0., 0., 1., 1.]))
+  return {'labels': pos.astype(jnp.int32), 'weights': sampled.astype(jnp.float32),
+          'pos': pos & sampled, 'targets': ops.encode_deltas(anchors, safe)}
+
+
+def roi_samples(key: Array, proposals: Array, proposal_valid: Array, gt: Array, gt_labels: Array,
+                gt_valid: Array, num_classes: int, samples: int, pos_fraction: float,
+                iou: float, stds: Sequence[float]) -> dict[str, Array]:
+  """One image's R-CNN samples: the ground truth added to the proposals (first, as
+  mmdetection), max-IoU assignment at `iou` (no low-quality matches), `samples` RoIs drawn at
+  `pos_fraction` positives. Returns `rois` (S, 4), `valid`, `labels` (num_classes for
+  background), `targets` (deltas normalized by `stds`, zero for background) and `from_gt`."""
+  candidates = jnp.concatenate([gt, proposals])
+  valid = jnp.concatenate([gt_valid, proposal_valid])
+  from_gt = jnp.arange(candidates.shape[0]) < gt.shape[0]
+  assigned, _ = ops.max_iou_assign(candidates, valid, gt, gt_valid, iou, iou, iou,
+                                   match_low_quality=False)
+  index, kind = ops.random_sample(key, assigned, samples, pos_fraction)
+  rois = candidates[index]
+  pos = kind == 1
+  match = jnp.maximum(assigned[index] - 1, 0)
+  safe = jnp.where(pos[:, None], gt[match], rois + jnp.asarray([0., 0., 1., 1.]))
+  targets = jnp.where(pos[:, None], ops.encode_deltas(rois, safe, stds=stds), 0.0)
+  return {'rois': rois, 'valid': kind >= 0, 'labels': jnp.where(pos, gt_labels[match],
+                                                                 num_classes).astype(jnp.int32),
+          'targets': targets, 'from_gt': from_gt[index] & (kind >= 0)}
+
+
+# --- The detector head --------------------------------------------------------------------------
+
+
+def _flat(maps: Sequence[Array], per: int) -> Array:
+  """Per-level (B, H, W, per * A) maps -> (B, N, per) in anchor order (level, y, x, anchor)."""
+  return jnp.concatenate([m.reshape(m.shape[0], -1, per) for m in maps], axis=1)
+
+
+class TwoStageHead(nn.Module):
+  """The neck, the RPN and the RoI head (one box head per stage) on the backbone's streams.
+
+  Outputs, evaluating: `rois` (B, P, 4) the last stage's input boxes, `valid` (B, P), `logits`
+  (B, P, K + 1) (the mean of the stages' logits) and `deltas` (B, P, 4K or 4) of the last
+  stage; training: `rpn` (per anchor: `logits`, `deltas` and the targets of rpn_targets) and
+  `stages` (per stage: the sampled RoIs' `logits`, their `deltas` for the target class,
+  `labels`, `targets`, `valid`)."""
+  num_classes: int = 80
+  out_channels: int = 256
+  num_levels: int = 5
+  neck_stride: int = 1
+  num_stages: int = 1
+  fc_channels: int = 1024
+  class_agnostic: bool = False
+  roi_size: int = 7
+  rpn_samples: int = 256
+  rpn_pos_fraction: float = 0.5
+  rpn_ious: tuple[float, float, float] = (0.7, 0.3, 0.3)
+  rpn_nms_iou: float = 0.7
+  train_pre_nms: int = 2000
+  train_proposals: int = 1000
+  test_pre_nms: int = 1000
+  test_proposals: int = 1000
+  roi_samples: int = 512
+  roi_pos_fraction: float = 0.25
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def strides(self) -> tuple[int, ...]:
+    return tuple(4 * self.neck_stride * 2**i for i in range(self.num_levels))
+
+  @nn.compact
+  def __call__(self, streams: Streams, train: bool = False, image_hw: Array | None = None,
+               targets: dict[str, Array] | None = None) -> dict[str, Any]:
+    dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    levels = PyramidNeck(self.out_channels, self.num_levels, self.neck_stride, name='neck',
+                         **dt)(streams, train)
+    rpn_logits, rpn_deltas = RPNHead(3, self.out_channels, name='rpn_head', **dt)(levels)
+    b = levels[0].shape[0]
+    shapes = [m.shape[1:3] for m in levels]
+    strides = self.strides()
+    if image_hw is None:  # the whole (padded) input is the image
+      image_hw = jnp.broadcast_to(jnp.asarray([shapes[0][0] * strides[0],
+                                               shapes[0][1] * strides[0]], jnp.int32), (b, 2))
+    anchor_levels = [jnp.asarray(ops.anchor_grid([s], [st])) for s, st in zip(shapes, strides)]
+    per_image = lambda maps: [m.reshape(m.shape[0], -1, m.shape[-1]) for m in maps]
+    propose_one = functools.partial(
+        propose, anchors=anchor_levels, iou=self.rpn_nms_iou,
+        pre_nms=self.train_pre_nms if train else self.test_pre_nms,
+        num=self.train_proposals if train else self.test_proposals)
+    proposals, valid = jax.vmap(lambda lg, dl, hw: propose_one(lg, dl, image_hw=hw))(
+        per_image(rpn_logits), per_image(rpn_deltas), image_hw)
+    proposals, valid = jax.lax.stop_gradient(proposals), jax.lax.stop_gradient(valid)
+
+    heads = [BoxHead(self.num_classes, self.fc_channels, self.class_agnostic,
+                     name='roi_head.bbox_head' if self.num_stages == 1
+                     else f'roi_head.bbox_head.{s}', **dt) for s in range(self.num_stages)]
+
+    def box_features(rois):  # (B, R, 4) -> (B * R, 7, 7, C)
+      r = rois.shape[1]
+      batch = jnp.repeat(jnp.arange(b), r)
+      return ops.multilevel_roi_align(levels, rois.reshape(-1, 4), batch, ROI_STRIDES,
+                                      self.roi_size, sampling_ratio=0, aligned=True)
+
+    if not train:
+      return self._evaluate(heads, box_features, proposals, valid, image_hw)
+    return self._train(heads, box_features, proposals, valid, image_hw, targets,
+                       rpn_logits, rpn_deltas, shapes, strides)
+
+  def _evaluate(self, heads, box_features, rois, valid, image_hw) -> dict[str, Array]:
+    b, p = rois.shape[:2]
+    logits_sum = 0.0
+    for s, head in enumerate(heads):
+      logits, deltas = head(box_features(rois))
+      logits, deltas = logits.reshape(b, p, -1), deltas.reshape(b, p, -1)
+      logits_sum = logits_sum + logits.astype(jnp.float32)
+      if s < len(heads) - 1:  # the next stage's boxes: this stage's (class-agnostic) regression
+        rois = ops.decode_deltas(rois, deltas.astype(jnp.float32), stds=STAGE_STDS[s],
+                                 max_hw=image_hw[:, None, :])
+    zero = lambda v: jnp.where(valid[..., None], v, 0.0)  # rows past the proposals: zeros
+    return {'rois': zero(rois), 'valid': valid, 'logits': zero(logits_sum / len(heads)),
+            'deltas': zero(deltas)}
+
+  def _train(self, heads, box_features, proposals, valid, image_hw, targets, rpn_logits,
+             rpn_deltas, shapes, strides) -> dict[str, Any]:
+    key = self.make_rng('sample')
+    gt, gt_labels, gt_valid = targets['boxes'], targets['labels'], targets['box_valid']
+    b = gt.shape[0]
+    anchors = jnp.asarray(ops.anchor_grid(shapes, strides))
+    keys = jax.random.split(key, self.num_stages + 1)
+    anchor_valid = jax.vmap(lambda hw: ops.valid_anchors(shapes, strides, 3, hw))(image_hw)
+    rpn = jax.vmap(functools.partial(
+        rpn_targets, samples=self.rpn_samples, pos_fraction=self.rpn_pos_fraction,
+        ious=self.rpn_ious), in_axes=(0, None, 0, 0, 0))(
+            jax.random.split(keys[0], b), anchors, anchor_valid, gt, gt_valid)
+    rpn = jax.lax.stop_gradient(rpn)
+    rpn.update(logits=_flat(rpn_logits, 1)[..., 0], deltas=_flat(rpn_deltas, 4))
+
+    stages = []
+    for s, head in enumerate(heads):
+      sample = jax.vmap(functools.partial(
+          roi_samples, num_classes=self.num_classes, samples=self.roi_samples,
+          pos_fraction=self.roi_pos_fraction, iou=STAGE_IOUS[s], stds=STAGE_STDS[s]))(
+              jax.random.split(keys[s + 1], b), proposals, valid, gt, gt_labels, gt_valid)
+      sample = jax.lax.stop_gradient(sample)
+      rois = sample['rois']
+      r = rois.shape[1]
+      logits, deltas = head(box_features(rois))
+      logits, deltas = logits.reshape(b, r, -1), deltas.reshape(b, r, -1)
+      if not self.class_agnostic:  # the 4 deltas of the target class (any for background)
+        per_class = deltas.reshape(b, r, self.num_classes, 4)
+        pick = jnp.minimum(sample['labels'], self.num_classes - 1)
+        deltas = jnp.take_along_axis(per_class, pick[:, :, None, None], axis=2)[:, :, 0]
+      stages.append({'logits': logits, 'deltas': deltas, 'labels': sample['labels'],
+                     'targets': sample['targets'], 'valid': sample['valid']})
+      if s < len(heads) - 1:  # the next stage refines this stage's samples, less the gt boxes
+        refined = ops.decode_deltas(rois, deltas.astype(jnp.float32), stds=STAGE_STDS[s],
+                                    max_hw=image_hw[:, None, :])
+        proposals = jax.lax.stop_gradient(refined)
+        valid = sample['valid'] & ~sample['from_gt']
+    return {'rpn': rpn, 'stages': stages}

@@ -1,0 +1,154 @@
+"""Two-stage detection on HRNetV2p (the `faster_rcnn_*` and `cascade_rcnn_*` archs): the losses
+of mmdetection v2's recipes and its test protocol. The network, its proposals and its training
+samples are models/rcnn.py; the model draws the samples and returns them with their targets,
+so the loss here is a pure function of its outputs.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from hrnet_jax import ops
+from hrnet_jax.errors import ConfigError
+from hrnet_jax.models import rcnn, zoo
+from hrnet_jax.tasks.detection.task import DetectionTask
+
+Array = jax.Array
+FRAMEWORK_ARCHS = ('faster_rcnn', 'cascade_rcnn')
+
+
+def box_loss(diff: Array, beta: float) -> Array:
+  """Elementwise L1 (beta 0) or smooth L1 (0.5 d^2 / beta below beta, d - beta / 2 above)."""
+  d = jnp.abs(diff)
+  if beta <= 0:
+    return d
+  return jnp.where(d < beta, 0.5 * d * d / beta, d - 0.5 * beta)
+
+
+def rpn_loss(rpn: dict[str, Array], beta: float) -> tuple[Array, Array]:
+  """Sigmoid BCE over the sampled anchors and the box loss of their positives, both divided by
+  the number of samples (mmdetection's avg_factor with a sampler)."""
+  weights = rpn['weights']
+  n = jnp.maximum(jnp.sum(weights), 1.0)
+  labels = rpn['labels'].astype(rpn['logits'].dtype)
+  bce = -(labels * jax.nn.log_sigmoid(rpn['logits'])
+          + (1 - labels) * jax.nn.log_sigmoid(-rpn['logits']))
+  per_box = jnp.sum(box_loss(rpn['deltas'] - rpn['targets'], beta), axis=-1)
+  return jnp.sum(bce * weights) / n, jnp.sum(jnp.where(rpn['pos'], per_box, 0.0)) / n
+
+
+def stage_loss(stage: dict[str, Array], beta: float) -> tuple[Array, Array, Array]:
+  """Softmax cross-entropy over the stage's sampled RoIs and the box loss of their positives,
+  both divided by the number of RoIs; and the classification accuracy."""
+  valid = stage['valid']
+  n = jnp.maximum(jnp.sum(valid), 1).astype(stage['logits'].dtype)
+  logp = jax.nn.log_softmax(stage['logits'], axis=-1)
+  ce = -jnp.take_along_axis(logp, stage['labels'][..., None], axis=-1)[..., 0]
+  background = stage['logits'].shape[-1] - 1
+  pos = valid & (stage['labels'] < background)
+  per_box = jnp.sum(box_loss(stage['deltas'] - stage['targets'], beta), axis=-1)
+  right = jnp.argmax(stage['logits'], axis=-1) == stage['labels']
+  return (jnp.sum(jnp.where(valid, ce, 0.0)) / n, jnp.sum(jnp.where(pos, per_box, 0.0)) / n,
+          jnp.sum(valid & right) / n)
+
+
+def decode(rois: Array, valid: Array, logits: Array, deltas: Array, image_hw: Array,
+           scale_xy: Array, *, stds: Sequence[float], score_thr: float = 0.05,
+           iou_threshold: float = 0.5, max_per_img: int = 100,
+           max_pairs: int = 2000) -> dict[str, Array]:
+  """One image's detections, mmdetection v2's R-CNN test: class probabilities by softmax
+  (background last, dropped), each RoI moved by its class's deltas (or the class-agnostic
+  ones) and clipped to the resized image, boxes divided by the x/y resize factors, every
+  (RoI, class) with probability > `score_thr` a candidate, class-wise NMS, the `max_per_img`
+  best (ops.multiclass_nms: `exact` says whether the fixed `max_pairs` changed nothing)."""
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, :-1]
+  num_classes = probs.shape[1]
+  per_class = deltas.reshape(deltas.shape[0], -1, 4).astype(jnp.float32)
+  boxes = ops.decode_deltas(rois[:, None, :], per_class, stds=stds, max_hw=image_hw)
+  boxes = boxes / jnp.tile(scale_xy.astype(jnp.float32), 2)
+  if per_class.shape[1] == 1:
+    boxes = boxes[:, 0]
+  elif per_class.shape[1] != num_classes:
+    raise ValueError(f'{per_class.shape[1]} box deltas per RoI for {num_classes} classes')
+  candidate = (probs > score_thr) & valid[:, None]
+  return ops.multiclass_nms(boxes, probs, candidate, iou_threshold, max_per_img, max_pairs)
+
+
+class TwoStage(DetectionTask):
+  """Faster R-CNN and Cascade R-CNN detection; reads config.model/data/loss/eval."""
+
+  def __init__(self, config: Any, classes: tuple[Sequence[int], Sequence[str]] | None = None):
+    family = zoo.split_arch(config.model.arch)[0]
+    if family not in FRAMEWORK_ARCHS:
+      raise ConfigError(f'config.model.arch: two-stage detection needs a faster_rcnn_* or '
+                        f'cascade_rcnn_* arch, got {config.model.arch!r}')
+    super().__init__(config, classes)
+
+  @functools.cached_property
+  def settings(self) -> dict[str, Any]:
+    return zoo.model_config(self.config.model.arch, **self.model_kwargs)
+
+  def model_inputs(self, batch: dict[str, Array]) -> dict[str, Any]:
+    return {'image_hw': batch['image_hw'],
+            'targets': {k: batch[k] for k in ('boxes', 'labels', 'box_valid')}}
+
+  def loss(self, outputs: Any, batch: dict) -> tuple[Array, dict]:
+    """RPN and R-CNN losses of the recipe: (L1 or smooth L1 per `config.loss`), the cascade's
+    stages weighted by `config.loss.stage_weights`."""
+    del batch  # the targets came through the model (model_inputs)
+    l = self.config.loss
+    cls, box = rpn_loss(outputs['rpn'], float(l.rpn_beta))
+    extra = {'loss_rpn_cls': cls, 'loss_rpn_bbox': box}
+    total = cls + box
+    weights = tuple(l.stage_weights)
+    for s, stage in enumerate(outputs['stages']):
+      cls, box, acc = stage_loss(stage, float(l.rcnn_beta))
+      prefix = f's{s}.' if len(outputs['stages']) > 1 else ''
+      extra.update({f'{prefix}loss_cls': cls, f'{prefix}loss_bbox': box, f'{prefix}acc': acc})
+      total = total + weights[s] * (cls + box)
+    return total, extra
+
+  def decode(self, outputs: Any, image_hw: Array, scale_xy: Array) -> dict[str, Array]:
+    e = self.config.eval
+    stds = rcnn.STAGE_STDS[int(self.settings['num_stages']) - 1]
+    one = functools.partial(decode, stds=stds, score_thr=float(e.score_thr),
+                            iou_threshold=float(e.nms_iou), max_per_img=int(e.max_per_img),
+                            max_pairs=int(e.max_pairs))
+    return jax.vmap(one)(outputs['rois'], outputs['valid'], outputs['logits'],
+                         outputs['deltas'], image_hw, scale_xy)
+
+  def eval_outputs(self, apply_fn: Any, images: Array, batch: dict) -> dict:
+    out = self.decode(apply_fn(images, image_hw=batch['image_hw']), batch['image_hw'],
+                      batch['scale_xy'])
+    return {'boxes': out['boxes'], 'scores': out['scores'], 'labels': out['labels'],
+            'det_valid': out['valid'], 'exact': out['exact'], 'image_id': batch['image_id']}
+
+  def protocol(self) -> str:
+    e, c = self.config.eval, self.settings
+    pad = (f'padded to a multiple of {e.size_divisor}' if e.get('size_divisor', 0)
+           else f'padded to the buckets {self.buckets}')
+    stages = ('' if c['num_stages'] == 1 else
+              f'; {c["num_stages"]} stages, mean of their class logits')
+    return (f'resized keeping aspect to {self.eval_scale[0]}x{self.eval_scale[1]}, {pad}; RPN '
+            f'top {c["test_pre_nms"]} per level, NMS {c["rpn_nms_iou"]}, '
+            f'{c["test_proposals"]} proposals{stages}; softmax score > {e.score_thr}, '
+            f'class-wise NMS IoU {e.nms_iou}, {e.max_per_img} boxes per image')
+
+  # --- Export ---------------------------------------------------------------------------------
+
+  def serving_outputs(self, outputs: Any, input_hw: tuple[int, int],
+                      postprocess: bool) -> dict[str, Array]:
+    """Raw: the proposals' `rois` (B, P, 4) with `valid`, class `logits` (B, P, K + 1,
+    background last) and box `deltas` (B, P, 4K or 4) of the last stage; post-processed: the
+    detections in input pixels, `boxes` (B, 100, 4) x1y1x2y2, `scores`, `labels` (-1 where
+    `valid` is false) and `valid`."""
+    if not postprocess:
+      return {k: outputs[k] for k in ('rois', 'valid', 'logits', 'deltas')}
+    b = outputs['rois'].shape[0]
+    hw = jnp.broadcast_to(jnp.asarray(input_hw, jnp.int32), (b, 2))
+    out = self.decode(outputs, hw, jnp.ones((b, 2), jnp.float32))
+    return {k: out[k] for k in ('boxes', 'scores', 'labels', 'valid')}
