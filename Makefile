@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo pose-demo face-demo cls-demo det-demo test test-all clean
+.PHONY: demo pose-demo face-demo cls-demo det-demo faster-rcnn-demo cascade-rcnn-demo test test-all clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ face-demo: $(VENV)/.core
 
 det-demo: $(VENV)/.core
 	$(PY) train.py --config configs/det_coco_fcos.py:demo --workdir runs/det_demo
+
+faster-rcnn-demo: $(VENV)/.core
+	$(PY) train.py --config configs/det_coco_faster_rcnn.py:demo --workdir runs/faster_rcnn_demo
+
+cascade-rcnn-demo: $(VENV)/.core
+	$(PY) train.py --config configs/det_coco_cascade_rcnn.py:demo --workdir runs/cascade_rcnn_demo
 
 # Two pytest workers: XLA compiles each program on one thread, so two share 2 cores well.
 # TEST_WORKERS=0 runs in one process.

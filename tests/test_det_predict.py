@@ -90,3 +90,32 @@ def test_pose_evaluation_with_detector_boxes(det_model, pose_root, tmp_path):
   val = json.loads((pose_root / 'annotations' / 'person_keypoints_val.json').read_text())
   assert {b['image_id'] for b in boxes} <= {im['id'] for im in val['images']}
   assert 'AP' in scores
+
+
+def test_two_stage_trains_predicts_and_finds_people(det_demo_root, pose_root, tmp_path):
+  """Cascade R-CNN end to end on the demo: the runlocal training and its evaluation, predict.py's
+  detections on a picture, and its person boxes (with their scores) feeding top-down pose."""
+  from hrnet_jax.train.loop import train_and_evaluate
+  c = recipe('det_coco_cascade_rcnn', det_demo_root)
+  run = tmp_path / 'run'
+  results = train_and_evaluate(c, str(run))
+  assert results['num_images'] == 8 and results['num_detections'] > 0
+  src = CocoDetection(det_demo_root, 'val')
+  path = det_demo_root / 'images' / 'val' / src.file_names[0]
+  outcome = predict.run(c, str(run), [str(path)], tmp_path / 'out')
+  dets = outcome.records[0]['detections']
+  h, w = cv2.imread(str(path)).shape[:2]
+  assert not outcome.failed and 0 < len(dets) <= 100
+  for d in dets:
+    x, y, bw, bh = d['box']
+    assert 0 <= x <= x + bw <= w + 0.01 and 0 <= y <= y + bh <= h + 0.01 and d['score'] > 0.05
+  detector = predict.PersonDetector(c, str(run), threshold=0.05)
+  boxes, scores = detector.boxes(cv2.imread(str(path))[..., ::-1])
+  assert len(boxes) == len(scores) > 0 and min(scores) >= 0.05
+  people = [d for d in dets if d['class'] == 'person' and d['score'] >= 0.05]
+  assert sorted(scores, reverse=True) == [d['score'] for d in people]
+  pose_config = recipe('pose_coco', pose_root)
+  write_random_checkpoint(pose_config, tmp_path / 'pose')
+  outcome = predict.run(pose_config, str(tmp_path / 'pose'), [str(path)], tmp_path / 'poses',
+                        detector=detector)
+  assert not outcome.failed and len(outcome.records[0]['people']) == len(boxes)

@@ -28,9 +28,9 @@ def test_parameter_count_equals_official(arch):
 
 def test_list_models_covers_every_task_and_variant():
   names = hrnet_jax.list_models()
-  assert len(names) == len(zoo.TASKS) * len(zoo.VARIANTS) == 63
+  assert len(names) == len(zoo.TASKS) * len(zoo.VARIANTS) == 81
   assert {'seg_w48', 'pose_w32', 'cls_w18_small_v1', 'seg_ocr_w48', 'face_w18', 'det_w40',
-          'fcos_w32'} <= set(names)
+          'fcos_w32', 'faster_rcnn_w18', 'cascade_rcnn_w40'} <= set(names)
 
 
 @pytest.mark.parametrize('arch,hw,expected', [
@@ -45,6 +45,9 @@ def test_list_models_covers_every_task_and_variant():
     # (floor: 12x21) and halves it (6x11), as mmdetection's HRFPN does.
     ('fcos_w32', (800, 1344), [(2, h, w, c) for c in (80, 4, 1) for h, w in
                                ((100, 168), (50, 84), (25, 42), (13, 21), (6, 11))]),
+    # Two-stage: 1000 proposals, (deltas, logits, rois, valid); Faster's deltas per class.
+    ('faster_rcnn_w32', (800, 1344), [(2, 1000, 320), (2, 1000, 81), (2, 1000, 4), (2, 1000)]),
+    ('cascade_rcnn_w18', (800, 1344), [(2, 1000, 4), (2, 1000, 81), (2, 1000, 4), (2, 1000)]),
 ])
 def test_output_shapes(arch, hw, expected):
   model = hrnet_jax.create_model(arch)

@@ -111,9 +111,14 @@ def torch_to_flax(state_dict_or_path: Any, arch: str | None = None, *,
   if arch is None:
     arch = inferred_arch
   task, _ = zoo.split_arch(arch)
+  head_sizes = {}  # the checkpoint's head size, where the caller asks for another
   if inferred_arch and zoo.split_arch(inferred_arch)[0] == task:
     # The head the checkpoint was trained with, unless the caller names its size (either key).
     sized = {'num_classes', 'num_joints'} & set(overrides)
+    for k in sized:
+      found = inferred.get(k, zoo.TASKS[task].get(k))
+      if found is not None and found != overrides[k]:
+        head_sizes[k] = found
     inferred = {k: v for k, v in inferred.items()
                 if not (sized and k in ('num_classes', 'num_joints'))}
     overrides = {**inferred, **overrides}
@@ -141,7 +146,8 @@ def torch_to_flax(state_dict_or_path: Any, arch: str | None = None, *,
     if key not in expected:
       (report.ignored if _ignorable(task, key) else unexpected).append(key)
   if missing or misshaped or unexpected:
-    raise MismatchError(arch, overrides, missing, unexpected, misshaped, inferred_arch)
+    raise MismatchError(arch, overrides, missing, unexpected, misshaped, inferred_arch,
+                        head_sizes)
   report.arch, report.overrides, report.converted = arch, dict(overrides), len(entries)
   return traverse_util.unflatten_dict(flat)
 
@@ -189,12 +195,18 @@ class MismatchError(ConversionError):
   problem; `missing`, `unexpected` and `misshaped` hold every one."""
 
   def __init__(self, arch: str, overrides: Mapping[str, Any], missing: list[str],
-               unexpected: list[str], misshaped: list[str], inferred_arch: str | None = None):
+               unexpected: list[str], misshaped: list[str], inferred_arch: str | None = None,
+               head_sizes: Mapping[str, int] | None = None):
     self.missing, self.unexpected, self.misshaped = missing, unexpected, misshaped
     lines = []
     if inferred_arch and inferred_arch != arch:
-      lines.append(f'the checkpoint looks like {inferred_arch}, not {arch}: drop --arch (it is '
-                   f'inferred) or pass --arch {inferred_arch}')
+      lines.append(f'the checkpoint looks like {inferred_arch}, not {arch}: set '
+                   f'config.model.arch={inferred_arch} (the converter: drop --arch, it is '
+                   'inferred, or pass --arch ' + inferred_arch + ')')
+    for k, found in (head_sizes or {}).items():
+      lines.append(f'the checkpoint\'s head has {k}={found}, this model {overrides[k]} (from the '
+                   'dataset, config.data): evaluate it on its own dataset, or train from its '
+                   'backbone with config.init_from')
     lines.append(f'checkpoint does not match {arch}' + (f' {dict(overrides)}' if overrides else '')
                  + f': {len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} '
                  'mis-shaped')

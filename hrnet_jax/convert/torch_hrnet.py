@@ -376,17 +376,24 @@ class HRNetReference(nn.Module):
       proxy = proxy.permute(0, 2, 1).unsqueeze(3)  # B x C x K x 1
       out = self.cls_head(self.ocr_distri_head(feats, proxy))
       return aux, out
-    # det, fcos
-    y = self.neck.reduction_conv.conv(torch.cat(
-        [xs[0]] + [F.interpolate(x, scale_factor=2**i, mode='bilinear')
-                   for i, x in enumerate(xs[1:], start=1)], 1))
-    levels = [y] + [F.avg_pool2d(y, 2**i, 2**i) for i in range(1, self.num_levels)]
-    levels = tuple(level.conv(z) for level, z in zip(self.neck.fpn_convs, levels))
+    levels = self.levels(xs)  # det, fcos, two-stage
     if self.task == 'fcos':
       return self.bbox_head(levels)
     if self.task in ('faster_rcnn', 'cascade_rcnn'):  # the whole input is the image
       return self._two_stage[0](levels, [tuple(x.shape[2:])] * len(x))
     return levels
+
+  def levels(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The HRFPN neck's levels from the streams."""
+    y = self.neck.reduction_conv.conv(torch.cat(
+        [xs[0]] + [F.interpolate(x, scale_factor=2**i, mode='bilinear')
+                   for i, x in enumerate(xs[1:], start=1)], 1))
+    levels = [y] + [F.avg_pool2d(y, 2**i, 2**i) for i in range(1, self.num_levels)]
+    return tuple(level.conv(z) for level, z in zip(self.neck.fpn_convs, levels))
+
+  def forward_two_stage(self, x, image_hw: list[tuple[int, int]]):
+    """A two-stage detector on images whose unpadded sizes are `image_hw` (per image)."""
+    return self._two_stage[0](self.levels(self.streams(x)), image_hw)
 
 
 def build(arch: str, **overrides: Any) -> HRNetReference:

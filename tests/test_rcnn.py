@@ -1,0 +1,280 @@
+"""Faster R-CNN and Cascade R-CNN: the mmdetection key layout, conversion both ways, the network
+and its detections against an independent PyTorch reference, losses and samples by hand."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hrnet_jax import convert, ops
+from hrnet_jax.convert import mapping
+from hrnet_jax.models import rcnn, zoo
+from hrnet_jax.tasks.detection import detection_task
+from hrnet_jax.tasks.detection import rcnn as rcnn_task
+
+# A tiny variant: the reference runs the same network, so any size exercises every tensor.
+TINY = dict(width=4, num_modules=(1, 1, 1), num_blocks=1, stage1_blocks=1, stage1_planes=8,
+            out_channels=16, fc_channels=32, num_classes=3, test_proposals=300)
+
+
+def tiny_task(arch):
+  """The recipe's task for a tiny `arch` of 3 classes (no dataset needed)."""
+  from configs import det_coco_cascade_rcnn, det_coco_faster_rcnn
+  recipe = det_coco_faster_rcnn if arch.startswith('faster') else det_coco_cascade_rcnn
+  config = recipe.get_config(f'arch={arch}')
+  config.model.overrides.update({k: v for k, v in TINY.items() if k != 'num_classes'})
+  task = detection_task(config, classes=([1, 2, 3], ['a', 'b', 'c']))
+  assert isinstance(task, rcnn_task.TwoStage)
+  return task
+
+
+def scaled_state_dict(arch, seed=0, **overrides):
+  """Random weights of the release's keys and shapes, scaled so that activations stay O(1)
+  (weights N(0, 1 / fan_in), BN statistics near identity): proposals and scores spread out."""
+  rng = np.random.default_rng(seed)
+  out = {}
+  for key, shape in mapping.torch_keys_and_shapes(arch, **overrides):
+    if key.endswith('num_batches_tracked'):
+      out[key] = np.zeros((), np.int64)
+    elif key.endswith('running_var') or (len(shape) == 1 and key.endswith('weight')):
+      out[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    elif len(shape) == 1:
+      out[key] = rng.normal(0, 0.1, shape).astype(np.float32)
+    else:
+      out[key] = rng.normal(0, 1 / np.sqrt(np.prod(shape[1:])), shape).astype(np.float32)
+  return out
+
+
+@pytest.mark.parametrize('arch, stages', [('faster_rcnn_w32', 1), ('cascade_rcnn_w32', 3)])
+def test_release_key_layout(arch, stages):
+  """The released checkpoints' keys and shapes (COCO, 81 classes with background last)."""
+  keys = dict(mapping.torch_keys_and_shapes(arch))
+  assert keys['neck.reduction_conv.conv.weight'] == (256, 480, 1, 1)
+  assert keys['rpn_head.rpn_conv.weight'] == (256, 256, 3, 3)
+  assert keys['rpn_head.rpn_cls.weight'] == (3, 256, 1, 1)
+  assert keys['rpn_head.rpn_reg.weight'] == (12, 256, 1, 1)
+  heads = ['roi_head.bbox_head.'] if stages == 1 else [
+      f'roi_head.bbox_head.{s}.' for s in range(stages)]
+  for head in heads:
+    assert keys[head + 'shared_fcs.0.weight'] == (1024, 256 * 7 * 7)
+    assert keys[head + 'shared_fcs.1.weight'] == (1024, 1024)
+    assert keys[head + 'fc_cls.weight'] == (81, 1024)
+    assert keys[head + 'fc_reg.weight'] == ((320, 1024) if stages == 1 else (4, 1024))
+  assert not any(k.startswith(('roi_head.mask', 'bbox_head')) for k in keys)
+  shapes = {k: np.broadcast_to(np.float32(0), s) for k, s in keys.items()}
+  assert mapping.infer_arch(shapes) == (arch, {})
+
+
+def test_first_fc_is_permuted_from_nchw_flattening():
+  """shared_fcs.0: PyTorch row index c*49 + h*7 + w of its input is Flax row (h*7 + w)*C + c."""
+  state = scaled_state_dict('faster_rcnn_w18', **TINY)
+  variables = convert.torch_to_flax(state, 'faster_rcnn_w18', **TINY)
+  kernel = variables['params']['head']['roi_head.bbox_head']['shared_fcs.0']['kernel']
+  torch_weight = state['roi_head.bbox_head.shared_fcs.0.weight']
+  c = TINY['out_channels']
+  for (ch, h, w, o) in [(0, 0, 0, 0), (5, 2, 3, 7), (15, 6, 6, 31), (9, 0, 4, 12)]:
+    assert kernel[(h * 7 + w) * c + ch, o] == torch_weight[o, ch * 49 + h * 7 + w]
+
+
+@pytest.mark.parametrize('arch', ['faster_rcnn_w18', 'cascade_rcnn_w18'])
+def test_conversion_round_trip_is_exact(arch):
+  """mmdetection layout -> Flax -> mmdetection: every tensor bit for bit, in the release's
+  key order."""
+  state = scaled_state_dict(arch, **TINY)
+  back = convert.flax_to_torch(convert.torch_to_flax(state, arch, **TINY), arch, **TINY)
+  assert list(back) == [k for k, _ in mapping.torch_keys_and_shapes(arch, **TINY)]
+  for k, v in state.items():
+    np.testing.assert_array_equal(np.asarray(back[k]), v, err_msg=k)
+
+
+@pytest.fixture(scope='module', params=['faster_rcnn_w18', 'cascade_rcnn_w18'])
+def both_networks(request):
+  """(arch, JAX outputs, PyTorch reference outputs) of the converted tiny network on one image
+  (64x96, the unpadded image 64x90), random weights of the release's layout."""
+  import torch
+  from hrnet_jax.convert import torch_hrnet
+  arch = request.param
+  more = dict(TINY, test_proposals=1000)  # more slots than survivors: some stay empty
+  state = scaled_state_dict(arch, seed=1, **more)
+  variables = convert.torch_to_flax(state, arch, **more)
+  reference = torch_hrnet.build(arch, **more)
+  reference.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+  x = np.random.default_rng(2).standard_normal((1, 64, 96, 3), np.float32)
+  with torch.no_grad():
+    want = reference.forward_two_stage(torch.from_numpy(x).permute(0, 3, 1, 2), [(64, 90)])
+  model = zoo.create_model(arch, **more)
+  got = jax.jit(lambda v, x: model.apply(v, x, image_hw=jnp.asarray([[64, 90]])))(variables, x)
+  return arch, got, {k: v.numpy() for k, v in want.items()}
+
+
+@pytest.mark.slow
+def test_converted_network_equals_pytorch(both_networks):
+  """The converted network gives the reference's proposals (the same ones: validity equal),
+  class logits and deltas (torchvision's roi_align and nms inside the reference)."""
+  _, got, want = both_networks
+  np.testing.assert_array_equal(np.asarray(got['valid']), want['valid'])
+  assert 100 < want['valid'].sum() < 1000  # proposals, and empty slots
+  for k in ('rois', 'logits', 'deltas'):
+    scale = np.abs(want[k]).max()
+    np.testing.assert_allclose(np.asarray(got[k]) / scale, want[k] / scale, atol=1e-4,
+                               err_msg=k)
+
+
+def torch_detections(rois, logits, deltas, hw, scale, stds, agnostic):
+  """mmdetection's R-CNN test written with torch: softmax, deltas, clip, rescale, batched NMS."""
+  import torch
+  import torchvision
+  from hrnet_jax.convert.torch_rcnn import apply_deltas
+  rois, logits, deltas = (torch.tensor(np.asarray(a)) for a in (rois, logits, deltas))
+  probs = torch.softmax(logits, 1)[:, :-1]
+  k = probs.shape[1]
+  boxes = apply_deltas(rois, deltas, stds, hw).reshape(len(rois), -1, 4)
+  boxes = boxes / torch.tensor([scale[0], scale[1], scale[0], scale[1]])
+  boxes = boxes.expand(len(rois), k, 4) if agnostic else boxes
+  rows, cols = torch.nonzero(probs > 0.05, as_tuple=True)
+  b, s = boxes[rows, cols], probs[rows, cols]
+  keep = torchvision.ops.batched_nms(b, s, cols, 0.5)[:100]
+  return b[keep].numpy(), s[keep].numpy(), cols[keep].numpy()
+
+
+@pytest.mark.slow
+def test_detections_equal_the_reference_protocol(both_networks):
+  """The task's decode of the converted model equals the protocol computed with torch on the
+  reference network's outputs (the same boxes, scores and classes, in order)."""
+  arch, got, want = both_networks
+  hw, scale = np.asarray([64, 90]), np.asarray([0.8, 0.75], np.float32)
+  detections = tiny_task(arch).decode(got, jnp.asarray([hw]), jnp.asarray([scale]))
+  n = int(want['valid'][0].sum())
+  stds = rcnn.STAGE_STDS[0 if arch.startswith('faster') else 2]
+  boxes, scores, labels = torch_detections(want['rois'][0, :n], want['logits'][0, :n],
+                                           want['deltas'][0, :n], hw, scale, stds,
+                                           arch.startswith('cascade'))
+  m = int(detections['valid'][0].sum())
+  assert m == len(scores) > 10 and bool(detections['exact'][0])
+  np.testing.assert_array_equal(np.asarray(detections['labels'][0, :m]), labels)
+  np.testing.assert_allclose(np.asarray(detections['scores'][0, :m]), scores, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(detections['boxes'][0, :m]), boxes, atol=1e-3)
+
+
+def test_another_detector_or_class_count_names_the_key_and_the_config_key():
+  cascade = scaled_state_dict('cascade_rcnn_w18_small_v1')
+  with pytest.raises(convert.ConversionError) as e:
+    convert.torch_to_flax(cascade, 'faster_rcnn_w18_small_v1')
+  first = str(e.value).splitlines()[0]
+  assert first.startswith('the checkpoint looks like cascade_rcnn_w18_small_v1, not '
+                          'faster_rcnn_w18_small_v1: set config.model.arch=cascade_rcnn_w18')
+  faster = scaled_state_dict('faster_rcnn_w18_small_v1')  # COCO: 80 classes
+  with pytest.raises(convert.ConversionError) as e:
+    convert.torch_to_flax(faster, 'faster_rcnn_w18_small_v1', num_classes=3)
+  assert str(e.value).startswith("the checkpoint's head has num_classes=80, this model 3 (from "
+                                 'the dataset, config.data)')
+  assert e.value.misshaped[0] == ('roi_head.bbox_head.fc_cls.weight: expected [4, 1024], found '
+                                  '[81, 1024]')
+
+
+def test_losses_by_hand():
+  """RPN: BCE over sampled anchors, L1 of positives, both / samples. R-CNN: CE over valid RoIs,
+  L1 (or smooth L1) of positives, both / valid RoIs."""
+  rpn = {'logits': jnp.asarray([[0.0, 2.0, -1.0, 5.0]]), 'labels': jnp.asarray([[1, 0, 0, 1]]),
+         'weights': jnp.asarray([[1.0, 1.0, 0.0, 0.0]]), 'pos': jnp.asarray([[True, False,
+                                                                             False, False]]),
+         'deltas': jnp.asarray([[[1., 0, 0, 0], [9, 9, 9, 9], [9, 9, 9, 9], [9, 9, 9, 9]]]),
+         'targets': jnp.zeros((1, 4, 4))}
+  cls, box = rcnn_task.rpn_loss(rpn, beta=0.0)
+  np.testing.assert_allclose(cls, (np.log(2) + np.log(1 + np.exp(2))) / 2, rtol=1e-6)
+  np.testing.assert_allclose(box, 1.0 / 2, rtol=1e-6)
+  _, smooth = rcnn_task.rpn_loss(rpn, beta=1 / 9)
+  np.testing.assert_allclose(smooth, (1 - 1 / 18) / 2, rtol=1e-6)
+  stage = {'logits': jnp.asarray([[[2.0, 0.0, 0.0], [0.0, 0.0, 0.0], [5.0, 1.0, 1.0]]]),
+           'labels': jnp.asarray([[0, 2, 1]]), 'valid': jnp.asarray([[True, True, False]]),
+           'deltas': jnp.asarray([[[0.5, 0, 0, 0], [7, 7, 7, 7], [7, 7, 7, 7]]]),
+           'targets': jnp.zeros((1, 3, 4))}
+  cls, box, acc = rcnn_task.stage_loss(stage, beta=0.0)
+  ce0 = -np.log(np.exp(2) / (np.exp(2) + 2))
+  np.testing.assert_allclose(cls, (ce0 + np.log(3)) / 2, rtol=1e-6)
+  np.testing.assert_allclose(box, 0.5 / 2, rtol=1e-6)  # label 2 is background (K = 2)
+  np.testing.assert_allclose(acc, 0.5)  # RoI 0 right; RoI 1 a tie, argmax 0: wrong
+  _, smooth, _ = rcnn_task.stage_loss(stage, beta=1.0)
+  np.testing.assert_allclose(smooth, 0.125 / 2, rtol=1e-6)
+
+
+def test_roi_samples_add_the_ground_truth_and_encode_targets():
+  """IoU >= 0.5 assignment over the ground truth (added first) and the proposals, 4 samples at
+  half positives: 2 of the 3 positives (the gt itself, IoU 1; a shifted box, 0.905; a half-width
+  box, exactly 0.5), the one negative, one empty slot; targets are the deltas to the matched box
+  divided by the stds (worked by hand), background gets class K = 3."""
+  gt = jnp.asarray([[10., 10., 50., 50.], [0, 0, 0, 0]])
+  proposals = jnp.asarray([[12., 10., 52., 50.], [100., 100., 140., 140.], [10., 10., 30., 50.],
+                           [0, 0, 0, 0]])
+  out = rcnn.roi_samples(jax.random.key(0), proposals, jnp.asarray([1, 1, 1, 0], bool), gt,
+                         jnp.asarray([2, 0]), jnp.asarray([1, 0], bool), num_classes=3,
+                         samples=4, pos_fraction=0.5, iou=0.5, stds=(0.1, 0.1, 0.2, 0.2))
+  expected = {(10., 10., 50., 50.): (2, True, [0, 0, 0, 0]),
+              (12., 10., 52., 50.): (2, False, [-0.5, 0, 0, 0]),
+              (10., 10., 30., 50.): (2, False, [5.0, 0, np.log(2) / 0.2, 0]),
+              (100., 100., 140., 140.): (3, False, [0, 0, 0, 0])}
+  valid = np.asarray(out['valid'])
+  assert valid.tolist() == [True, True, True, False]
+  seen = []
+  for box, label, from_gt, target in zip(np.asarray(out['rois'])[:3], np.asarray(out['labels']),
+                                         np.asarray(out['from_gt']), np.asarray(out['targets'])):
+    want_label, want_gt, want_target = expected[tuple(box.tolist())]
+    assert (label, from_gt) == (want_label, want_gt)
+    np.testing.assert_allclose(target, want_target, atol=1e-5)
+    seen.append(label)
+  assert sorted(seen) == [2, 2, 3]
+
+
+@pytest.mark.slow
+def test_training_steps_learn_on_a_fixed_batch():
+  """A tiny Faster R-CNN: fifteen SGD steps on one batch lower the loss (RPN and R-CNN)."""
+  import optax
+  model = zoo.create_model('faster_rcnn_w18', **dict(TINY, norm_eval=False, train_pre_nms=200,
+                                                     train_proposals=64, roi_samples=32,
+                                                     rpn_samples=64))
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(2, 64, 96, 3)), jnp.float32)
+  targets = {'boxes': jnp.asarray([[[8., 8., 40., 40.], [50., 20., 90., 60.]],
+                                   [[30., 10., 60., 50.], [0., 0., 0., 0.]]]),
+             'labels': jnp.asarray([[0, 2], [1, 0]]), 'box_valid': jnp.asarray([[1, 1], [1, 0]],
+                                                                               bool)}
+  hw = jnp.asarray([[64, 96], [64, 96]])
+  variables = model.init({'params': jax.random.key(0)}, x)
+  task = tiny_task('faster_rcnn_w18')
+  tx = optax.sgd(0.005, momentum=0.9)
+
+  @jax.jit
+  def step(params, opt_state, stats, i):
+    def loss_fn(p):
+      out, upd = model.apply({'params': p, 'batch_stats': stats}, x, train=True, image_hw=hw,
+                             targets=targets, rngs={'sample': jax.random.key(i)},
+                             mutable=['batch_stats'])
+      return task.loss(out, {})[0], upd['batch_stats']
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, stats, loss
+
+  params, stats = variables['params'], variables['batch_stats']
+  opt_state = tx.init(params)
+  losses = []
+  for i in range(15):
+    params, opt_state, stats, loss = step(params, opt_state, stats, i)
+    losses.append(float(loss))
+  assert np.all(np.isfinite(losses)) and np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
+
+
+def test_anchor_targets_sample_only_anchors_on_the_image():
+  """RPN targets: positives by IoU >= 0.7 or as a box's best anchor; anchors over the padding
+  are never sampled."""
+  anchors = jnp.asarray(ops.anchor_grid([(4, 4)], [8], scales=(2.0,), ratios=(1.0,)))
+  valid = ops.valid_anchors([(4, 4)], [8], 1, np.asarray([16, 32]))  # rows 0-1 only
+  gt = jnp.asarray([[-8., -8., 8., 8.], [12., 0., 28., 16.]])
+  out = rcnn.rpn_targets(jax.random.key(0), anchors, valid, gt, jnp.asarray([1, 1], bool), 16,
+                         0.5, (0.7, 0.3, 0.3))
+  # By hand, row 0: IoU 1 (gt 0), 0.33 (ignored), 0.23, 0.23; row 1: 0.33 (ignored), 0.14,
+  # then gt 1's best, 0.6 twice (tied low-quality matches, both positive).
+  pos = np.asarray(out['pos']).reshape(4, 4)
+  assert pos[0, 0] and pos[1, 2] and pos[1, 3] and pos.sum() == 3
+  weights = np.asarray(out['weights']).reshape(4, 4)
+  assert weights[2:].sum() == 0 and weights[:2].sum() == 6  # 3 positives + 3 negatives
+  assert weights[0, 1] == weights[1, 0] == 0
