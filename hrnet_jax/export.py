@@ -329,9 +329,11 @@ def export(config: Any, checkpoint_path: str | os.PathLike, fmt: str, out: str |
     raise ExportError(f'--dynamic-size: --size {hw[0]} {hw[1]} (the size --verify runs) must be '
                       'multiples of 32')
   if fmt == 'onnx' and postprocess and config.task == 'detection':
-    raise ExportError('--with-postprocess: detection post-processing (per-image NMS) does not '
-                      'convert to ONNX here; export the raw outputs, or use stablehlo or '
-                      'savedmodel')
+    from hrnet_jax.tasks.detection import framework_class
+    if not framework_class(config.model.arch).onnx_postprocess:
+      raise ExportError(f'--with-postprocess: {config.model.arch}\'s detection post-processing '
+                        '(per-image NMS) does not convert to ONNX here; export the raw outputs, '
+                        'or use stablehlo or savedmodel')
   s, where = serving(config, checkpoint_path, hw, batch=batch, preprocess=preprocess,
                      postprocess=postprocess, dynamic_size=dynamic_size)
   size = '(32*h)x(32*w)' if dynamic_size else f'{hw[0]}x{hw[1]}'

@@ -250,3 +250,42 @@ def test_a_full_size_model_exports_to_onnx(tmp_path):
                          batch=None, check=True, log=lambda _: None)
   assert report['errors']['logits'] <= export.VERIFY_TOLERANCE
   assert report['bytes'] > 4 * 65e6  # the weights are inside
+
+
+@pytest.mark.slow
+def test_the_two_stage_detectors_loops_convert_to_onnx():
+  """What a two-stage detector adds to a graph, through ONNX into onnxruntime: RoIAlign's
+  adaptive sampling loop (multi-level), the RPN's batched NMS, and the batched class-wise
+  post-processing (the whole demo detector converts in about three minutes, which is beyond
+  this tier's budget; docs/deploy.md)."""
+  pytest.importorskip('onnxruntime')
+  import contextlib
+  import io
+  import jax2onnx
+  import jax.numpy as jnp
+  import onnxruntime
+  from hrnet_jax import ops
+
+  def through_onnx(fn, *args):
+    specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in args]
+    with contextlib.redirect_stdout(io.StringIO()):
+      model = jax2onnx.to_onnx(fn, specs, opset=export.ONNX_OPSET)
+    session = onnxruntime.InferenceSession(model.SerializeToString())
+    names = [i.name for i in session.get_inputs()]
+    return session.run(None, dict(zip(names, args)))
+
+  rng = np.random.default_rng(0)
+  levels = [rng.normal(size=(2, 16 // 2**i, 24 // 2**i, 8)).astype(np.float32) for i in range(2)]
+  xy = rng.uniform(0, 80, (2, 30, 2))
+  boxes = np.concatenate([xy, xy + rng.uniform(1, 60, (2, 30, 2))], -1).astype(np.float32)
+  pool = lambda a, b, x: ops.multilevel_roi_align([a, b], x.reshape(-1, 4),
+                                                  jnp.repeat(jnp.arange(2), 30), (4, 8), 7)
+  got = through_onnx(pool, *levels, boxes)[0]
+  np.testing.assert_allclose(got, np.asarray(pool(*levels, boxes)), atol=1e-5)
+  nms = lambda x: ops.greedy_nms(x, jnp.ones(x.shape[:2], bool), 0.5).astype(jnp.int32)
+  np.testing.assert_array_equal(through_onnx(nms, boxes)[0], np.asarray(nms(boxes)))
+  scores = rng.uniform(0, 1, (2, 30, 3)).astype(np.float32)
+  post = lambda x, s: tuple(ops.multiclass_nms(x, s, s > 0.3, 0.5, 10, 50)[k]
+                            for k in ('boxes', 'scores', 'labels', 'valid'))
+  for g, w in zip(through_onnx(post, boxes, scores), post(boxes, scores)):
+    np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(w, np.float64), atol=1e-5)

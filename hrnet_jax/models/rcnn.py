@@ -86,26 +86,29 @@ class BoxHead(nn.Module):
 
 def propose(logits: Sequence[Array], deltas: Sequence[Array], anchors: Sequence[Array],
             image_hw: Array, pre_nms: int, num: int, iou: float) -> tuple[Array, Array]:
-  """One image's proposals, mmdetection v2's RPN rule: per level the `pre_nms` anchors of
+  """The images' proposals, mmdetection v2's RPN rule: per level the `pre_nms` anchors of
   highest objectness, moved by their deltas and clipped to the image, empty boxes dropped, NMS
-  at `iou` within the level; then the best `num` of all levels. Levels: (H, W, A) logits,
-  (H, W, 4A) deltas, (H W A, 4) anchors. Returns boxes (num, 4) by score and their validity."""
+  at `iou` within the level; then the best `num` of all levels. Levels: (B, H, W, A) logits,
+  (B, H, W, 4A) deltas, (H W A, 4) anchors; `image_hw` (B, 2). Returns boxes (B, num, 4) by
+  score and their validity (B, num). Batched without vmap (exportable to ONNX)."""
+  b = image_hw.shape[0]
   boxes, scores = [], []
   for lg, dl, an in zip(logits, deltas, anchors):
-    s = jax.nn.sigmoid(lg.reshape(-1).astype(jnp.float32))
-    k = min(pre_nms, s.shape[0])
+    s = jax.nn.sigmoid(lg.reshape(b, -1).astype(jnp.float32))
+    k = min(pre_nms, s.shape[1])
     top_s, top = jax.lax.top_k(s, k)
-    b = ops.decode_deltas(an[top], dl.reshape(-1, 4).astype(jnp.float32)[top], max_hw=image_hw)
-    ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-    keep = ops.greedy_nms(b, ok, iou)
-    boxes.append(b)
+    d = jnp.take_along_axis(dl.reshape(b, -1, 4).astype(jnp.float32), top[..., None], axis=1)
+    box = ops.decode_deltas(an[top], d, max_hw=image_hw[:, None, :])
+    ok = (box[..., 2] > box[..., 0]) & (box[..., 3] > box[..., 1])
+    keep = ops.greedy_nms(box, ok, iou)
+    boxes.append(box)
     scores.append(jnp.where(keep, top_s, -1.0))
-  boxes, scores = jnp.concatenate(boxes), jnp.concatenate(scores)
-  k = min(num, scores.shape[0])
+  boxes, scores = jnp.concatenate(boxes, axis=1), jnp.concatenate(scores, axis=1)
+  k = min(num, scores.shape[1])
   top_s, top = jax.lax.top_k(scores, k)
   pad = num - k
-  out = jnp.pad(boxes[top], ((0, pad), (0, 0)))
-  return out, jnp.pad(top_s > -1.0, (0, pad))
+  out = jnp.pad(jnp.take_along_axis(boxes, top[..., None], axis=1), ((0, 0), (0, pad), (0, 0)))
+  return out, jnp.pad(top_s > -1.0, ((0, 0), (0, pad)))
 
 
 # --- Training samples ---------------------------------------------------------------------------
@@ -203,13 +206,10 @@ class TwoStageHead(nn.Module):
       image_hw = jnp.broadcast_to(jnp.asarray([shapes[0][0] * strides[0],
                                                shapes[0][1] * strides[0]], jnp.int32), (b, 2))
     anchor_levels = [jnp.asarray(ops.anchor_grid([s], [st])) for s, st in zip(shapes, strides)]
-    per_image = lambda maps: [m.reshape(m.shape[0], -1, m.shape[-1]) for m in maps]
-    propose_one = functools.partial(
-        propose, anchors=anchor_levels, iou=self.rpn_nms_iou,
-        pre_nms=self.train_pre_nms if train else self.test_pre_nms,
-        num=self.train_proposals if train else self.test_proposals)
-    proposals, valid = jax.vmap(lambda lg, dl, hw: propose_one(lg, dl, image_hw=hw))(
-        per_image(rpn_logits), per_image(rpn_deltas), image_hw)
+    proposals, valid = propose(rpn_logits, rpn_deltas, anchor_levels, image_hw,
+                               pre_nms=self.train_pre_nms if train else self.test_pre_nms,
+                               num=self.train_proposals if train else self.test_proposals,
+                               iou=self.rpn_nms_iou)
     proposals, valid = jax.lax.stop_gradient(proposals), jax.lax.stop_gradient(valid)
 
     heads = [BoxHead(self.num_classes, self.fc_channels, self.class_agnostic,

@@ -19,12 +19,12 @@ def area(boxes: Array) -> Array:
 
 
 def box_iou(a: Array, b: Array) -> Array:
-  """(N, M) IoU of every box of `a` (N, 4) with every box of `b` (M, 4)."""
-  lt = jnp.maximum(a[:, None, :2], b[None, :, :2])
-  rb = jnp.minimum(a[:, None, 2:], b[None, :, 2:])
-  wh = jnp.clip(rb - lt, 0)
+  """(..., N, M) IoU of every box of `a` (..., N, 4) with every box of `b` (..., M, 4)."""
+  lt = jnp.maximum(a[..., :, None, :2], b[..., None, :, :2])
+  rb = jnp.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
+  wh = jnp.maximum(rb - lt, 0.0)
   inter = wh[..., 0] * wh[..., 1]
-  return inter / jnp.maximum(area(a)[:, None] + area(b)[None, :] - inter, EPS)
+  return inter / jnp.maximum(area(a)[..., :, None] + area(b)[..., None, :] - inter, EPS)
 
 
 def aligned_iou(a: Array, b: Array, giou: bool = False) -> Array:
@@ -73,8 +73,9 @@ def decode_deltas(boxes: Array, deltas: Array, means: Sequence[float] = (0., 0.,
   limit = abs(math.log(wh_ratio_clip))
   pw, ph = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
   px, py = (boxes[..., 0] + boxes[..., 2]) * 0.5, (boxes[..., 1] + boxes[..., 3]) * 0.5
-  gw = pw * jnp.exp(jnp.clip(d[..., 2], -limit, limit))
-  gh = ph * jnp.exp(jnp.clip(d[..., 3], -limit, limit))
+  # minimum/maximum rather than jnp.clip: the ONNX converter's clip fails under vmap.
+  gw = pw * jnp.exp(jnp.minimum(jnp.maximum(d[..., 2], -limit), limit))
+  gh = ph * jnp.exp(jnp.minimum(jnp.maximum(d[..., 3], -limit), limit))
   gx, gy = px + pw * d[..., 0], py + ph * d[..., 1]
   out = jnp.stack([gx - gw * 0.5, gy - gh * 0.5, gx + gw * 0.5, gy + gh * 0.5], -1)
   return out if max_hw is None else clip_boxes(out, max_hw)
@@ -85,4 +86,4 @@ def clip_boxes(boxes: Array, max_hw: Array) -> Array:
   (..., 2)."""
   hw = jnp.asarray(max_hw, boxes.dtype)
   limit = jnp.stack([hw[..., 1], hw[..., 0], hw[..., 1], hw[..., 0]], -1)
-  return jnp.clip(boxes, 0.0, limit)
+  return jnp.minimum(jnp.maximum(boxes, 0.0), limit)

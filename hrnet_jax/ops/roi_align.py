@@ -83,7 +83,7 @@ def _num_samples(rois, meta, output_size, sampling_ratio, aligned):
     return sampling_ratio * sampling_ratio
   del meta
   _, _, _, _, grid_h, grid_w = _geometry(rois, output_size, sampling_ratio, aligned)
-  return jnp.max(grid_h * grid_w, initial=0)
+  return jnp.max(jnp.concatenate([grid_h * grid_w, jnp.zeros(1, jnp.int32)]))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
@@ -94,12 +94,16 @@ def _pool(flat: Array, rois: Array, meta: Array, output_size: tuple[int, int],
   out = jnp.zeros((rois.shape[0], p, q, flat.shape[-1]), jnp.promote_types(flat.dtype,
                                                                            jnp.float32))
 
-  def body(k, acc):
+  # A while loop whose operands all travel in the carry (the ONNX converter takes no closures).
+  def body(carry):
+    k, acc, flat, rois, meta, n = carry
     index, weight = _samples(rois, meta, output_size, sampling_ratio, aligned, k)
-    return acc + jnp.einsum('rpqk,rpqkc->rpqc', weight, flat[index].astype(acc.dtype))
+    acc = acc + jnp.einsum('rpqk,rpqkc->rpqc', weight, flat[index].astype(acc.dtype))
+    return k + 1, acc, flat, rois, meta, n
 
   n = _num_samples(rois, meta, output_size, sampling_ratio, aligned)
-  return jax.lax.fori_loop(0, n, body, out).astype(flat.dtype)
+  carry = (jnp.zeros((), jnp.int32), out, flat, rois, meta, jnp.asarray(n, jnp.int32))
+  return jax.lax.while_loop(lambda c: c[0] < c[-1], body, carry)[1].astype(flat.dtype)
 
 
 def _pool_fwd(flat, rois, meta, output_size, sampling_ratio, aligned):

@@ -16,16 +16,20 @@ from hrnet_jax.tasks.detection.task import DetectionTask
 FRAMEWORKS = {'fcos': 'fcos.FCOS', 'faster_rcnn': 'rcnn.TwoStage', 'cascade_rcnn': 'rcnn.TwoStage'}
 
 
+def framework_class(arch: str) -> type[DetectionTask]:
+  """The task class of a detection arch's framework."""
+  family = zoo.split_arch(arch)[0]
+  if family not in FRAMEWORKS:
+    raise ConfigError(f'config.model.arch: detection needs one of the frameworks\' archs '
+                      f'({", ".join(f + "_*" for f in FRAMEWORKS)}), got {arch!r}')
+  module, cls = FRAMEWORKS[family].rsplit('.', 1)
+  return getattr(importlib.import_module(f'hrnet_jax.tasks.detection.{module}'), cls)
+
+
 def detection_task(config: Any,
                    classes: tuple[Sequence[int], Sequence[str]] | None = None) -> DetectionTask:
   """The framework's task for `config.model.arch`."""
-  family = zoo.split_arch(config.model.arch)[0]
-  if family not in FRAMEWORKS:
-    raise ConfigError(f'config.model.arch: detection needs one of the frameworks\' archs '
-                      f'({", ".join(f + "_*" for f in FRAMEWORKS)}), got {config.model.arch!r}')
-  module, cls = FRAMEWORKS[family].rsplit('.', 1)
-  task = getattr(importlib.import_module(f'hrnet_jax.tasks.detection.{module}'), cls)
-  return task(config, classes)
+  return framework_class(config.model.arch)(config, classes)
 
 
-__all__ = ['DetectionTask', 'FRAMEWORKS', 'detection_task']
+__all__ = ['DetectionTask', 'FRAMEWORKS', 'detection_task', 'framework_class']

@@ -60,26 +60,32 @@ def decode(rois: Array, valid: Array, logits: Array, deltas: Array, image_hw: Ar
            scale_xy: Array, *, stds: Sequence[float], score_thr: float = 0.05,
            iou_threshold: float = 0.5, max_per_img: int = 100,
            max_pairs: int = 2000) -> dict[str, Array]:
-  """One image's detections, mmdetection v2's R-CNN test: class probabilities by softmax
+  """The images' detections, mmdetection v2's R-CNN test: class probabilities by softmax
   (background last, dropped), each RoI moved by its class's deltas (or the class-agnostic
   ones) and clipped to the resized image, boxes divided by the x/y resize factors, every
   (RoI, class) with probability > `score_thr` a candidate, class-wise NMS, the `max_per_img`
-  best (ops.multiclass_nms: `exact` says whether the fixed `max_pairs` changed nothing)."""
-  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, :-1]
-  num_classes = probs.shape[1]
-  per_class = deltas.reshape(deltas.shape[0], -1, 4).astype(jnp.float32)
-  boxes = ops.decode_deltas(rois[:, None, :], per_class, stds=stds, max_hw=image_hw)
-  boxes = boxes / jnp.tile(scale_xy.astype(jnp.float32), 2)
-  if per_class.shape[1] == 1:
-    boxes = boxes[:, 0]
-  elif per_class.shape[1] != num_classes:
-    raise ValueError(f'{per_class.shape[1]} box deltas per RoI for {num_classes} classes')
-  candidate = (probs > score_thr) & valid[:, None]
+  best (ops.multiclass_nms: `exact` says whether the fixed `max_pairs` changed nothing).
+
+  rois (B, P, 4), valid (B, P), logits (B, P, K + 1), deltas (B, P, 4K or 4), image_hw (B, 2),
+  scale_xy (B, 2); batched without vmap (exportable to ONNX)."""
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., :-1]
+  num_classes = probs.shape[-1]
+  b, p = rois.shape[:2]
+  per_class = deltas.reshape(b, p, -1, 4).astype(jnp.float32)
+  boxes = ops.decode_deltas(rois[:, :, None, :], per_class, stds=stds,
+                            max_hw=image_hw[:, None, None, :])
+  boxes = boxes / jnp.tile(scale_xy.astype(jnp.float32), 2)[:, None, None, :]
+  if per_class.shape[2] == 1:
+    boxes = boxes[:, :, 0]
+  elif per_class.shape[2] != num_classes:
+    raise ValueError(f'{per_class.shape[2]} box deltas per RoI for {num_classes} classes')
+  candidate = (probs > score_thr) & valid[..., None]
   return ops.multiclass_nms(boxes, probs, candidate, iou_threshold, max_per_img, max_pairs)
 
 
 class TwoStage(DetectionTask):
   """Faster R-CNN and Cascade R-CNN detection; reads config.model/data/loss/eval."""
+  onnx_postprocess = True  # decode is batched without vmap
 
   def __init__(self, config: Any, classes: tuple[Sequence[int], Sequence[str]] | None = None):
     family = zoo.split_arch(config.model.arch)[0]
@@ -115,11 +121,10 @@ class TwoStage(DetectionTask):
   def decode(self, outputs: Any, image_hw: Array, scale_xy: Array) -> dict[str, Array]:
     e = self.config.eval
     stds = rcnn.STAGE_STDS[int(self.settings['num_stages']) - 1]
-    one = functools.partial(decode, stds=stds, score_thr=float(e.score_thr),
-                            iou_threshold=float(e.nms_iou), max_per_img=int(e.max_per_img),
-                            max_pairs=int(e.max_pairs))
-    return jax.vmap(one)(outputs['rois'], outputs['valid'], outputs['logits'],
-                         outputs['deltas'], image_hw, scale_xy)
+    return decode(outputs['rois'], outputs['valid'], outputs['logits'], outputs['deltas'],
+                  image_hw, scale_xy, stds=stds, score_thr=float(e.score_thr),
+                  iou_threshold=float(e.nms_iou), max_per_img=int(e.max_per_img),
+                  max_pairs=int(e.max_pairs))
 
   def eval_outputs(self, apply_fn: Any, images: Array, batch: dict) -> dict:
     out = self.decode(apply_fn(images, image_hw=batch['image_hw']), batch['image_hw'],

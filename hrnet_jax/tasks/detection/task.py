@@ -6,7 +6,7 @@ few fixed sizes (canvas.py), so only a few programs compile; ground-truth boxes 
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import jax
 import numpy as np
@@ -28,6 +28,9 @@ class DetectionTask(Task):
   ((COCO ids, names)) when the data is not at hand."""
   task_name = 'detection'
   metric_name = 'AP'
+  # Whether the post-processed export (`serving_outputs(..., postprocess=True)`) converts to
+  # ONNX: it must run batched, without vmap (the converter's batching rules fail on this JAX).
+  onnx_postprocess: ClassVar[bool] = False
 
   def __init__(self, config: Any, classes: tuple[Sequence[int], Sequence[str]] | None = None):
     super().__init__(config)
