@@ -1,10 +1,12 @@
-"""Detection figures on this machine: the FCOS recipe's train step (targets, losses, backward,
-SGD with clipping) and eval step (network + decoding + NMS) at a canvas of the recipe: compile
+"""Detection figures on this machine: a detector recipe's train step (FCOS: targets, losses,
+backward, SGD with clipping; Faster / Cascade R-CNN: anchors, proposals, samples, RoIAlign,
+losses, backward) and eval step (network + decoding + NMS) at a canvas of the recipe: compile
 time and seconds per step; with --torch also the network's forward next to the PyTorch
-reference (mmdetection's layout) with the same weights, in turns.
+reference (mmdetection's layout) with the same weights, in turns (the two-stage forward
+includes the proposals and the box heads).
 
-  python benchmarks/det_figures.py [--arch fcos_w32] [--batch 1] [--size 800 1344] [--steps 2]
-      [--torch]
+  python benchmarks/det_figures.py [--arch fcos_w32 | faster_rcnn_w32 | cascade_rcnn_w32]
+      [--batch 1] [--size 800 1344] [--steps 2] [--torch]
 """
 
 import argparse
@@ -20,10 +22,17 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks import common  # noqa: E402
 
 
+RECIPES = {'fcos': 'det_coco_fcos', 'faster_rcnn': 'det_coco_faster_rcnn',
+           'cascade_rcnn': 'det_coco_cascade_rcnn'}
+
+
 def recipe(arch: str, size: tuple[int, int]):
-  from configs import det_coco_fcos
+  import importlib
   from hrnet_jax.tasks.detection import detection_task
-  c = det_coco_fcos.get_config(f'arch={arch}')
+  family = next((f for f in RECIPES if arch.startswith(f + '_')), None)
+  if family is None:
+    raise SystemExit(f'--arch {arch}: expected one of the families {sorted(RECIPES)}')
+  c = importlib.import_module(f'configs.{RECIPES[family]}').get_config(f'arch={arch}')
   c.data.buckets = (tuple(size),)
   return c, detection_task(c)  # the 80 COCO classes are built in: no dataset needed
 
@@ -36,6 +45,7 @@ def train_batch(rng: np.random.Generator, batch: int, size: tuple[int, int], max
   wh = rng.uniform(16, 400, (batch, max_boxes, 2))
   b = np.concatenate([xy, np.minimum(xy + wh, [w, h])], -1).astype(np.float32)
   return {'image': common.random_images(rng, (batch, h, w, 3)), 'boxes': b,
+          'image_hw': np.array([[h, w]] * batch, np.int32),
           'labels': rng.integers(0, 80, (batch, max_boxes)).astype(np.int32),
           'box_valid': np.arange(max_boxes)[None].repeat(batch, 0) < boxes}
 
@@ -67,21 +77,32 @@ def eval_step_time(c, task, batch: int, size: tuple[int, int], steps: int) -> tu
 
 def forward_vs_torch(arch: str, batch: int, size: tuple[int, int], repeats: int = 3
                      ) -> dict[str, float]:
-  """Median seconds of the network's forward (no decoding): JAX jit and the PyTorch reference
+  """Median seconds of the network's forward (no box decoding): JAX jit and the PyTorch reference
   (NCHW and channels_last, inference mode), same random weights, alternated."""
   import torch
   from hrnet_jax import convert, create_model
+  from hrnet_jax.models import zoo
   from hrnet_jax.convert import torch_hrnet
   torch.manual_seed(0)
   ref = torch_hrnet.build(arch)
   variables = convert.torch_to_flax(ref.state_dict(), arch)
   model = create_model(arch)
   x = np.random.default_rng(0).standard_normal((batch, *size, 3)).astype(np.float32)
-  fwd = jax.jit(lambda v, x: model.apply(v, x))
-  nchw = torch.from_numpy(np.ascontiguousarray(x[..., ::-1].transpose(0, 3, 1, 2)))
+  if zoo.model_config(arch).get('input_bgr'):
+    x_ref = x[..., ::-1]  # the reference takes the channels in the release's order
+  else:
+    x_ref = x
+  nchw = torch.from_numpy(np.ascontiguousarray(x_ref.transpose(0, 3, 1, 2)))
+  if arch.startswith(('faster_rcnn_', 'cascade_rcnn_')):
+    hw = np.array([size] * batch, np.int32)
+    fwd = jax.jit(lambda v, x: model.apply(v, x, image_hw=hw))
+    torch_fwd = lambda net, x: net.forward_two_stage(x, [size] * batch)  # noqa: E731
+  else:
+    fwd = jax.jit(lambda v, x: model.apply(v, x))
+    torch_fwd = lambda net, x: net(x)  # noqa: E731
   runs = {'jax': lambda: jax.block_until_ready(fwd(variables, x)),
-          'torch': lambda: ref(nchw),
-          'torch_channels_last': lambda: ref_cl(nchw_cl)}
+          'torch': lambda: torch_fwd(ref, nchw),
+          'torch_channels_last': lambda: torch_fwd(ref_cl, nchw_cl)}
   ref_cl = torch_hrnet.build(arch).to(memory_format=torch.channels_last)
   ref_cl.load_state_dict(ref.state_dict())
   nchw_cl = nchw.contiguous(memory_format=torch.channels_last)

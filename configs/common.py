@@ -161,3 +161,48 @@ def runlocal(c: ml_collections.ConfigDict, steps: int = 6, batch_size: int = 4
   c.checkpoint.every_steps = steps
   c.log_every_steps = steps
   return c
+
+
+# mmdetection's normalization of its COCO detectors, in RGB order.
+COCO_DETECTION_MEAN = (123.675, 116.28, 103.53)
+COCO_DETECTION_STD = (58.395, 57.12, 57.375)
+
+
+def coco_detection_data(c: ml_collections.ConfigDict) -> None:
+  """COCO detection as mmdetection's recipes read it: 1333x800 keeping aspect, flipped."""
+  c.data.name = 'coco_detection'  # coco_detection | det_demo
+  c.data.root = ''  # holds annotations/instances_{train,val}2017.json and images/{train,val}2017/
+  c.data.train_split = 'train2017'
+  c.data.eval_split = 'val2017'
+  c.data.mean, c.data.std = COCO_DETECTION_MEAN, COCO_DETECTION_STD
+  # (long, short) sides an image is resized to, keeping its aspect; training draws one of them.
+  c.data.train_scales = ((1333, 800),)
+  c.data.eval_scale = (1333, 800)
+  # Canvases (h, w) the resized images are padded into (the first that holds one): one program
+  # per canvas; a batch holds images of one canvas.
+  c.data.buckets = ((800, 1344), (1344, 800))
+  c.data.flip = True
+  c.data.max_boxes = 100  # ground-truth boxes per image (COCO train2017 has at most 93)
+
+
+def detection_demo_data(c: ml_collections.ConfigDict) -> None:
+  """The embedded shapes-and-people scenes at 256x192 and their 400-step schedule (batch 8)."""
+  c.data.name = 'det_demo'
+  c.data.train_split, c.data.eval_split = 'train', 'val'
+  c.data.train_scales = ((256, 192),)
+  c.data.eval_scale = (256, 192)
+  c.data.buckets = ((192, 256), (256, 192))
+  c.data.max_boxes = 16
+  c.data.num_workers = 2
+  c.optimizer.lr = 0.02
+  c.optimizer.warmup_steps = 50
+  c.optimizer.warmup_mode = 'linear'
+  c.optimizer.warmup_init = 0.1
+  c.optimizer.boundaries = (8,)  # epochs: step 320 of 400 at 320 images, batch 8
+  c.batch_size = 8
+  c.num_epochs, c.total_steps = 0, 400
+  c.eval.size_divisor = 0
+  c.eval.max_pairs = 1000
+  c.eval.every_steps = c.checkpoint.every_steps = 200
+  c.eval.batch_size = 16
+  c.log_every_steps = 25

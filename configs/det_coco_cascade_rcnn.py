@@ -10,7 +10,8 @@ logits on the last stage's boxes.
   python train.py --config configs/det_coco_cascade_rcnn.py --config.data.root=/data/coco
   python eval.py --config configs/det_coco_cascade_rcnn.py \\
       --checkpoint cascade_rcnn_hrnetv2p_w32_20e_coco.pth --config.data.root=/data/coco
-Variants: `:arch=cascade_rcnn_w18` / `cascade_rcnn_w40`; `:demo`; `:runlocal`.
+Variants: `:arch=cascade_rcnn_w18` / `cascade_rcnn_w40`; `:legacy` (HRNet-Object-Detection's
+releases, as det_coco_faster_rcnn.py); `:demo`; `:runlocal`.
 """
 
 from configs import common
@@ -18,7 +19,8 @@ from configs.det_coco_faster_rcnn import two_stage_config
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, arch='', schedule='20e', demo=False, runlocal=False)
+  args = common.parse_arg(arg, arch='', schedule='20e', legacy=False, demo=False,
+                          runlocal=False)
   c = two_stage_config(args, 'cascade_rcnn', 'det_coco_cascade_rcnn.py')
   c.loss.rpn_beta = 1.0 / 9.0
   c.loss.rcnn_beta = 1.0

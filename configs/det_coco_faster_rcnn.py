@@ -16,14 +16,15 @@ score > 0.05, class-wise NMS 0.5, 100 boxes per image, COCOeval bbox.
       --config.init_from=hrnetv2_w32_imagenet_pretrained.pth
   python eval.py --config configs/det_coco_faster_rcnn.py \\
       --checkpoint faster_rcnn_hrnetv2p_w32_1x_coco.pth --config.data.root=/data/coco
-Variants: `:arch=faster_rcnn_w18` / `faster_rcnn_w40`, `:schedule=2x`; `:demo` (the embedded
-shapes-and-people scenes: `make det-demo`); `:runlocal` (a tiny model, 6 steps).
+Variants: `:arch=faster_rcnn_w18` / `faster_rcnn_w40`, `:schedule=2x`; `:legacy` (evaluates the
+HRNet-Object-Detection releases, mmdetection v0.x: their key layout and test arithmetic, RPN
+2000 / NMS 0.7 / 2000 proposals; evaluation only); `:demo` (the embedded shapes-and-people
+scenes: `make faster-rcnn-demo`); `:runlocal` (a tiny model, 6 steps).
 """
 
 from configs import common
 
 SCHEDULES = {'1x': (12, (8, 11)), '2x': (24, (16, 22)), '20e': (20, (16, 19))}
-MEAN, STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)  # RGB, as the release
 
 
 def two_stage_config(args, family: str, name: str):
@@ -35,16 +36,11 @@ def two_stage_config(args, family: str, name: str):
   if args.schedule not in SCHEDULES:
     raise common.ConfigError(f'{name}:schedule={args.schedule}: expected one of '
                              f'{sorted(SCHEDULES)}')
-  c.data.name = 'coco_detection'  # coco_detection | det_demo
-  c.data.root = ''  # holds annotations/instances_{train,val}2017.json and images/{train,val}2017/
-  c.data.train_split = 'train2017'
-  c.data.eval_split = 'val2017'
-  c.data.mean, c.data.std = MEAN, STD
-  c.data.train_scales = ((1333, 800),)  # (long, short) sides, keeping aspect
-  c.data.eval_scale = (1333, 800)
-  c.data.buckets = ((800, 1344), (1344, 800))  # canvases (h, w): one program each
-  c.data.flip = True
-  c.data.max_boxes = 100  # ground-truth boxes per image (COCO train2017 has at most 93)
+  common.coco_detection_data(c)
+
+  # The HRNet-Object-Detection (mmdetection v0.x) releases: their layout and test arithmetic.
+  if args.legacy:
+    c.model.overrides.update(legacy=True, test_pre_nms=2000, test_proposals=2000)
 
   c.loss.rpn_beta = 0.0  # 0: L1; > 0: smooth L1 with this beta
   c.loss.rcnn_beta = 0.0
@@ -74,34 +70,17 @@ def two_stage_config(args, family: str, name: str):
   c.checkpoint.every_steps = 2000
 
   if demo:
-    c.data.name = 'det_demo'
-    c.data.train_split, c.data.eval_split = 'train', 'val'
-    c.data.train_scales = ((256, 192),)
-    c.data.eval_scale = (256, 192)
-    c.data.buckets = ((192, 256), (256, 192))
-    c.data.max_boxes = 16
-    c.data.num_workers = 2
+    common.detection_demo_data(c)
     # A small head for a small problem: 64 channels, fc 256, fewer proposals and samples.
     c.model.overrides.update(out_channels=64, fc_channels=256, norm_eval=False,
                              train_pre_nms=500, train_proposals=200, test_pre_nms=500,
                              test_proposals=200, rpn_samples=128, roi_samples=128)
-    c.optimizer.lr = 0.02
-    c.optimizer.warmup_steps = 50
-    c.optimizer.warmup_init = 0.1
-    c.optimizer.boundaries = (8,)  # epochs: step 320 of 400 at 320 images, batch 8
-    c.batch_size = 8
-    c.num_epochs, c.total_steps = 0, 400
-    c.eval.size_divisor = 0
-    c.eval.max_pairs = 1000
     c.eval.show_score = 0.3
-    c.eval.every_steps = c.checkpoint.every_steps = 200
-    c.eval.batch_size = 16
-    c.log_every_steps = 25
   if args.runlocal:
     common.runlocal(c)
   return c
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, arch='', schedule='1x', demo=False, runlocal=False)
+  args = common.parse_arg(arg, arch='', schedule='1x', legacy=False, demo=False, runlocal=False)
   return two_stage_config(args, 'faster_rcnn', 'det_coco_faster_rcnn.py')

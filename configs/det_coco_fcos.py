@@ -21,9 +21,6 @@ Variants: `:arch=fcos_w18` / `fcos_w40`, `:schedule=2x`, `:ms` (multi-scale trai
 from configs import common
 
 SCHEDULES = {'1x': (12, (8, 11)), '2x': (24, (16, 22))}
-# mmdetection's normalization of these checkpoints, in RGB order (the model turns the channels
-# around: the released weights take BGR input, see `input_bgr`).
-MEAN, STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
 
 def get_config(arg=None):
@@ -34,19 +31,9 @@ def get_config(arg=None):
   if args.schedule not in SCHEDULES:
     raise common.ConfigError(f'det_coco_fcos.py:schedule={args.schedule}: expected one of '
                              f'{sorted(SCHEDULES)}')
-  c.data.name = 'coco_detection'  # coco_detection | det_demo
-  c.data.root = ''  # holds annotations/instances_{train,val}2017.json and images/{train,val}2017/
-  c.data.train_split = 'train2017'
-  c.data.eval_split = 'val2017'
-  c.data.mean, c.data.std = MEAN, STD
-  # (long, short) sides an image is resized to, keeping its aspect; training draws one of them.
-  c.data.train_scales = ((1333, 640), (1333, 800)) if args.ms else ((1333, 800),)
-  c.data.eval_scale = (1333, 800)
-  # Canvases (h, w) the resized images are padded into (the first that holds one): one program
-  # per canvas; a batch holds images of one canvas.
-  c.data.buckets = ((800, 1344), (1344, 800))
-  c.data.flip = True
-  c.data.max_boxes = 100  # ground-truth boxes per image (COCO train2017 has at most 93)
+  common.coco_detection_data(c)
+  if args.ms:
+    c.data.train_scales = ((1333, 640), (1333, 800))
 
   c.loss.box_loss = 'giou' if args.giou else 'iou'
   c.loss.focal_alpha = 0.25
@@ -85,29 +72,11 @@ def get_config(arg=None):
   c.checkpoint.every_steps = 2000
 
   if demo:
-    c.data.name = 'det_demo'
-    c.data.train_split, c.data.eval_split = 'train', 'val'
-    c.data.train_scales = ((256, 192),)
-    c.data.eval_scale = (256, 192)
-    c.data.buckets = ((192, 256), (256, 192))
-    c.data.max_boxes = 16
-    c.data.num_workers = 2
+    common.detection_demo_data(c)
     c.model.overrides.update(out_channels=64, gn_groups=16, stacked_convs=2, norm_eval=False)
     c.loss.regress_ranges = ((-1.0, 32.0), (32.0, 64.0), (64.0, 128.0), (128.0, 256.0),
                              (256.0, 1e8))
-    c.optimizer.lr = 0.02
-    c.optimizer.warmup_steps = 50
-    c.optimizer.warmup_mode = 'linear'
-    c.optimizer.warmup_init = 0.1
-    c.optimizer.boundaries = (8,)  # epochs: step 320 of 400 at 320 images, batch 8
-    c.batch_size = 8
-    c.num_epochs, c.total_steps = 0, 400
-    c.eval.size_divisor = 0
-    c.eval.max_pairs = 1000
     c.eval.show_score = 0.1  # 400 steps from scratch: the best boxes score 0.1-0.4
-    c.eval.every_steps = c.checkpoint.every_steps = 200
-    c.eval.batch_size = 16
-    c.log_every_steps = 25
   if args.runlocal:
     common.runlocal(c)
   return c

@@ -4,6 +4,7 @@ person detector feeding top-down pose in predict.py and eval.py."""
 import json
 
 import cv2
+import jax
 import numpy as np
 import pytest
 
@@ -119,3 +120,30 @@ def test_two_stage_trains_predicts_and_finds_people(det_demo_root, pose_root, tm
   outcome = predict.run(pose_config, str(tmp_path / 'pose'), [str(path)], tmp_path / 'poses',
                         detector=detector)
   assert not outcome.failed and len(outcome.records[0]['people']) == len(boxes)
+  # Pose evaluation with the two-stage detector's person boxes (and their scores).
+  scores = evaluate_checkpoint.run(pose_config, str(tmp_path / 'pose'),
+                                   predictions_dir=tmp_path / 'p', detector=c,
+                                   detector_checkpoint=str(run))
+  found = json.loads((tmp_path / 'p' / 'person_detections_val.json').read_text())
+  assert found and all(b['category_id'] == 1 and 0.05 < b['score'] <= 1 for b in found)
+  assert 'AP' in scores
+
+
+def test_a_legacy_release_evaluates_with_the_switch(det_demo_root, tmp_path):
+  """A checkpoint in HRNet-Object-Detection's layout (a random tiny Faster R-CNN written as a
+  .pth) evaluates with `:legacy`; without it, the error names the switch."""
+  import torch
+  from hrnet_jax import convert
+  from hrnet_jax.convert.core import ConversionError
+  from hrnet_jax.tasks import get_task
+  c = recipe('det_coco_faster_rcnn', det_demo_root, 'runlocal,legacy')
+  task = get_task(c)
+  state = convert.flax_to_torch(task.create_model().init(
+      jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32)), c.model.arch, **task.model_kwargs)
+  assert 'bbox_head.fc_cls.weight' in state and 'neck.fpn_conv.0.weight' in state
+  path = tmp_path / 'faster_rcnn_hrnetv2p_v0.pth'
+  torch.save({'state_dict': {k: torch.from_numpy(np.array(v)) for k, v in state.items()}}, path)
+  results = evaluate_checkpoint.run(c, str(path), predictions_dir=tmp_path / 'p')
+  assert results['num_images'] == 8 and 0.0 <= results['AP'] <= 1.0
+  with pytest.raises(ConversionError, match='set config.model.overrides.legacy=True'):
+    evaluate_checkpoint.run(recipe('det_coco_faster_rcnn', det_demo_root), str(path))

@@ -196,3 +196,99 @@ def test_random_sampler_counts_and_draws_uniformly():
       jax.random.split(jax.random.key(2), 400))
   counts = np.bincount(np.asarray(draws)[:, :128].reshape(-1), minlength=200)[:200]
   assert abs(counts.mean() - 256) < 1e-9 and counts.min() > 200 and counts.max() < 310
+
+
+# --- mmdetection v1's arithmetic (legacy: the HRNet-Object-Detection releases) ---------------
+
+
+def numpy_legacy_roi_align(features, rois, size, scale, samples=2):
+  """mmdetection v1's RoIAlign kernel, one sample at a time: the box spans x1 * scale ..
+  (x2 + 1) * scale (no minimum), samples beyond [-1, side] read zero, below 0 read row 0."""
+  n, h, w, c = features.shape
+  out = np.zeros((len(rois), size, size, c), np.float64)
+  for r, (b, x1, y1, x2, y2) in enumerate(rois.astype(np.float64)):
+    sx, sy = x1 * scale, y1 * scale
+    bw, bh = max((x2 + 1) * scale - sx, 0) / size, max((y2 + 1) * scale - sy, 0) / size
+    fmap = features[int(b)].astype(np.float64)
+    for ph in range(size):
+      for pw in range(size):
+        acc = np.zeros(c)
+        for iy in range(samples):
+          for ix in range(samples):
+            y = sy + ph * bh + (iy + 0.5) * bh / samples
+            x = sx + pw * bw + (ix + 0.5) * bw / samples
+            if y < -1 or y > h or x < -1 or x > w:
+              continue
+            y, x = max(y, 0.0), max(x, 0.0)
+            y0, x0 = int(y), int(x)
+            if y0 >= h - 1:
+              y0 = y1_ = h - 1
+              y = float(y0)
+            else:
+              y1_ = y0 + 1
+            if x0 >= w - 1:
+              x0 = x1_ = w - 1
+              x = float(x0)
+            else:
+              x1_ = x0 + 1
+            ly, lx = y - y0, x - x0
+            acc += ((1 - ly) * (1 - lx) * fmap[y0, x0] + (1 - ly) * lx * fmap[y0, x1_]
+                    + ly * (1 - lx) * fmap[y1_, x0] + ly * lx * fmap[y1_, x1_])
+        out[r, ph, pw] = acc / samples**2
+  return out
+
+
+def test_legacy_roi_align_equals_the_v1_kernel_written_out(roi_case):
+  """Boxes end one pixel further and have no one-pixel minimum (the tiny and inverted edge
+  boxes differ from torchvision's unaligned rule there)."""
+  features, rois = roi_case
+  got = ops.roi_align(jnp.asarray(features), jnp.asarray(rois), 7, 0.25, 2, legacy=True)
+  np.testing.assert_allclose(np.asarray(got), numpy_legacy_roi_align(features, rois, 7, 0.25),
+                             atol=1e-5, rtol=0)
+  unaligned = torch_roi_align(features, rois, 7, 0.25, 2, False)
+  assert np.abs(np.asarray(got) - unaligned).max() > 1e-2  # not the same thing
+
+
+def test_legacy_levels_and_nms_by_hand():
+  # A box 0..111 is 112 wide inclusive: level 1 (log2(112 / 56) = 1); without +1 111: level 0.
+  box = jnp.asarray([[0., 0., 111., 111.]])
+  assert int(ops.roi_levels(box, 4, legacy=True)[0]) == 1
+  assert int(ops.roi_levels(box, 4)[0]) == 0
+  # Two 10x10 (inclusive 11x11) boxes one pixel apart: intersection 10x11 = 110, union 132.
+  a, b = [0., 0., 10., 10.], [1., 0., 11., 10.]
+  iou = ops.box_iou(jnp.asarray([a]), jnp.asarray([b]), legacy=True)
+  np.testing.assert_allclose(float(iou[0, 0]), 110 / 132, rtol=1e-6)
+  np.testing.assert_allclose(float(ops.box_iou(jnp.asarray([a]), jnp.asarray([b]))[0, 0]),
+                             90 / 110, rtol=1e-6)
+  # At threshold 0.82 the legacy IoU (0.833) suppresses, the v2 one (0.818) does not.
+  boxes, valid = jnp.asarray([a, b]), jnp.asarray([True, True])
+  assert np.asarray(ops.greedy_nms(boxes, valid, 0.82, legacy=True)).tolist() == [True, False]
+  assert np.asarray(ops.greedy_nms(boxes, valid, 0.82)).tolist() == [True, True]
+  # Touching boxes of two classes never suppress each other (the class offset leaves a gap).
+  keep = ops.class_wise_nms(jnp.asarray([a, a]), jnp.asarray([0, 1]), valid, 0.1, legacy=True)
+  assert np.asarray(keep).tolist() == [True, True]
+
+
+def test_legacy_delta_coder_by_hand():
+  """Widths x2 - x1 + 1: box 0..9 x 0..19 is 10 x 20 centred (4.5, 9.5); the target 5..14 x
+  5..24 is the same size moved by (5, 5): deltas (0.5, 0.25, 0, 0); decoding back and clipping
+  to width - 1."""
+  box, target = jnp.asarray([[0., 0., 9., 19.]]), jnp.asarray([[5., 5., 14., 24.]])
+  deltas = ops.encode_deltas(box, target, legacy=True)
+  np.testing.assert_allclose(np.asarray(deltas), [[0.5, 0.25, 0.0, 0.0]], atol=1e-6)
+  np.testing.assert_allclose(np.asarray(ops.decode_deltas(box, deltas, legacy=True)),
+                             np.asarray(target), atol=1e-5)
+  # Twice the size about the same centre: 20 x 40 inclusive -> corners 4.5 -+ 9.5, 9.5 -+ 19.5.
+  double = ops.decode_deltas(box, jnp.asarray([[0., 0., np.log(2), np.log(2)]]), legacy=True)
+  np.testing.assert_allclose(np.asarray(double), [[-5., -10., 14., 29.]], atol=1e-5)
+  clipped = ops.decode_deltas(box, jnp.asarray([[0., 0., np.log(2), np.log(2)]]),
+                              max_hw=jnp.asarray([25, 12]), legacy=True)
+  np.testing.assert_allclose(np.asarray(clipped), [[0., 0., 11., 24.]], atol=1e-5)
+
+
+def test_legacy_anchors_by_hand():
+  """v1's anchors at stride 4: centre 1.5, ratio 1: side 32 -> 1.5 -+ 15.5 = (-14, -14, 17,
+  17); ratio 0.5: w 45.25, h 22.63 -> round(1.5 -+ 22.13), round(1.5 -+ 10.81)."""
+  got = ops.base_anchors(4, legacy=True)
+  np.testing.assert_array_equal(got[1], [-14., -14., 17., 17.])
+  np.testing.assert_array_equal(got[0], [-21., -9., 24., 12.])

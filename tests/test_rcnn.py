@@ -17,11 +17,11 @@ TINY = dict(width=4, num_modules=(1, 1, 1), num_blocks=1, stage1_blocks=1, stage
             out_channels=16, fc_channels=32, num_classes=3, test_proposals=300)
 
 
-def tiny_task(arch):
+def tiny_task(arch, legacy=False):
   """The recipe's task for a tiny `arch` of 3 classes (no dataset needed)."""
   from configs import det_coco_cascade_rcnn, det_coco_faster_rcnn
   recipe = det_coco_faster_rcnn if arch.startswith('faster') else det_coco_cascade_rcnn
-  config = recipe.get_config(f'arch={arch}')
+  config = recipe.get_config(f'arch={arch}' + (',legacy' if legacy else ''))
   config.model.overrides.update({k: v for k, v in TINY.items() if k != 'num_classes'})
   task = detection_task(config, classes=([1, 2, 3], ['a', 'b', 'c']))
   assert isinstance(task, rcnn_task.TwoStage)
@@ -87,14 +87,17 @@ def test_conversion_round_trip_is_exact(arch):
     np.testing.assert_array_equal(np.asarray(back[k]), v, err_msg=k)
 
 
-@pytest.fixture(scope='module', params=['faster_rcnn_w18', 'cascade_rcnn_w18'])
+@pytest.fixture(scope='module', params=[('faster_rcnn_w18', False), ('cascade_rcnn_w18', False),
+                                        ('faster_rcnn_w18', True), ('cascade_rcnn_w18', True)],
+                ids=['faster', 'cascade', 'faster-legacy', 'cascade-legacy'])
 def both_networks(request):
-  """(arch, JAX outputs, PyTorch reference outputs) of the converted tiny network on one image
-  (64x96, the unpadded image 64x90), random weights of the release's layout."""
+  """(arch, legacy, JAX outputs, PyTorch reference outputs) of the converted tiny network on one
+  image (64x96, the unpadded image 64x90), random weights of the release's layout (legacy:
+  HRNet-Object-Detection's, converted with the layout inferred)."""
   import torch
   from hrnet_jax.convert import torch_hrnet
-  arch = request.param
-  more = dict(TINY, test_proposals=1000)  # more slots than survivors: some stay empty
+  arch, legacy = request.param
+  more = dict(TINY, test_proposals=1000, legacy=legacy)  # more slots than survivors
   state = scaled_state_dict(arch, seed=1, **more)
   variables = convert.torch_to_flax(state, arch, **more)
   reference = torch_hrnet.build(arch, **more)
@@ -104,14 +107,19 @@ def both_networks(request):
     want = reference.forward_two_stage(torch.from_numpy(x).permute(0, 3, 1, 2), [(64, 90)])
   model = zoo.create_model(arch, **more)
   got = jax.jit(lambda v, x: model.apply(v, x, image_hw=jnp.asarray([[64, 90]])))(variables, x)
-  return arch, got, {k: v.numpy() for k, v in want.items()}
+  return arch, legacy, got, {k: v.numpy() for k, v in want.items()}
 
 
 @pytest.mark.slow
 def test_converted_network_equals_pytorch(both_networks):
   """The converted network gives the reference's proposals (the same ones: validity equal),
-  class logits and deltas (torchvision's roi_align and nms inside the reference)."""
-  _, got, want = both_networks
+  class logits and deltas (torchvision's roi_align and nms inside the reference; legacy: v1's
+  kernel and NMS written out, background first in its outputs)."""
+  arch, legacy, got, want = both_networks
+  if legacy:  # the reference's background comes first; the model has no background deltas
+    want = dict(want, logits=np.roll(want['logits'], -1, axis=-1))
+    if arch.startswith('faster'):
+      want['deltas'] = want['deltas'][..., 4:]
   np.testing.assert_array_equal(np.asarray(got['valid']), want['valid'])
   assert 100 < want['valid'].sum() < 1000  # proposals, and empty slots
   for k in ('rois', 'logits', 'deltas'):
@@ -137,18 +145,44 @@ def torch_detections(rois, logits, deltas, hw, scale, stds, agnostic):
   return b[keep].numpy(), s[keep].numpy(), cols[keep].numpy()
 
 
+def legacy_torch_detections(rois, logits, deltas, hw, scale, stds, agnostic):
+  """mmdetection v1's R-CNN test written with torch, on the reference's raw outputs
+  (background first): softmax, v1 deltas, clip to width - 1, one rescale factor, then class by
+  class (skipping the background) v1's NMS; the 100 best by score."""
+  import torch
+  from hrnet_jax.convert.torch_rcnn import apply_deltas, legacy_nms
+  rois, logits, deltas = (torch.tensor(np.asarray(a)) for a in (rois, logits, deltas))
+  probs = torch.softmax(logits, 1)
+  boxes = apply_deltas(rois, deltas, stds, hw, legacy=True).reshape(len(rois), -1, 4)
+  boxes = boxes / float(scale[0])
+  out = []
+  for c in range(1, probs.shape[1]):
+    pick = probs[:, c] > 0.05
+    b = boxes[pick, 0] if agnostic else boxes[pick, c]
+    s = probs[pick, c]
+    for i in legacy_nms(b, s, 0.5).tolist():
+      out.append((float(s[i]), b[i].numpy(), c - 1))
+  out.sort(key=lambda t: -t[0])
+  out = out[:100]
+  return (np.stack([o[1] for o in out]), np.asarray([o[0] for o in out]),
+          np.asarray([o[2] for o in out]))
+
+
 @pytest.mark.slow
 def test_detections_equal_the_reference_protocol(both_networks):
   """The task's decode of the converted model equals the protocol computed with torch on the
   reference network's outputs (the same boxes, scores and classes, in order)."""
-  arch, got, want = both_networks
+  arch, legacy, got, want = both_networks
   hw, scale = np.asarray([64, 90]), np.asarray([0.8, 0.75], np.float32)
-  detections = tiny_task(arch).decode(got, jnp.asarray([hw]), jnp.asarray([scale]))
+  if legacy:  # v1 divides by its one keep-aspect factor
+    scale = np.asarray([0.8, 0.8], np.float32)
+  detections = tiny_task(arch, legacy).decode(got, jnp.asarray([hw]), jnp.asarray([scale]))
   n = int(want['valid'][0].sum())
   stds = rcnn.STAGE_STDS[0 if arch.startswith('faster') else 2]
-  boxes, scores, labels = torch_detections(want['rois'][0, :n], want['logits'][0, :n],
-                                           want['deltas'][0, :n], hw, scale, stds,
-                                           arch.startswith('cascade'))
+  protocol = legacy_torch_detections if legacy else torch_detections
+  boxes, scores, labels = protocol(want['rois'][0, :n], want['logits'][0, :n],
+                                   want['deltas'][0, :n], hw, scale, stds,
+                                   arch.startswith('cascade'))
   m = int(detections['valid'][0].sum())
   assert m == len(scores) > 10 and bool(detections['exact'][0])
   np.testing.assert_array_equal(np.asarray(detections['labels'][0, :m]), labels)
@@ -278,3 +312,69 @@ def test_anchor_targets_sample_only_anchors_on_the_image():
   weights = np.asarray(out['weights']).reshape(4, 4)
   assert weights[2:].sum() == 0 and weights[:2].sum() == 6  # 3 positives + 3 negatives
   assert weights[0, 1] == weights[1, 0] == 0
+
+
+@pytest.mark.parametrize('arch, stages', [('faster_rcnn_w32', 1), ('cascade_rcnn_w32', 3)])
+def test_legacy_key_layout(arch, stages):
+  """HRNet-Object-Detection's checkpoints (mmdetection v0.x): plain neck convs, top-level box
+  heads, 81 logits with the background first, 324 class-specific deltas (its 4 first)."""
+  keys = dict(mapping.torch_keys_and_shapes(arch, legacy=True))
+  assert keys['neck.reduction_conv.0.weight'] == (256, 480, 1, 1)
+  assert keys['neck.fpn_conv.4.bias'] == (256,)
+  heads = ['bbox_head.'] if stages == 1 else [f'bbox_head.{s}.' for s in range(stages)]
+  for head in heads:
+    assert keys[head + 'fc_cls.weight'] == (81, 1024)
+    assert keys[head + 'fc_reg.weight'] == ((324, 1024) if stages == 1 else (4, 1024))
+    assert keys[head + 'shared_fcs.0.weight'] == (1024, 256 * 7 * 7)
+  assert not any(k.startswith(('roi_head', 'neck.fpn_convs', 'neck.reduction_conv.conv'))
+                 for k in keys)
+  shapes = {k: np.broadcast_to(np.float32(0), s) for k, s in keys.items()}
+  assert mapping.infer_arch(shapes) == (arch, {'legacy': True})
+
+
+def test_legacy_conversion_moves_the_background_last():
+  """The background's logit row moves from first to last; its 4 delta rows are dropped (no
+  test reads them) and written back as zeros; everything else round-trips bit for bit."""
+  arch, more = 'faster_rcnn_w18', dict(TINY, legacy=True)
+  state = scaled_state_dict(arch, **more)
+  variables = convert.torch_to_flax(state, arch, **more)
+  head = variables['params']['head']['roi_head.bbox_head']  # the model's names stay v2's
+  np.testing.assert_array_equal(head['fc_cls']['kernel'][:, -1],
+                                state['bbox_head.fc_cls.weight'][0])
+  np.testing.assert_array_equal(head['fc_cls']['bias'][:3], state['bbox_head.fc_cls.bias'][1:])
+  np.testing.assert_array_equal(head['fc_reg']['bias'], state['bbox_head.fc_reg.bias'][4:])
+  assert head['fc_reg']['kernel'].shape == (TINY['fc_channels'], 4 * TINY['num_classes'])
+  back = convert.flax_to_torch(variables, arch, **more)
+  for k, v in state.items():
+    if k.startswith('bbox_head.fc_reg.'):
+      np.testing.assert_array_equal(back[k][4:], v[4:])
+      assert not np.any(back[k][:4])
+    else:
+      np.testing.assert_array_equal(np.asarray(back[k]), v, err_msg=k)
+
+
+def test_a_legacy_checkpoint_without_the_switch_names_the_config_key():
+  legacy = scaled_state_dict('faster_rcnn_w18_small_v1', legacy=True)
+  with pytest.raises(convert.ConversionError) as e:
+    convert.torch_to_flax(legacy, 'faster_rcnn_w18_small_v1', legacy=False)
+  assert str(e.value).splitlines()[0] == (
+      "the checkpoint has HRNet-Object-Detection's layout (mmdetection v0.x: top-level bbox_head, "
+      "background first): set config.model.overrides.legacy=True (the two-stage configs' "
+      ':legacy)')
+  v2 = scaled_state_dict('faster_rcnn_w18_small_v1')
+  with pytest.raises(convert.ConversionError) as e:
+    convert.torch_to_flax(v2, 'faster_rcnn_w18_small_v1', legacy=True)
+  assert str(e.value).splitlines()[0].startswith("the checkpoint has mmdetection v2's layout")
+  # Without a stated layout (the converter, config.init_from) the checkpoint's is taken.
+  report = convert.Report()
+  convert.torch_to_flax(legacy, report=report)
+  assert report.arch == 'faster_rcnn_w18_small_v1' and report.overrides == {'legacy': True}
+
+
+def test_the_legacy_switch_evaluates_only():
+  from hrnet_jax.errors import ConfigError
+  task = tiny_task('faster_rcnn_w18', legacy=True)
+  assert task.legacy and 'mmdetection v1 arithmetic' in task.protocol()
+  with pytest.raises(ConfigError, match=r'^config.model.overrides.legacy=True .* train with '
+                                        'legacy False'):
+    task.model_inputs({})

@@ -112,6 +112,13 @@ def torch_to_flax(state_dict_or_path: Any, arch: str | None = None, *,
     arch = inferred_arch
   task, _ = zoo.split_arch(arch)
   head_sizes = {}  # the checkpoint's head size, where the caller asks for another
+  layout_found = None  # the checkpoint's two-stage layout (legacy), where the caller asks another
+  legacy = mapping.legacy_layout(tensors)
+  if legacy is not None and 'legacy' in zoo.TASKS[task]:
+    if 'legacy' not in overrides:  # unstated: the checkpoint's own layout
+      overrides = dict(overrides, legacy=True) if legacy else overrides
+    elif overrides['legacy'] != legacy:
+      layout_found = legacy
   if inferred_arch and zoo.split_arch(inferred_arch)[0] == task:
     # The head the checkpoint was trained with, unless the caller names its size (either key).
     sized = {'num_classes', 'num_joints'} & set(overrides)
@@ -147,7 +154,7 @@ def torch_to_flax(state_dict_or_path: Any, arch: str | None = None, *,
       (report.ignored if _ignorable(task, key) else unexpected).append(key)
   if missing or misshaped or unexpected:
     raise MismatchError(arch, overrides, missing, unexpected, misshaped, inferred_arch,
-                        head_sizes)
+                        head_sizes, layout_found)
   report.arch, report.overrides, report.converted = arch, dict(overrides), len(entries)
   return traverse_util.unflatten_dict(flat)
 
@@ -196,13 +203,20 @@ class MismatchError(ConversionError):
 
   def __init__(self, arch: str, overrides: Mapping[str, Any], missing: list[str],
                unexpected: list[str], misshaped: list[str], inferred_arch: str | None = None,
-               head_sizes: Mapping[str, int] | None = None):
+               head_sizes: Mapping[str, int] | None = None, legacy_found: bool | None = None):
     self.missing, self.unexpected, self.misshaped = missing, unexpected, misshaped
     lines = []
     if inferred_arch and inferred_arch != arch:
       lines.append(f'the checkpoint looks like {inferred_arch}, not {arch}: set '
                    f'config.model.arch={inferred_arch} (the converter: drop --arch, it is '
                    'inferred, or pass --arch ' + inferred_arch + ')')
+    if legacy_found is not None:
+      lines.append(
+          "the checkpoint has HRNet-Object-Detection's layout (mmdetection v0.x: top-level "
+          'bbox_head, background first): set config.model.overrides.legacy=True (the '
+          "two-stage configs' :legacy)" if legacy_found else
+          "the checkpoint has mmdetection v2's layout (roi_head.bbox_head): set "
+          'config.model.overrides.legacy=False')
     for k, found in (head_sizes or {}).items():
       lines.append(f'the checkpoint\'s head has {k}={found}, this model {overrides[k]} (from the '
                    'dataset, config.data): evaluate it on its own dataset, or train from its '

@@ -12,6 +12,12 @@ The top-level 'backbone'/'head' component is dropped (detection keeps mmdet's `b
 `num_batches_tracked` in PyTorch. One exception to the leaf names: mmcv's `Scale` (FCOS's
 `bbox_head.scales.<i>`) keeps its 0-d parameter as `.scale`, not `.weight`.
 
+Two-stage detectors with `legacy=True` take the layout of the HRNet-Object-Detection releases
+(mmdetection v0.x): `neck.reduction_conv.0`, `neck.fpn_conv.<i>`, top-level `bbox_head[.<s>]`,
+the background class FIRST in `fc_cls` and, for class-specific regression, a background block of
+4 rows first in `fc_reg` (324 rows for 80 classes). The model keeps the background last and has
+no background regression (no test reads it): those 4 rows are dropped, and written as zeros.
+
 A scanned group (`stage3.0-3`, `branches.0.0-3`, see `hrnet_jax.models.backbone`) stacks its
 copies on leading axes, one axis per range in the path, outermost first: the official tensor
 `stage3.2.branches.0.1.conv1.weight` is slice [2, 1] of `stage3.0-3/branches.0.0-3/conv1/kernel`.
@@ -36,10 +42,10 @@ _ORDER = [
     'incre_modules', 'downsamp_modules', 'final_layer', 'classifier', 'last_layer', 'head',
     'conv3x3_ocr', 'ocr_distri_head', 'object_context_block', 'f_pixel', 'f_object', 'f_down',
     'f_up', 'conv_bn_dropout', 'cls_head', 'aux_head', 'backbone', 'neck', 'reduction_conv',
-    'fpn_convs', 'bbox_head', 'cls_convs', 'reg_convs', 'conv_cls', 'conv_reg', 'conv_centerness',
-    'scales', 'rpn_head', 'rpn_conv', 'rpn_cls', 'rpn_reg', 'roi_head', 'fc_cls', 'fc_reg',
-    'shared_fcs', 'conv', 'gn', 'weight', 'bias', 'scale', 'running_mean', 'running_var',
-    'num_batches_tracked'
+    'fpn_convs', 'fpn_conv', 'bbox_head', 'cls_convs', 'reg_convs', 'conv_cls', 'conv_reg',
+    'conv_centerness', 'scales', 'rpn_head', 'rpn_conv', 'rpn_cls', 'rpn_reg', 'roi_head',
+    'fc_cls', 'fc_reg', 'shared_fcs', 'conv', 'gn', 'weight', 'bias', 'scale', 'running_mean',
+    'running_var', 'num_batches_tracked'
 ]
 _RANK = {name: i for i, name in enumerate(_ORDER)}
 
@@ -84,16 +90,25 @@ class Entry:
   index: tuple[int, ...] = ()
   stack: tuple[int, ...] = ()
   chw: tuple[int, int, int] | None = None  # a dense layer reading (C, H, W)-flattened features
+  background_first: str = ''  # legacy box heads: 'cls' (logits) or 'reg' (4 leading deltas)
 
   def to_flax(self, array: np.ndarray) -> np.ndarray:
     array = _transpose(array, to_torch=False)
     if self.chw:  # rows c*H*W + h*W + w -> rows (h*W + w)*C + c, the order of NHWC features
       c, h, w = self.chw
       array = array.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(array.shape)
+    if self.background_first == 'cls':  # outputs (last axis): background from first to last
+      array = np.roll(array, -1, axis=-1)
+    elif self.background_first == 'reg':
+      array = array[..., 4:]
     return _contiguous(array)
 
   def to_torch(self, array: np.ndarray) -> np.ndarray:
     array = np.asarray(array)
+    if self.background_first == 'cls':
+      array = np.roll(array, 1, axis=-1)
+    elif self.background_first == 'reg':
+      array = np.concatenate([np.zeros(array.shape[:-1] + (4,), array.dtype), array], -1)
     if self.chw:
       c, h, w = self.chw
       array = array.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(array.shape)
@@ -164,10 +179,23 @@ def restack(source: Mapping[tuple[str, ...], Any], target: Mapping[tuple[str, ..
   return out
 
 
+_LEGACY_NAMES = ((re.compile(r'^neck\.reduction_conv\.conv\.'), 'neck.reduction_conv.0.'),
+                 (re.compile(r'^neck\.fpn_convs\.(\d+)\.conv\.'), r'neck.fpn_conv.\1.'),
+                 (re.compile(r'^roi_head\.bbox_head'), 'bbox_head'))
+
+
+def _legacy_key(key: str) -> str:
+  for pattern, new in _LEGACY_NAMES:
+    key = pattern.sub(new, key)
+  return key
+
+
 @functools.lru_cache(maxsize=64)
 def _layout(arch: str, frozen_overrides: tuple) -> tuple[Entry, ...]:
   task, _ = zoo.split_arch(arch)
-  shapes = zoo.init_shapes(arch, **dict(frozen_overrides))
+  overrides = dict(frozen_overrides)
+  shapes = zoo.init_shapes(arch, **overrides)
+  legacy = bool(overrides.get('legacy', False))
   entries = []
   for path, leaf in traverse_util.flatten_dict(dict(shapes)).items():
     collection, top, *modules, name = path
@@ -176,11 +204,19 @@ def _layout(arch: str, frozen_overrides: tuple) -> tuple[Entry, ...]:
              _torch_leaf(collection, names[-1], name))
       stack, flax_shape = tuple(leaf.shape[:len(index)]), tuple(leaf.shape[len(index):])
       torch_shape = _transpose(np.empty(flax_shape, np.bool_), to_torch=True).shape
-      chw = None
+      chw, background = None, ''
       if key.endswith('shared_fcs.0.weight'):  # R-CNN box heads: (C, 7, 7) flattened inputs
-        size = int(dict(frozen_overrides).get('roi_size', zoo.TASKS[task].get('roi_size', 7)))
+        size = int(overrides.get('roi_size', zoo.TASKS[task].get('roi_size', 7)))
         chw = (flax_shape[0] // (size * size), size, size)
-      entries.append(Entry(key, tuple(torch_shape), tuple(path), flax_shape, index, stack, chw))
+      if legacy:
+        key = _legacy_key(key)
+        if '.fc_cls.' in key:
+          background = 'cls'
+        elif '.fc_reg.' in key and not zoo.model_config(arch, **overrides)['class_agnostic']:
+          background = 'reg'  # class-specific: the background's 4 rows first
+          torch_shape = (torch_shape[0] + 4,) + tuple(torch_shape[1:])
+      entries.append(Entry(key, tuple(torch_shape), tuple(path), flax_shape, index, stack, chw,
+                           background))
   return tuple(sorted(entries, key=lambda e: torch_key_order(e.key)))
 
 
@@ -229,13 +265,26 @@ def _fcos_head(tensors: Mapping[str, Any]) -> dict[str, Any]:
   return {k: v for k, v in found.items() if v != default[k]}
 
 
+def legacy_layout(keys: Any) -> bool | None:
+  """Whether the keys of a two-stage state_dict are HRNet-Object-Detection's (mmdetection v0.x:
+  top-level `bbox_head.`) rather than v2's (`roi_head.`); None when they are not two-stage."""
+  keys = set(keys)
+  if 'rpn_head.rpn_conv.weight' not in keys:
+    return None
+  return not any(k.startswith('roi_head.') for k in keys) and any(
+      k.startswith('bbox_head.') for k in keys)
+
+
 def _two_stage_head(tensors: Mapping[str, Any]) -> tuple[str, None, dict[str, Any]]:
-  """(task, None, head settings differing from the COCO release) of an mmdetection v2
-  two-stage state_dict: Cascade when the box heads are numbered (`roi_head.bbox_head.<s>.`)."""
+  """(task, None, head settings differing from the COCO release) of an mmdetection two-stage
+  state_dict: Cascade when the box heads are numbered (`roi_head.bbox_head.<s>.`); `legacy`
+  when they are top-level (`bbox_head.`, HRNet-Object-Detection's mmdetection v0.x)."""
   keys = set(tensors)
-  stages = _indices(keys, 'roi_head.bbox_head.')
+  legacy = bool(legacy_layout(keys))
+  head = 'bbox_head.' if legacy else 'roi_head.bbox_head.'
+  stages = _indices(keys, head)
   cascade = stages and all(s.isdigit() for s in stages)
-  first = 'roi_head.bbox_head.0.' if cascade else 'roi_head.bbox_head.'
+  first = head + '0.' if cascade else head
   if first + 'fc_cls.weight' not in keys:
     raise ValueError(f'cannot infer the arch: an RPN but no box head ({first}fc_cls.weight)')
   task = 'cascade_rcnn' if cascade else 'faster_rcnn'
@@ -245,6 +294,7 @@ def _two_stage_head(tensors: Mapping[str, Any]) -> tuple[str, None, dict[str, An
                fc_channels=tuple(tensors[first + 'shared_fcs.1.weight'].shape)[0])
   if cascade:
     found['num_stages'] = len(stages)
+  found['legacy'] = legacy
   return task, None, {k: v for k, v in found.items() if v != default[k]}
 
 

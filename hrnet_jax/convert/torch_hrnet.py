@@ -301,14 +301,23 @@ class HRNetReference(nn.Module):
     if task in MMDET_TASKS:  # mmdet layout: backbone.*, neck.* and the heads
       self.backbone = backbone
       self.neck = nn.Module()
-      # mmdetection's ConvModule (no norm, no activation) keeps its conv as `.conv`.
-      self.neck.reduction_conv = nn.Module()
-      self.neck.reduction_conv.conv = nn.Conv2d(sum(widths), c['out_channels'], 1)
-      self.neck.fpn_convs = nn.ModuleList()
-      for _ in range(c['num_levels']):
-        level = nn.Module()
-        level.conv = nn.Conv2d(c['out_channels'], c['out_channels'], 3, c['neck_stride'], 1)
-        self.neck.fpn_convs.append(level)
+      # mmdetection's ConvModule (no norm, no activation) keeps its conv as `.conv`; v0.x
+      # (legacy) has plain convs: `reduction_conv.0`, `fpn_conv.<i>`.
+      self.legacy = bool(c.get('legacy', False))
+      reduction = nn.Conv2d(sum(widths), c['out_channels'], 1)
+      fpn = [nn.Conv2d(c['out_channels'], c['out_channels'], 3, c['neck_stride'], 1)
+             for _ in range(c['num_levels'])]
+      if self.legacy:
+        self.neck.reduction_conv = nn.Sequential(reduction)
+        self.neck.fpn_conv = nn.ModuleList(fpn)
+      else:
+        self.neck.reduction_conv = nn.Module()
+        self.neck.reduction_conv.conv = reduction
+        self.neck.fpn_convs = nn.ModuleList()
+        for conv in fpn:
+          level = nn.Module()
+          level.conv = conv
+          self.neck.fpn_convs.append(level)
       self.num_levels = c['num_levels']
       if task == 'fcos':
         self.bbox_head = FCOSHead(c['num_classes'], c['out_channels'], c['stacked_convs'],
@@ -316,8 +325,13 @@ class HRNetReference(nn.Module):
       elif task in ('faster_rcnn', 'cascade_rcnn'):
         from hrnet_jax.convert import torch_rcnn  # pylint: disable=import-outside-toplevel
         heads = torch_rcnn.TwoStage(c['out_channels'], c['num_classes'], c['num_stages'],
-                                    c['fc_channels'], c['test_pre_nms'], c['test_proposals'])
-        self.rpn_head, self.roi_head = heads.rpn_head, heads.roi_head  # mmdet's top-level names
+                                    c['fc_channels'], c['test_pre_nms'], c['test_proposals'],
+                                    self.legacy)
+        self.rpn_head = heads.rpn_head  # mmdet's top-level names
+        if self.legacy:
+          self.bbox_head = heads.bbox_head
+        else:
+          self.roi_head = heads.roi_head
         self._two_stage = [heads]  # a plain list: not registered twice
       return
     # Other releases register the backbone's modules on the model itself.
@@ -385,11 +399,16 @@ class HRNetReference(nn.Module):
 
   def levels(self, xs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """The HRFPN neck's levels from the streams."""
-    y = self.neck.reduction_conv.conv(torch.cat(
+    if self.legacy:
+      reduction, fpn = self.neck.reduction_conv[0], list(self.neck.fpn_conv)
+    else:
+      reduction = self.neck.reduction_conv.conv
+      fpn = [level.conv for level in self.neck.fpn_convs]
+    y = reduction(torch.cat(
         [xs[0]] + [F.interpolate(x, scale_factor=2**i, mode='bilinear')
                    for i, x in enumerate(xs[1:], start=1)], 1))
     levels = [y] + [F.avg_pool2d(y, 2**i, 2**i) for i in range(1, self.num_levels)]
-    return tuple(level.conv(z) for level, z in zip(self.neck.fpn_convs, levels))
+    return tuple(conv(z) for conv, z in zip(fpn, levels))
 
   def forward_two_stage(self, x, image_hw: list[tuple[int, int]]):
     """A two-stage detector on images whose unpadded sizes are `image_hw` (per image)."""

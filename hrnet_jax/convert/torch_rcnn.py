@@ -1,7 +1,11 @@
 """The two-stage detectors' heads in PyTorch (mmdetection v2's module layout), written from the
 documented formulas with torchvision's ops: the reference that conversions (`--verify`) and the
 tests hold the JAX model against. NCHW throughout; the box head flattens RoI features in
-PyTorch's (C, 7, 7) order, as the released weights expect."""
+PyTorch's (C, 7, 7) order, as the released weights expect.
+
+`legacy=True` builds HRNet-Object-Detection's network instead (mmdetection v0.x): top-level
+`bbox_head`, background FIRST in the class logits and in class-specific regression, and v1's
+arithmetic written out here (inclusive boxes with widths + 1, its NMS, its RoIAlign kernel)."""
 
 from __future__ import annotations
 
@@ -29,12 +33,14 @@ class RPNHead(nn.Module):
 
 
 class BBoxHead(nn.Module):
-  """Shared2FCBBoxHead: registration order fc_cls, fc_reg, shared_fcs (as mmdetection)."""
+  """Shared2FCBBoxHead: registration order fc_cls, fc_reg, shared_fcs (as mmdetection); legacy:
+  class-specific regression also has the background's 4 outputs (first)."""
 
-  def __init__(self, channels: int, roi_size: int, fc: int, num_classes: int, agnostic: bool):
+  def __init__(self, channels: int, roi_size: int, fc: int, num_classes: int, agnostic: bool,
+               legacy: bool = False):
     super().__init__()
     self.fc_cls = nn.Linear(fc, num_classes + 1)
-    self.fc_reg = nn.Linear(fc, 4 if agnostic else 4 * num_classes)
+    self.fc_reg = nn.Linear(fc, 4 if agnostic else 4 * (num_classes + int(legacy)))
     self.shared_fcs = nn.ModuleList([nn.Linear(channels * roi_size * roi_size, fc),
                                      nn.Linear(fc, fc)])
 
@@ -45,46 +51,114 @@ class BBoxHead(nn.Module):
     return self.fc_cls(x), self.fc_reg(x)
 
 
-def anchors(h: int, w: int, stride: int) -> torch.Tensor:
-  """(h * w * 3, 4): scale 8, ratios 0.5, 1, 2 centred on (stride x, stride y)."""
+def anchors(h: int, w: int, stride: int, legacy: bool = False) -> torch.Tensor:
+  """(h * w * 3, 4): scale 8, ratios 0.5, 1, 2 centred on (stride x, stride y); legacy (v1):
+  centred on (stride x + (stride - 1) / 2, ...), half sides (side - 1) / 2, rounded."""
   ratios = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
   hr = ratios.sqrt()
   ws, hs = stride * 8.0 / hr, stride * 8.0 * hr
-  base = torch.stack([-ws / 2, -hs / 2, ws / 2, hs / 2], 1)
+  if legacy:
+    c = (stride - 1) / 2
+    base = torch.stack([c - (ws - 1) / 2, c - (hs - 1) / 2, c + (ws - 1) / 2,
+                        c + (hs - 1) / 2], 1).round()
+  else:
+    base = torch.stack([-ws / 2, -hs / 2, ws / 2, hs / 2], 1)
   ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) * stride,
                           torch.arange(w, dtype=torch.float64) * stride, indexing='ij')
   shifts = torch.stack([xs, ys, xs, ys], -1).reshape(-1, 1, 4)
   return (shifts + base[None]).reshape(-1, 4).float()
 
 
-def apply_deltas(boxes, deltas, stds, hw):
-  """boxes (N, 4), deltas (N, 4k) -> (N, 4k) clipped to the image (height, width)."""
+def apply_deltas(boxes, deltas, stds, hw, legacy: bool = False):
+  """boxes (N, 4), deltas (N, 4k) -> (N, 4k) clipped to the image (height, width); legacy:
+  widths x2 - x1 + 1, corners at centre -+ (side - 1) / 2, clipped to width - 1."""
+  one = 1.0 if legacy else 0.0
   d = deltas.reshape(len(deltas), deltas.shape[1] // 4, 4) * torch.tensor(stds)
-  w, h = (boxes[:, 2] - boxes[:, 0])[:, None], (boxes[:, 3] - boxes[:, 1])[:, None]
+  w, h = (boxes[:, 2] - boxes[:, 0] + one)[:, None], (boxes[:, 3] - boxes[:, 1] + one)[:, None]
   cx, cy = ((boxes[:, 0] + boxes[:, 2]) / 2)[:, None], ((boxes[:, 1] + boxes[:, 3]) / 2)[:, None]
   clamp = abs(math.log(16 / 1000))
   nw, nh = w * d[..., 2].clamp(-clamp, clamp).exp(), h * d[..., 3].clamp(-clamp, clamp).exp()
   nx, ny = cx + w * d[..., 0], cy + h * d[..., 1]
-  out = torch.stack([nx - nw / 2, ny - nh / 2, nx + nw / 2, ny + nh / 2], -1)
-  limit = torch.tensor([hw[1], hw[0], hw[1], hw[0]], dtype=out.dtype)
+  out = torch.stack([nx - (nw - one) / 2, ny - (nh - one) / 2, nx + (nw - one) / 2,
+                     ny + (nh - one) / 2], -1)
+  limit = torch.tensor([hw[1], hw[0], hw[1], hw[0]], dtype=out.dtype) - one
   return torch.minimum(out.clamp(min=0), limit).reshape(deltas.shape)
 
 
-def proposals(cls, reg, i, hw, pre_nms, num, iou):
+def legacy_nms(boxes, scores, iou):
+  """mmdetection v1's NMS: greedy by score, IoU of inclusive boxes (+1), suppress above `iou`.
+  Returns the kept indices, best first."""
+  order = scores.argsort(descending=True, stable=True)
+  boxes = boxes[order]
+  area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+  alive = torch.ones(len(boxes), dtype=torch.bool)
+  keep = []
+  for i in range(len(boxes)):
+    if not alive[i]:
+      continue
+    keep.append(i)
+    lt = torch.maximum(boxes[i, :2], boxes[i + 1:, :2])
+    rb = torch.minimum(boxes[i, 2:], boxes[i + 1:, 2:])
+    wh = (rb - lt + 1).clamp(min=0)
+    inter = wh[:, 0] * wh[:, 1]
+    alive[i + 1:] &= inter / (area[i] + area[i + 1:] - inter) <= iou
+  return order[torch.tensor(keep, dtype=torch.long)]
+
+
+def legacy_roi_align(feature, rois, scale: float, size: int = 7, samples: int = 2):
+  """mmdetection v1's RoIAlign kernel on one map (N, C, H, W): rois (K, 5) (image, x1, y1, x2,
+  y2); the box spans x1 * scale .. (x2 + 1) * scale (at least zero wide), `samples` x `samples`
+  bilinear samples per bin; a sample beyond [-1, side] is zero, one below 0 reads row 0."""
+  n, c, h, w = feature.shape
+  x1, y1 = rois[:, 1] * scale, rois[:, 2] * scale
+  rw = ((rois[:, 3] + 1) * scale - x1).clamp(min=0)
+  rh = ((rois[:, 4] + 1) * scale - y1).clamp(min=0)
+  grid = torch.arange(size, dtype=rois.dtype)[:, None] + (
+      torch.arange(samples, dtype=rois.dtype)[None, :] + 0.5) / samples  # (size, samples)
+  ys = (y1[:, None, None] + grid[None] * (rh / size)[:, None, None]).reshape(len(rois), -1)
+  xs = (x1[:, None, None] + grid[None] * (rw / size)[:, None, None]).reshape(len(rois), -1)
+
+  def taps(pos, side):  # (K, P) -> low, high indices and weights, zero outside [-1, side]
+    inside = (pos >= -1) & (pos <= side)
+    pos = pos.clamp(min=0)
+    low = pos.floor().long()
+    edge = low >= side - 1
+    low = torch.where(edge, torch.full_like(low, side - 1), low)
+    high = torch.where(edge, low, low + 1)
+    frac = torch.where(edge, torch.zeros_like(pos), pos - low.to(pos.dtype))
+    return low, high, (1 - frac) * inside, frac * inside
+
+  yl, yh, wyl, wyh = taps(ys, h)
+  xl, xh, wxl, wxh = taps(xs, w)
+  maps = feature[rois[:, 0].long()]  # (K, C, H, W)
+  k = torch.arange(len(rois))[:, None, None]
+
+  def at(yi, xi):  # (K, C, Py, Px)
+    return maps[k, :, yi[:, :, None], xi[:, None, :]].permute(0, 3, 1, 2)
+
+  out = (at(yl, xl) * (wyl[:, :, None] * wxl[:, None, :])[:, None]
+         + at(yl, xh) * (wyl[:, :, None] * wxh[:, None, :])[:, None]
+         + at(yh, xl) * (wyh[:, :, None] * wxl[:, None, :])[:, None]
+         + at(yh, xh) * (wyh[:, :, None] * wxh[:, None, :])[:, None])
+  return out.reshape(len(rois), c, size, samples, size, samples).mean(dim=(3, 5))
+
+
+def proposals(cls, reg, i, hw, pre_nms, num, iou, legacy: bool = False):
   """Image i's RPN proposals: per level the best `pre_nms` anchors, decoded, clipped, empty
-  ones dropped, NMS; the best `num` over the levels."""
+  ones dropped (legacy: none), NMS; the best `num` over the levels."""
   boxes, scores = [], []
   for level, (c, r) in enumerate(zip(cls, reg)):
     h, w = c.shape[2:]
     s = c[i].permute(1, 2, 0).reshape(-1).sigmoid()
     d = r[i].permute(1, 2, 0).reshape(-1, 4)
-    a = anchors(h, w, 4 * 2**level)
+    a = anchors(h, w, 4 * 2**level, legacy)
     s, order = s.sort(descending=True)
     s, order = s[:pre_nms], order[:pre_nms]
-    b = apply_deltas(a[order], d[order], (1, 1, 1, 1), hw)
-    ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-    b, s = b[ok], s[ok]
-    keep = torchvision.ops.nms(b, s, iou)
+    b = apply_deltas(a[order], d[order], (1, 1, 1, 1), hw, legacy)
+    if not legacy:
+      ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+      b, s = b[ok], s[ok]
+    keep = legacy_nms(b, s, iou) if legacy else torchvision.ops.nms(b, s, iou)
     boxes.append(b[keep])
     scores.append(s[keep])
   boxes, scores = torch.cat(boxes), torch.cat(scores)
@@ -92,16 +166,21 @@ def proposals(cls, reg, i, hw, pre_nms, num, iou):
   return boxes[order[:num]]
 
 
-def roi_features(levels, rois, batch):
-  """mmdetection's level rule; RoIAlign 7x7, adaptive sampling, aligned."""
-  scale = ((rois[:, 2] - rois[:, 0]) * (rois[:, 3] - rois[:, 1])).sqrt()
+def roi_features(levels, rois, batch, legacy: bool = False):
+  """mmdetection's level rule; RoIAlign 7x7, adaptive sampling, aligned (legacy: v1's level
+  rule with widths + 1, and its kernel)."""
+  one = 1.0 if legacy else 0.0
+  scale = ((rois[:, 2] - rois[:, 0] + one) * (rois[:, 3] - rois[:, 1] + one)).sqrt()
   level = torch.floor(torch.log2(scale / 56 + 1e-6)).clamp(0, 3).long()
   out = rois.new_zeros(len(rois), levels[0].shape[1], 7, 7)
   for k, stride in enumerate(ROI_STRIDES):
     picked = level == k
     if picked.any():
       boxes = torch.cat([batch[picked, None].float(), rois[picked]], 1)
-      out[picked] = torchvision.ops.roi_align(levels[k], boxes, 7, 1 / stride, 0, True)
+      if legacy:
+        out[picked] = legacy_roi_align(levels[k], boxes, 1 / stride)
+      else:
+        out[picked] = torchvision.ops.roi_align(levels[k], boxes, 7, 1 / stride, 0, True)
   return out
 
 
@@ -111,30 +190,46 @@ class TwoStage(nn.Module):
   stage's `deltas`, rows past an image's proposals zero, and `valid`."""
 
   def __init__(self, channels: int, num_classes: int, num_stages: int, fc: int,
-               pre_nms: int, num: int):
+               pre_nms: int, num: int, legacy: bool = False):
     super().__init__()
     self.rpn_head = RPNHead(channels)
-    self.roi_head = nn.Module()
-    heads = [BBoxHead(channels, 7, fc, num_classes, num_stages > 1) for _ in range(num_stages)]
-    self.roi_head.bbox_head = heads[0] if num_stages == 1 else nn.ModuleList(heads)
-    self.heads, self.pre_nms, self.num = heads, pre_nms, num
+    heads = [BBoxHead(channels, 7, fc, num_classes, num_stages > 1, legacy)
+             for _ in range(num_stages)]
+    box_heads = heads[0] if num_stages == 1 else nn.ModuleList(heads)
+    if legacy:  # v0.x: the box heads are top-level modules
+      self.bbox_head = box_heads
+    else:
+      self.roi_head = nn.Module()
+      self.roi_head.bbox_head = box_heads
+    self.heads, self.pre_nms, self.num, self.legacy = heads, pre_nms, num, legacy
 
   def forward(self, levels, image_hw):
     cls, reg = self.rpn_head(levels)
     out = {'deltas': [], 'logits': [], 'rois': [], 'valid': []}
     for i, hw in enumerate(image_hw):
-      rois = proposals(cls, reg, i, hw, self.pre_nms, self.num, 0.7)
+      rois = proposals(cls, reg, i, hw, self.pre_nms, self.num, 0.7, self.legacy)
       n = len(rois)
       batch = torch.full((n,), i)
       logits = 0
       for s, head in enumerate(self.heads):
-        scores, deltas = head(roi_features(levels, rois, batch))
+        scores, deltas = head(roi_features(levels, rois, batch, self.legacy))
         logits = logits + scores
         if s < len(self.heads) - 1:
-          rois = apply_deltas(rois, deltas, STAGE_STDS[s], hw)
+          rois = apply_deltas(rois, deltas, STAGE_STDS[s], hw, self.legacy)
       pad = lambda t: F.pad(t, (0, 0, 0, self.num - n))
       out['rois'].append(pad(rois))
       out['logits'].append(pad(logits / len(self.heads)))
       out['deltas'].append(pad(deltas))
       out['valid'].append(torch.arange(self.num) < n)
     return {k: torch.stack(v) for k, v in out.items()}
+
+
+def in_model_order(out: dict, legacy: bool, class_specific: bool) -> dict:
+  """The outputs of a legacy reference (background first) in the JAX model's order: the
+  background logit last, no background deltas. Others pass through."""
+  if not legacy:
+    return out
+  out = dict(out, logits=torch.roll(out['logits'], -1, dims=-1))
+  if class_specific:
+    out['deltas'] = out['deltas'][..., 4:]
+  return out

@@ -49,6 +49,10 @@ def forward_errors(state_dict: Mapping[str, Any], variables: Mapping[str, Any], 
     expected = reference(torch.from_numpy(np.ascontiguousarray(x[..., ::-1] if bgr else x))
                          .permute(0, 3, 1, 2))
   found = zoo.create_model(arch, **overrides).apply(variables, x, train=False)
+  settings = zoo.model_config(arch, **overrides)
+  if settings.get('legacy'):  # HRNet-Object-Detection's background comes first
+    from hrnet_jax.convert import torch_rcnn  # pylint: disable=import-outside-toplevel
+    expected = torch_rcnn.in_model_order(expected, True, not settings['class_agnostic'])
   expected = jax.tree_util.tree_leaves(expected)  # FCOS: three outputs x five levels
   found = jax.tree_util.tree_leaves(found)
   errors = []

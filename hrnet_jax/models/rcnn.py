@@ -6,6 +6,12 @@ NMS-ed per level, become proposals; RoIAlign (7x7, levels 4..32) feeds one box h
 or three in a cascade, each stage refining the previous stage's boxes. Everything has fixed
 shapes: proposals and sampled RoIs are fixed counts with validity masks.
 
+`legacy` runs the test arithmetic of the HRNet-Object-Detection releases (mmdetection v1):
+anchors centred at (stride - 1) / 2 and rounded, widths x2 - x1 + 1 in the coder, NMS and level
+rule, clipping to width - 1, RoIAlign with 2 samples per bin side on boxes ending at x2 + 1
+(ops' `legacy`), no empty-proposal filter. It evaluates only (its training arithmetic differs
+too; fine-tune such weights with legacy off).
+
 The head is called as `head(streams, train, image_hw=None, targets=None)`. In training it
 also takes the ground truth (`targets`: `boxes` (B, M, 4), `labels` (B, M), `box_valid`
 (B, M)) and draws the RPN's and each stage's samples inside (random stream 'sample'), so its
@@ -85,10 +91,12 @@ class BoxHead(nn.Module):
 
 
 def propose(logits: Sequence[Array], deltas: Sequence[Array], anchors: Sequence[Array],
-            image_hw: Array, pre_nms: int, num: int, iou: float) -> tuple[Array, Array]:
+            image_hw: Array, pre_nms: int, num: int, iou: float,
+            legacy: bool = False) -> tuple[Array, Array]:
   """The images' proposals, mmdetection v2's RPN rule: per level the `pre_nms` anchors of
-  highest objectness, moved by their deltas and clipped to the image, empty boxes dropped, NMS
-  at `iou` within the level; then the best `num` of all levels. Levels: (B, H, W, A) logits,
+  highest objectness, moved by their deltas and clipped to the image, empty boxes dropped
+  (legacy: none dropped, v1's min_bbox_size 0), NMS at `iou` within the level; then the best
+  `num` of all levels. Levels: (B, H, W, A) logits,
   (B, H, W, 4A) deltas, (H W A, 4) anchors; `image_hw` (B, 2). Returns boxes (B, num, 4) by
   score and their validity (B, num). Batched without vmap (exportable to ONNX)."""
   b = image_hw.shape[0]
@@ -98,9 +106,12 @@ def propose(logits: Sequence[Array], deltas: Sequence[Array], anchors: Sequence[
     k = min(pre_nms, s.shape[1])
     top_s, top = jax.lax.top_k(s, k)
     d = jnp.take_along_axis(dl.reshape(b, -1, 4).astype(jnp.float32), top[..., None], axis=1)
-    box = ops.decode_deltas(an[top], d, max_hw=image_hw[:, None, :])
-    ok = (box[..., 2] > box[..., 0]) & (box[..., 3] > box[..., 1])
-    keep = ops.greedy_nms(box, ok, iou)
+    box = ops.decode_deltas(an[top], d, max_hw=image_hw[:, None, :], legacy=legacy)
+    if legacy:
+      ok = jnp.ones(box.shape[:-1], bool)
+    else:
+      ok = (box[..., 2] > box[..., 0]) & (box[..., 3] > box[..., 1])
+    keep = ops.greedy_nms(box, ok, iou, legacy)
     boxes.append(box)
     scores.append(jnp.where(keep, top_s, -1.0))
   boxes, scores = jnp.concatenate(boxes, axis=1), jnp.concatenate(scores, axis=1)
@@ -186,6 +197,7 @@ class TwoStageHead(nn.Module):
   test_proposals: int = 1000
   roi_samples: int = 512
   roi_pos_fraction: float = 0.25
+  legacy: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -205,11 +217,15 @@ class TwoStageHead(nn.Module):
     if image_hw is None:  # the whole (padded) input is the image
       image_hw = jnp.broadcast_to(jnp.asarray([shapes[0][0] * strides[0],
                                                shapes[0][1] * strides[0]], jnp.int32), (b, 2))
-    anchor_levels = [jnp.asarray(ops.anchor_grid([s], [st])) for s, st in zip(shapes, strides)]
+    if train and self.legacy:
+      raise ValueError('legacy=True (the HRNet-Object-Detection test arithmetic) evaluates only: '
+                       'train with legacy=False (the converted weights are the same)')
+    anchor_levels = [jnp.asarray(ops.anchor_grid([s], [st], legacy=self.legacy))
+                     for s, st in zip(shapes, strides)]
     proposals, valid = propose(rpn_logits, rpn_deltas, anchor_levels, image_hw,
                                pre_nms=self.train_pre_nms if train else self.test_pre_nms,
                                num=self.train_proposals if train else self.test_proposals,
-                               iou=self.rpn_nms_iou)
+                               iou=self.rpn_nms_iou, legacy=self.legacy)
     proposals, valid = jax.lax.stop_gradient(proposals), jax.lax.stop_gradient(valid)
 
     heads = [BoxHead(self.num_classes, self.fc_channels, self.class_agnostic,
@@ -220,7 +236,8 @@ class TwoStageHead(nn.Module):
       r = rois.shape[1]
       batch = jnp.repeat(jnp.arange(b), r)
       return ops.multilevel_roi_align(levels, rois.reshape(-1, 4), batch, ROI_STRIDES,
-                                      self.roi_size, sampling_ratio=0, aligned=True)
+                                      self.roi_size, sampling_ratio=2 if self.legacy else 0,
+                                      aligned=not self.legacy, legacy=self.legacy)
 
     if not train:
       return self._evaluate(heads, box_features, proposals, valid, image_hw)
@@ -236,7 +253,7 @@ class TwoStageHead(nn.Module):
       logits_sum = logits_sum + logits.astype(jnp.float32)
       if s < len(heads) - 1:  # the next stage's boxes: this stage's (class-agnostic) regression
         rois = ops.decode_deltas(rois, deltas.astype(jnp.float32), stds=STAGE_STDS[s],
-                                 max_hw=image_hw[:, None, :])
+                                 max_hw=image_hw[:, None, :], legacy=self.legacy)
     zero = lambda v: jnp.where(valid[..., None], v, 0.0)  # rows past the proposals: zeros
     return {'rois': zero(rois), 'valid': valid, 'logits': zero(logits_sum / len(heads)),
             'deltas': zero(deltas)}

@@ -38,7 +38,8 @@ _TWO_STAGE = dict(upsample='nearest', align_corners=False, bn_momentum=0.9, num_
                   out_channels=256, num_levels=5, neck_stride=1, fc_channels=1024, roi_size=7,
                   rpn_samples=256, rpn_pos_fraction=0.5, rpn_ious=(0.7, 0.3, 0.3),
                   rpn_nms_iou=0.7, train_pre_nms=2000, test_pre_nms=1000, test_proposals=1000,
-                  roi_samples=512, roi_pos_fraction=0.25, norm_eval=True, input_bgr=False)
+                  roi_samples=512, roi_pos_fraction=0.25, legacy=False, norm_eval=True,
+                  input_bgr=False)
 TWO_STAGE_FIELDS = tuple(k for k in _TWO_STAGE if k not in (
     'upsample', 'align_corners', 'bn_momentum', 'norm_eval', 'input_bgr')) + (
         'num_stages', 'class_agnostic', 'train_proposals')

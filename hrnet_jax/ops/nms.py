@@ -1,6 +1,7 @@
 """Non-maximum suppression under fixed shapes: a mask of survivors instead of a list of indices.
 A box is suppressed when a better surviving box overlaps it with IoU > the threshold (mmcv's
-and torchvision's rule)."""
+and torchvision's rule; `legacy`: IoU of inclusive boxes, widths x2 - x1 + 1, as mmdetection v1's
+GPU kernel)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from hrnet_jax.ops.boxes import box_iou
 Array = jax.Array
 
 
-def greedy_nms(boxes: Array, valid: Array, iou_threshold: float) -> Array:
+def greedy_nms(boxes: Array, valid: Array, iou_threshold: float, legacy: bool = False) -> Array:
   """Greedy NMS of (..., N, 4) boxes sorted by score, best first; `valid` (..., N) marks real
   ones. Returns the survivors' mask (..., N). Leading axes are independent sets (images)."""
-  iou = box_iou(boxes, boxes)
+  iou = box_iou(boxes, boxes, legacy)
   n = boxes.shape[-2]
   later = jnp.arange(n)[None, :] > jnp.arange(n)[:, None]
   suppresses = (iou > iou_threshold) & later
@@ -32,19 +33,20 @@ def greedy_nms(boxes: Array, valid: Array, iou_threshold: float) -> Array:
 
 
 def class_wise_nms(boxes: Array, labels: Array, valid: Array, iou_threshold: float,
-                   span: Array | None = None) -> Array:
+                   span: Array | None = None, legacy: bool = False) -> Array:
   """NMS within each class (torchvision's batched_nms), as one NMS: each class's boxes are
   shifted past every other class's (by `span` + 1 per class id; `span`: the largest coordinate,
   of `boxes` by default, one per set of leading axes), so boxes of different classes never
-  overlap. Boxes (..., N, 4) sorted by score, best first."""
+  overlap (a gap of at least one pixel: legacy boxes of neighbouring classes do not touch
+  either). Boxes (..., N, 4) sorted by score, best first."""
   span = jnp.max(boxes, axis=(-2, -1)) if span is None else jnp.asarray(span)
   offset = (span[..., None] + 1.0) * labels.astype(boxes.dtype)
-  return greedy_nms(boxes + offset[..., None], valid, iou_threshold)
+  return greedy_nms(boxes + offset[..., None], valid, iou_threshold, legacy)
 
 
 def multiclass_nms(boxes: Array, scores: Array, candidate: Array, iou_threshold: float,
                    max_per_img: int = 100, max_pairs: int = 2000,
-                   span: Array | None = None) -> dict[str, Array]:
+                   span: Array | None = None, legacy: bool = False) -> dict[str, Array]:
   """mmdetection's multiclass_nms under fixed shapes: every (box, class) pair marked in
   `candidate` (..., N, K) is a detection scored `scores` (..., N, K); class-wise NMS; the
   `max_per_img` best. `boxes` are (..., N, 4) shared by the classes or (..., N, K, 4) per class;
@@ -74,7 +76,8 @@ def multiclass_nms(boxes: Array, scores: Array, candidate: Array, iou_threshold:
     used = candidate if per_class else jnp.any(candidate, axis=-1)
     span = jnp.max(jnp.where(used[..., None], boxes, 0.0),
                    axis=tuple(range(len(lead), boxes.ndim)))
-  keep = class_wise_nms(top_boxes, top_labels, top_valid, iou_threshold, span=span)
+  keep = class_wise_nms(top_boxes, top_labels, top_valid, iou_threshold, span=span,
+                        legacy=legacy)
   m = min(max_per_img, k)
   order = jnp.argsort(~keep, axis=-1, stable=True)[..., :m]  # survivors first, still by score
   pad = max_per_img - m

@@ -8,6 +8,10 @@ adaptive grid is exact with static shapes. Several maps (pyramid levels) share t
 buffer, so RoIs of different levels are pooled together (`multilevel_roi_align`, mmdetection's
 SingleRoIExtractor). The backward pass (to the features; boxes get no gradient, as proposals
 in two-stage detectors are constants) scatters through the same loop.
+
+`legacy`: mmdetection v1's kernel (the HRNet-Object-Detection releases): a box covers x1..x2
+inclusive, so it ends at x2 + 1 on the map, with no one-pixel minimum; the pyramid level is chosen
+by sqrt((w + 1) (h + 1)). Otherwise unaligned, as torchvision's aligned=False.
 """
 
 from __future__ import annotations
@@ -22,14 +26,20 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def _geometry(rois: Array, output_size: tuple[int, int], sampling_ratio: int, aligned: bool):
+# The box rule (static): 'aligned' (pixel centres), 'unaligned' (at least one pixel wide) or
+# 'legacy' (mmdetection v1: ends one pixel further, at least zero wide; the +1 is added by the
+# callers before scaling, as that kernel does).
+
+
+def _geometry(rois: Array, output_size: tuple[int, int], sampling_ratio: int, rule: str):
   """Per RoI (boxes already in map pixels): start, bin sizes and grid counts, as torchvision's
-  kernel computes them."""
-  offset = 0.5 if aligned else 0.0
+  (or mmdetection v1's) kernel computes them."""
+  offset = 0.5 if rule == 'aligned' else 0.0
   x1, y1, x2, y2 = (rois[:, k] - offset for k in range(4))
   roi_w, roi_h = x2 - x1, y2 - y1
-  if not aligned:  # legacy rule: at least one pixel
-    roi_w, roi_h = jnp.maximum(roi_w, 1.0), jnp.maximum(roi_h, 1.0)
+  if rule != 'aligned':  # torchvision's unaligned rule: at least one pixel; v1's: zero
+    least = 1.0 if rule == 'unaligned' else 0.0
+    roi_w, roi_h = jnp.maximum(roi_w, least), jnp.maximum(roi_h, least)
   ph, pw = output_size
   bin_h, bin_w = roi_h / ph, roi_w / pw
   if sampling_ratio > 0:
@@ -60,10 +70,10 @@ def _axis(start: Array, size: Array, bins: int, grid: Array, i: Array, length: A
   return jnp.stack([low, high], -1), weights
 
 
-def _samples(rois, meta, output_size, sampling_ratio, aligned, k):
+def _samples(rois, meta, output_size, sampling_ratio, rule, k):
   """Flat indices (R, P, Q, 4) and weights (R, P, Q, 4) of sample number `k` of every bin."""
   base, heights, widths = meta[:, 0], meta[:, 1], meta[:, 2]
-  x1, y1, bin_w, bin_h, grid_h, grid_w = _geometry(rois, output_size, sampling_ratio, aligned)
+  x1, y1, bin_w, bin_h, grid_h, grid_w = _geometry(rois, output_size, sampling_ratio, rule)
   per_bin = grid_h * grid_w
   active = (k < per_bin).astype(rois.dtype) / jnp.maximum(per_bin, 1).astype(rois.dtype)
   a = k // jnp.maximum(grid_w, 1)
@@ -78,17 +88,17 @@ def _samples(rois, meta, output_size, sampling_ratio, aligned, k):
   return index.reshape(r, p, q, 4), weight.reshape(r, p, q, 4)
 
 
-def _num_samples(rois, meta, output_size, sampling_ratio, aligned):
+def _num_samples(rois, meta, output_size, sampling_ratio, rule):
   if sampling_ratio > 0:
     return sampling_ratio * sampling_ratio
   del meta
-  _, _, _, _, grid_h, grid_w = _geometry(rois, output_size, sampling_ratio, aligned)
+  _, _, _, _, grid_h, grid_w = _geometry(rois, output_size, sampling_ratio, rule)
   return jnp.max(jnp.concatenate([grid_h * grid_w, jnp.zeros(1, jnp.int32)]))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def _pool(flat: Array, rois: Array, meta: Array, output_size: tuple[int, int],
-          sampling_ratio: int, aligned: bool) -> Array:
+          sampling_ratio: int, rule: str) -> Array:
   """The average of the bilinear samples of every bin: (R, P, Q, C) from flat maps (M, C)."""
   p, q = output_size
   out = jnp.zeros((rois.shape[0], p, q, flat.shape[-1]), jnp.promote_types(flat.dtype,
@@ -97,31 +107,31 @@ def _pool(flat: Array, rois: Array, meta: Array, output_size: tuple[int, int],
   # A while loop whose operands all travel in the carry (the ONNX converter takes no closures).
   def body(carry):
     k, acc, flat, rois, meta, n = carry
-    index, weight = _samples(rois, meta, output_size, sampling_ratio, aligned, k)
+    index, weight = _samples(rois, meta, output_size, sampling_ratio, rule, k)
     acc = acc + jnp.einsum('rpqk,rpqkc->rpqc', weight, flat[index].astype(acc.dtype))
     return k + 1, acc, flat, rois, meta, n
 
-  n = _num_samples(rois, meta, output_size, sampling_ratio, aligned)
+  n = _num_samples(rois, meta, output_size, sampling_ratio, rule)
   carry = (jnp.zeros((), jnp.int32), out, flat, rois, meta, jnp.asarray(n, jnp.int32))
   return jax.lax.while_loop(lambda c: c[0] < c[-1], body, carry)[1].astype(flat.dtype)
 
 
-def _pool_fwd(flat, rois, meta, output_size, sampling_ratio, aligned):
-  out = _pool(flat, rois, meta, output_size, sampling_ratio, aligned)
+def _pool_fwd(flat, rois, meta, output_size, sampling_ratio, rule):
+  out = _pool(flat, rois, meta, output_size, sampling_ratio, rule)
   return out, (flat, rois, meta)  # the maps are kept anyway: the heads' convolutions read them
 
 
-def _pool_bwd(output_size, sampling_ratio, aligned, residuals, grad):
+def _pool_bwd(output_size, sampling_ratio, rule, residuals, grad):
   flat, rois, meta = residuals
   shape, dtype = flat.shape, flat.dtype
   grad = grad.astype(jnp.promote_types(dtype, jnp.float32))
 
   def body(k, acc):
-    index, weight = _samples(rois, meta, output_size, sampling_ratio, aligned, k)
+    index, weight = _samples(rois, meta, output_size, sampling_ratio, rule, k)
     values = weight[..., None] * grad[:, :, :, None, :]
     return acc.at[index.reshape(-1)].add(values.reshape(-1, shape[-1]))
 
-  n = _num_samples(rois, meta, output_size, sampling_ratio, aligned)
+  n = _num_samples(rois, meta, output_size, sampling_ratio, rule)
   dflat = jax.lax.fori_loop(0, n, body, jnp.zeros(shape, grad.dtype)).astype(dtype)
   return dflat, jnp.zeros_like(rois), jnp.zeros(meta.shape, jax.dtypes.float0)
 
@@ -135,26 +145,41 @@ def _size(output_size: int | Sequence[int]) -> tuple[int, int]:
   return int(output_size[0]), int(output_size[1])
 
 
+def _rule(aligned: bool, legacy: bool) -> str:
+  if legacy and aligned:
+    raise ValueError('roi_align: legacy boxes are unaligned (aligned=False)')
+  return 'legacy' if legacy else ('aligned' if aligned else 'unaligned')
+
+
+def _legacy_ends(boxes: Array, legacy: bool) -> Array:
+  """Legacy boxes end one pixel further (x2 + 1, y2 + 1), before the spatial scale."""
+  return boxes + jnp.asarray([0.0, 0.0, 1.0, 1.0], boxes.dtype) if legacy else boxes
+
+
 def roi_align(features: Array, boxes: Array, output_size: int | Sequence[int],
               spatial_scale: float = 1.0, sampling_ratio: int = -1,
-              aligned: bool = False) -> Array:
+              aligned: bool = False, legacy: bool = False) -> Array:
   """torchvision.ops.roi_align on NHWC `features` (N, H, W, C): `boxes` (K, 5) rows of
   (batch index, x1, y1, x2, y2) in input pixels (scaled by `spatial_scale` onto the map)
   -> (K, out_h, out_w, C). `sampling_ratio` <= 0 samples ceil(roi side / bins) points per bin
   side; `aligned` shifts boxes by -0.5 map pixel (pixel centres), otherwise boxes are at least
-  one pixel wide (the legacy rule)."""
+  one pixel wide (torchvision's unaligned rule); `legacy`: mmdetection v1's kernel (above)."""
   n, h, w, c = features.shape
   batch = boxes[:, 0].astype(jnp.int32)
-  rois = boxes[:, 1:].astype(jnp.promote_types(features.dtype, jnp.float32)) * spatial_scale
+  dtype = jnp.promote_types(features.dtype, jnp.float32)
+  rois = _legacy_ends(boxes[:, 1:].astype(dtype), legacy) * spatial_scale
   meta = jnp.stack([batch * h * w, jnp.full_like(batch, h), jnp.full_like(batch, w)], -1)
   return _pool(features.reshape(n * h * w, c), rois, meta, _size(output_size),
-               int(sampling_ratio), bool(aligned))
+               int(sampling_ratio), _rule(aligned, legacy))
 
 
-def roi_levels(boxes: Array, num_levels: int, finest_scale: float = 56.0) -> Array:
+def roi_levels(boxes: Array, num_levels: int, finest_scale: float = 56.0,
+               legacy: bool = False) -> Array:
   """The pyramid level of each box (K, 4), mmdetection's rule: floor(log2(sqrt(w h) /
-  finest_scale + 1e-6)) clamped to [0, num_levels - 1] (boxes under 112 px on level 0)."""
-  scale = jnp.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+  finest_scale + 1e-6)) clamped to [0, num_levels - 1] (boxes under 112 px on level 0; legacy:
+  widths x2 - x1 + 1)."""
+  one = 1.0 if legacy else 0.0
+  scale = jnp.sqrt((boxes[:, 2] - boxes[:, 0] + one) * (boxes[:, 3] - boxes[:, 1] + one))
   level = jnp.floor(jnp.log2(scale / finest_scale + 1e-6))
   return jnp.clip(level, 0, num_levels - 1).astype(jnp.int32)
 
@@ -162,13 +187,13 @@ def roi_levels(boxes: Array, num_levels: int, finest_scale: float = 56.0) -> Arr
 def multilevel_roi_align(levels: Sequence[Array], boxes: Array, batch_index: Array,
                          strides: Sequence[int], output_size: int | Sequence[int],
                          sampling_ratio: int = 0, aligned: bool = True,
-                         finest_scale: float = 56.0) -> Array:
+                         finest_scale: float = 56.0, legacy: bool = False) -> Array:
   """mmdetection's SingleRoIExtractor: each box (K, 4) of image `batch_index` (K,) pooled from
   its level (`roi_levels` over the first len(strides) maps, spatial scale 1 / stride) ->
-  (K, out_h, out_w, C)."""
+  (K, out_h, out_w, C). `legacy`: mmdetection v1's extractor and kernel (aligned=False)."""
   levels = list(levels)[:len(strides)]
   dtype = jnp.promote_types(levels[0].dtype, jnp.float32)
-  level = roi_levels(boxes, len(levels), finest_scale)
+  level = roi_levels(boxes, len(levels), finest_scale, legacy)
   starts, offset = [], 0
   for m in levels:
     starts.append(offset)
@@ -178,6 +203,8 @@ def multilevel_roi_align(levels: Sequence[Array], boxes: Array, batch_index: Arr
   widths = pick([m.shape[2] for m in levels])
   batch = batch_index.astype(jnp.int32)
   meta = jnp.stack([pick(starts) + batch * heights * widths, heights, widths], -1)
-  rois = boxes.astype(dtype) / pick([float(s) for s in strides]).astype(dtype)[:, None]
+  scale = (1.0 / pick([float(s) for s in strides])).astype(dtype)[:, None]
+  rois = _legacy_ends(boxes.astype(dtype), legacy) * scale
   flat = jnp.concatenate([m.reshape(-1, m.shape[-1]) for m in levels])
-  return _pool(flat, rois, meta, _size(output_size), int(sampling_ratio), bool(aligned))
+  return _pool(flat, rois, meta, _size(output_size), int(sampling_ratio),
+               _rule(aligned, legacy))

@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from hrnet_jax.errors import UserError
+from hrnet_jax.models import zoo
 
 CHECKPOINT_DIR = 'checkpoints'
 
@@ -350,8 +351,14 @@ def load_variables(path: str | os.PathLike, arch: str | None = None,
 
 def load_model_variables(path: str | os.PathLike, task: Any) -> tuple[dict[str, Any], str]:
   """The variables of any checkpoint kind for `task`'s model (arch and overrides from its
-  config), checked against the model's own structure and shapes; and what was read."""
-  variables, where = load_variables(path, task.config.model.arch, **task.model_kwargs)
+  config), checked against the model's own structure and shapes; and what was read. A model
+  with a `legacy` setting (two-stage detectors) states it: the arithmetic it runs is the layout
+  an official checkpoint must have."""
+  kwargs = dict(task.model_kwargs)
+  settings = zoo.model_config(task.config.model.arch, **kwargs)
+  if 'legacy' in settings:
+    kwargs['legacy'] = settings['legacy']
+  variables, where = load_variables(path, task.config.model.arch, **kwargs)
   model = task.create_model()
   expected = jax.eval_shape(lambda: model.init(jax.random.key(0),
                                                np.zeros((1, 64, 64, 3), np.float32)))

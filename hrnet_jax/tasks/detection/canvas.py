@@ -18,11 +18,15 @@ from hrnet_jax.errors import ConfigError
 # --- Sizes ------------------------------------------------------------------------------------
 
 
+def rescale_factor(h: int, w: int, scale: Sequence[int]) -> float:
+  """mmcv's keep-aspect factor: min(long / max(h, w), short / min(h, w))."""
+  return min(max(scale) / max(h, w), min(scale) / min(h, w))
+
+
 def rescale_size(h: int, w: int, scale: Sequence[int]) -> tuple[int, int]:
   """(h, w) resized keeping the aspect so that the long side fits scale[0] and the short side
-  scale[1] (mmcv's rule: factor min(long / max(h, w), short / min(h, w)), sides rounded half
-  up)."""
-  factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+  scale[1] (mmcv's rule: `rescale_factor`, sides rounded half up)."""
+  factor = rescale_factor(h, w, scale)
   return int(h * factor + 0.5), int(w * factor + 0.5)
 
 
@@ -44,16 +48,20 @@ def canvas_size(resized_hw: tuple[int, int], buckets: Sequence[Sequence[int]],
 
 
 def resize_pad(sample: dict, scale: Sequence[int], canvas_hw: tuple[int, int],
-               pad_value: np.ndarray, flip: bool = False) -> dict:
+               pad_value: np.ndarray, flip: bool = False, one_factor: bool = False) -> dict:
   """The image resized keeping its aspect (bilinear), optionally mirrored, pasted at the top
   left of its canvas filled with `pad_value` (the mean colour: zero after normalization, as the
   release pads normalized images with zeros); its boxes scaled by the same x and y factors,
-  clipped to the resized image, mirrored with it."""
+  clipped to the resized image, mirrored with it. `scale_xy`: the factors new / old side
+  (mmdetection v2), or the one keep-aspect factor twice (`one_factor`, mmdetection v1)."""
   image = sample['image']
   h, w = image.shape[:2]
   nh, nw = rescale_size(h, w, scale)
   resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-  factors = np.array([nw / w, nh / h], np.float32)
+  if one_factor:
+    factors = np.full(2, rescale_factor(h, w, scale), np.float32)
+  else:
+    factors = np.array([nw / w, nh / h], np.float32)
   boxes = np.asarray(sample['boxes'], np.float32).reshape(-1, 4) * np.tile(factors, 2)
   boxes = np.clip(boxes, 0, np.array([nw, nh, nw, nh], np.float32))
   if flip:
@@ -104,7 +112,7 @@ def train_sample(sample: dict, rng: np.random.Generator, *, scales: Sequence[Seq
 
 
 def eval_sample(sample: dict, *, scale: Sequence[int], buckets: Sequence[Sequence[int]],
-                 size_divisor: int, pad_value: np.ndarray) -> dict:
+                 size_divisor: int, pad_value: np.ndarray, one_factor: bool = False) -> dict:
   canvas = eval_canvas(*sample['image'].shape[:2], scale, buckets, size_divisor)
-  out = resize_pad(sample, scale, canvas, pad_value)
+  out = resize_pad(sample, scale, canvas, pad_value, one_factor=one_factor)
   return {k: out[k] for k in ('image', 'image_hw', 'scale_xy', 'image_id')}

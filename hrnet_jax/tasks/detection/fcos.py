@@ -239,15 +239,11 @@ class FCOS(DetectionTask):
     return jax.vmap(lambda a, b, c, hw, s: one(a, b, c, image_hw=hw, scale_xy=s))(
         logits, dist, ctr, image_hw, scale_xy)
 
-
   def protocol(self) -> str:
     e = self.config.eval
-    pad = (f'padded to a multiple of {e.size_divisor}' if e.get('size_divisor', 0)
-           else f'padded to the buckets {self.buckets}')
-    return (f'resized keeping aspect to {self.eval_scale[0]}x{self.eval_scale[1]}, {pad}; top '
+    return (f'{self.resize_protocol()}; top '
             f'{e.nms_pre} points per level, score > {e.score_thr}, class-wise NMS IoU '
             f'{e.nms_iou}, {e.max_per_img} boxes per image')
-
 
   # --- Export -------------------------------------------------------------------------------
 

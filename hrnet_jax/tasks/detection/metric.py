@@ -17,9 +17,12 @@ COCO_STATS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100',
               'ARl')
 
 
-def detection_rows(outputs: dict, category_ids: Sequence[int]) -> dict[int, list[dict]]:
+def detection_rows(outputs: dict, category_ids: Sequence[int],
+                   legacy: bool = False) -> dict[int, list[dict]]:
   """Per valid image of an eval batch (by source index): its detections as COCO results
-  (`bbox` [x, y, w, h] in original pixels, w = x2 - x1)."""
+  (`bbox` [x, y, w, h] in original pixels, w = x2 - x1; legacy, mmdetection v1's inclusive
+  boxes: x2 - x1 + 1)."""
+  one = 1.0 if legacy else 0.0
   rows = {}
   for i in np.flatnonzero(np.asarray(outputs['valid'])):
     keep = np.asarray(outputs['det_valid'][i], bool)
@@ -29,19 +32,22 @@ def detection_rows(outputs: dict, category_ids: Sequence[int]) -> dict[int, list
     image_id = int(outputs['image_id'][i])
     rows[int(outputs['index'][i])] = [
         {'image_id': image_id, 'category_id': int(category_ids[k]),
-         'bbox': [round(float(b[0]), 2), round(float(b[1]), 2), round(float(b[2] - b[0]), 2),
-                  round(float(b[3] - b[1]), 2)], 'score': round(float(s), 5)}
+         'bbox': [round(float(b[0]), 2), round(float(b[1]), 2),
+                  round(float(b[2] - b[0] + one), 2), round(float(b[3] - b[1] + one), 2)],
+         'score': round(float(s), 5)}
         for b, s, k in zip(boxes, scores, labels)]
   return rows
 
 
 class CocoBoxMetric(Metric):
   """COCO box AP of the detections (pycocotools against the split's annotation file, over the
-  images evaluated); without an annotation file (plain image lists) it only collects."""
+  images evaluated); without an annotation file (plain image lists) it only collects.
+  `legacy`: boxes are mmdetection v1's inclusive ones (detection_rows)."""
 
   def __init__(self, category_ids: Sequence[int], annotation_file: str | os.PathLike | None,
-               split: str = 'val'):
+               split: str = 'val', legacy: bool = False):
     self.category_ids = [int(c) for c in category_ids]
+    self.legacy = legacy
     self.annotation_file, self.split = annotation_file, split
     self.rows: dict[int, list[dict]] = {}
     self.image_ids: dict[int, int] = {}
@@ -49,7 +55,7 @@ class CocoBoxMetric(Metric):
     self._result: dict[str, Any] | None = None
 
   def update(self, outputs: dict) -> None:
-    self.rows.update(detection_rows(outputs, self.category_ids))
+    self.rows.update(detection_rows(outputs, self.category_ids, self.legacy))
     for i in np.flatnonzero(np.asarray(outputs['valid'])):
       self.image_ids[int(outputs['index'][i])] = int(outputs['image_id'][i])
       self.inexact += int(not outputs['exact'][i])

@@ -59,12 +59,13 @@ def stage_loss(stage: dict[str, Array], beta: float) -> tuple[Array, Array, Arra
 def decode(rois: Array, valid: Array, logits: Array, deltas: Array, image_hw: Array,
            scale_xy: Array, *, stds: Sequence[float], score_thr: float = 0.05,
            iou_threshold: float = 0.5, max_per_img: int = 100,
-           max_pairs: int = 2000) -> dict[str, Array]:
+           max_pairs: int = 2000, legacy: bool = False) -> dict[str, Array]:
   """The images' detections, mmdetection v2's R-CNN test: class probabilities by softmax
   (background last, dropped), each RoI moved by its class's deltas (or the class-agnostic
   ones) and clipped to the resized image, boxes divided by the x/y resize factors, every
   (RoI, class) with probability > `score_thr` a candidate, class-wise NMS, the `max_per_img`
   best (ops.multiclass_nms: `exact` says whether the fixed `max_pairs` changed nothing).
+  `legacy`: mmdetection v1's inclusive-box coder, clipping and NMS (models/rcnn.py).
 
   rois (B, P, 4), valid (B, P), logits (B, P, K + 1), deltas (B, P, 4K or 4), image_hw (B, 2),
   scale_xy (B, 2); batched without vmap (exportable to ONNX)."""
@@ -73,14 +74,15 @@ def decode(rois: Array, valid: Array, logits: Array, deltas: Array, image_hw: Ar
   b, p = rois.shape[:2]
   per_class = deltas.reshape(b, p, -1, 4).astype(jnp.float32)
   boxes = ops.decode_deltas(rois[:, :, None, :], per_class, stds=stds,
-                            max_hw=image_hw[:, None, None, :])
+                            max_hw=image_hw[:, None, None, :], legacy=legacy)
   boxes = boxes / jnp.tile(scale_xy.astype(jnp.float32), 2)[:, None, None, :]
   if per_class.shape[2] == 1:
     boxes = boxes[:, :, 0]
   elif per_class.shape[2] != num_classes:
     raise ValueError(f'{per_class.shape[2]} box deltas per RoI for {num_classes} classes')
   candidate = (probs > score_thr) & valid[..., None]
-  return ops.multiclass_nms(boxes, probs, candidate, iou_threshold, max_per_img, max_pairs)
+  return ops.multiclass_nms(boxes, probs, candidate, iou_threshold, max_per_img, max_pairs,
+                            legacy=legacy)
 
 
 class TwoStage(DetectionTask):
@@ -98,7 +100,15 @@ class TwoStage(DetectionTask):
   def settings(self) -> dict[str, Any]:
     return zoo.model_config(self.config.model.arch, **self.model_kwargs)
 
+  @property
+  def legacy(self) -> bool:
+    return bool(self.settings['legacy'])
+
   def model_inputs(self, batch: dict[str, Array]) -> dict[str, Any]:
+    if self.legacy:
+      raise ConfigError('config.model.overrides.legacy=True is the test arithmetic of the '
+                        'HRNet-Object-Detection releases, for evaluation: train with legacy '
+                        'False (their weights load as they are)')
     return {'image_hw': batch['image_hw'],
             'targets': {k: batch[k] for k in ('boxes', 'labels', 'box_valid')}}
 
@@ -124,7 +134,7 @@ class TwoStage(DetectionTask):
     return decode(outputs['rois'], outputs['valid'], outputs['logits'], outputs['deltas'],
                   image_hw, scale_xy, stds=stds, score_thr=float(e.score_thr),
                   iou_threshold=float(e.nms_iou), max_per_img=int(e.max_per_img),
-                  max_pairs=int(e.max_pairs))
+                  max_pairs=int(e.max_pairs), legacy=self.legacy)
 
   def eval_outputs(self, apply_fn: Any, images: Array, batch: dict) -> dict:
     out = self.decode(apply_fn(images, image_hw=batch['image_hw']), batch['image_hw'],
@@ -134,14 +144,14 @@ class TwoStage(DetectionTask):
 
   def protocol(self) -> str:
     e, c = self.config.eval, self.settings
-    pad = (f'padded to a multiple of {e.size_divisor}' if e.get('size_divisor', 0)
-           else f'padded to the buckets {self.buckets}')
     stages = ('' if c['num_stages'] == 1 else
               f'; {c["num_stages"]} stages, mean of their class logits')
-    return (f'resized keeping aspect to {self.eval_scale[0]}x{self.eval_scale[1]}, {pad}; RPN '
+    return (f'{self.resize_protocol()}; RPN '
             f'top {c["test_pre_nms"]} per level, NMS {c["rpn_nms_iou"]}, '
             f'{c["test_proposals"]} proposals{stages}; softmax score > {e.score_thr}, '
-            f'class-wise NMS IoU {e.nms_iou}, {e.max_per_img} boxes per image')
+            f'class-wise NMS IoU {e.nms_iou}, {e.max_per_img} boxes per image'
+            + ('; mmdetection v1 arithmetic (legacy: inclusive boxes, RoIAlign 2x2 samples '
+               'unaligned)' if self.legacy else ''))
 
   # --- Export ---------------------------------------------------------------------------------
 

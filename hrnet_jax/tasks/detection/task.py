@@ -69,6 +69,18 @@ class DetectionTask(Task):
   def size_divisor(self) -> int:
     return int(self.config.eval.get('size_divisor', 0))
 
+  @property
+  def legacy(self) -> bool:
+    """mmdetection v1's arithmetic (inclusive boxes: COCO widths x2 - x1 + 1, one resize
+    factor): frameworks whose model has a `legacy` setting say so."""
+    return False
+
+  def resize_protocol(self) -> str:
+    """The test-time resize and padding, the first clause of every framework's `protocol`."""
+    pad = (f'padded to a multiple of {self.size_divisor}' if self.size_divisor
+           else f'padded to the buckets {self.buckets}')
+    return f'resized keeping aspect to {self.eval_scale[0]}x{self.eval_scale[1]}, {pad}'
+
   def canvases(self, source: sources.DetectionSource, train: bool) -> list[tuple[int, int]]:
     """Per image of a detection source, its canvas (from the sizes in the source's metadata)."""
     if train:
@@ -91,7 +103,8 @@ class DetectionTask(Task):
 
   def eval_transform(self) -> Callable:
     return functools.partial(canvas.eval_sample, scale=self.eval_scale, buckets=self.buckets,
-                             size_divisor=self.size_divisor, pad_value=self.pad_value)
+                             size_divisor=self.size_divisor, pad_value=self.pad_value,
+                             one_factor=self.legacy)
 
   # --- Evaluation ---------------------------------------------------------------------------
 
@@ -107,7 +120,8 @@ class DetectionTask(Task):
   def new_metric(self, source: sources.Source) -> metric.CocoBoxMetric:
     from hrnet_jax.data.sources.coco_detection import CocoDetection
     annotations = source.annotation_file if isinstance(source, CocoDetection) else None
-    return metric.CocoBoxMetric(self.category_ids, annotations, source.split)
+    return metric.CocoBoxMetric(self.category_ids, annotations, source.split,
+                                legacy=self.legacy)
 
   # --- predict.py ---------------------------------------------------------------------------
 
@@ -122,7 +136,7 @@ class DetectionTask(Task):
     """The detections of the image: box [x, y, w, h] in image pixels, score, class."""
     out = {k: v[:1] for k, v in outputs.items()}
     out.update(valid=np.ones(1, np.int32), index=np.zeros(1, np.int32))
-    rows = metric.detection_rows(out, range(len(self.class_names)))[0]
+    rows = metric.detection_rows(out, range(len(self.class_names)), self.legacy)[0]
     return {'detections': [{'box': r['bbox'], 'score': r['score'],
                             'class_id': r['category_id'],
                             'class': self.class_names[r['category_id']]} for r in rows]}
