@@ -114,6 +114,8 @@ def torch_to_flax(state_dict_or_path: Any, arch: str | None = None, *,
   head_sizes = {}  # the checkpoint's head size, where the caller asks for another
   layout_found = None  # the checkpoint's two-stage layout (legacy), where the caller asks another
   legacy = mapping.legacy_layout(tensors)
+  if legacy:
+    tensors = mapping.v1_neck_to_legacy(tensors)
   if legacy is not None and 'legacy' in zoo.TASKS[task]:
     if 'legacy' not in overrides:  # unstated: the checkpoint's own layout
       overrides = dict(overrides, legacy=True) if legacy else overrides

@@ -179,13 +179,8 @@ def restack(source: Mapping[tuple[str, ...], Any], target: Mapping[tuple[str, ..
   return out
 
 
-_LEGACY_NAMES = ((re.compile(r'^neck\.reduction_conv\.conv\.'), 'neck.reduction_conv.0.'),
-                 (re.compile(r'^neck\.fpn_convs\.(\d+)\.conv\.'), r'neck.fpn_conv.\1.'),
-                 (re.compile(r'^roi_head\.bbox_head'), 'bbox_head'))
-
-
 def _legacy_key(key: str) -> str:
-  for pattern, new in _LEGACY_NAMES:
+  for pattern, new in _V1_NECK + ((re.compile(r'^roi_head\.bbox_head'), 'bbox_head'),):
     key = pattern.sub(new, key)
   return key
 
@@ -273,6 +268,22 @@ def legacy_layout(keys: Any) -> bool | None:
     return None
   return not any(k.startswith('roi_head.') for k in keys) and any(
       k.startswith('bbox_head.') for k in keys)
+
+
+_V1_NECK = ((re.compile(r'^neck\.reduction_conv\.conv\.'), 'neck.reduction_conv.0.'),
+            (re.compile(r'^neck\.fpn_convs\.(\d+)\.conv\.'), r'neck.fpn_conv.\1.'))
+
+
+def v1_neck_to_legacy(tensors: Mapping[str, Any]) -> dict[str, Any]:
+  """mmdetection v1.0's checkpoints (the W48 releases) have v0.x's heads and arithmetic but a
+  ConvModule neck (`neck.reduction_conv.conv`, `neck.fpn_convs.<i>.conv`): renamed to the legacy
+  layout's `neck.reduction_conv.0`, `neck.fpn_conv.<i>`."""
+  out = {}
+  for key, value in tensors.items():
+    for pattern, new in _V1_NECK:
+      key = pattern.sub(new, key)
+    out[key] = value
+  return out
 
 
 def _two_stage_head(tensors: Mapping[str, Any]) -> tuple[str, None, dict[str, Any]]:
