@@ -1,6 +1,8 @@
 """Faster R-CNN and Cascade R-CNN: the mmdetection key layout, conversion both ways, the network
 and its detections against an independent PyTorch reference, losses and samples by hand."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -384,18 +386,11 @@ def test_v1_release_neck_names_are_read_as_legacy():
   """mmdetection v1.0's checkpoints (the W48 releases): legacy heads, ConvModule neck names."""
   arch, more = 'cascade_rcnn_w18', dict(TINY, legacy=True)
   state = scaled_state_dict(arch, **more)
-  v1 = {k.replace('neck.reduction_conv.0.', 'neck.reduction_conv.conv.')
-        .replace('neck.fpn_conv.', 'neck.fpn_convs.'): v for k, v in state.items()}
-  v1 = {_v1_conv(k): v for k, v in v1.items()}
+  v1 = {re.sub(r'^neck\.(reduction_conv)\.0\.|^neck\.fpn_conv\.(\d+)\.',
+               lambda m: f'neck.{m[1]}.conv.' if m[1] else f'neck.fpn_convs.{m[2]}.conv.', k): v
+        for k, v in state.items()}
   assert 'neck.fpn_convs.2.conv.weight' in v1
   want = convert.torch_to_flax(state, arch, **more)
   got = convert.torch_to_flax(v1, arch, **more)
   jax.tree_util.tree_map(np.testing.assert_array_equal, got, want)
 
-
-def _v1_conv(key):
-  """neck.fpn_convs.<i>.weight -> neck.fpn_convs.<i>.conv.weight (v1.0's ConvModule)."""
-  parts = key.split('.')
-  if key.startswith('neck.fpn_convs.'):
-    parts.insert(3, 'conv')
-  return '.'.join(parts)

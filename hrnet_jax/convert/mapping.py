@@ -179,8 +179,15 @@ def restack(source: Mapping[tuple[str, ...], Any], target: Mapping[tuple[str, ..
   return out
 
 
+_V1_NECK = ((re.compile(r'^neck\.reduction_conv\.conv\.'), 'neck.reduction_conv.0.'),
+            (re.compile(r'^neck\.fpn_convs\.(\d+)\.conv\.'), r'neck.fpn_conv.\1.'))
+
+
+_TO_LEGACY = _V1_NECK + ((re.compile(r'^roi_head\.bbox_head'), 'bbox_head'),)
+
+
 def _legacy_key(key: str) -> str:
-  for pattern, new in _V1_NECK + ((re.compile(r'^roi_head\.bbox_head'), 'bbox_head'),):
+  for pattern, new in _TO_LEGACY:
     key = pattern.sub(new, key)
   return key
 
@@ -191,6 +198,7 @@ def _layout(arch: str, frozen_overrides: tuple) -> tuple[Entry, ...]:
   overrides = dict(frozen_overrides)
   shapes = zoo.init_shapes(arch, **overrides)
   legacy = bool(overrides.get('legacy', False))
+  class_specific = legacy and not zoo.model_config(arch, **overrides)['class_agnostic']
   entries = []
   for path, leaf in traverse_util.flatten_dict(dict(shapes)).items():
     collection, top, *modules, name = path
@@ -207,7 +215,7 @@ def _layout(arch: str, frozen_overrides: tuple) -> tuple[Entry, ...]:
         key = _legacy_key(key)
         if '.fc_cls.' in key:
           background = 'cls'
-        elif '.fc_reg.' in key and not zoo.model_config(arch, **overrides)['class_agnostic']:
+        elif '.fc_reg.' in key and class_specific:
           background = 'reg'  # class-specific: the background's 4 rows first
           torch_shape = (torch_shape[0] + 4,) + tuple(torch_shape[1:])
       entries.append(Entry(key, tuple(torch_shape), tuple(path), flax_shape, index, stack, chw,
@@ -268,10 +276,6 @@ def legacy_layout(keys: Any) -> bool | None:
     return None
   return not any(k.startswith('roi_head.') for k in keys) and any(
       k.startswith('bbox_head.') for k in keys)
-
-
-_V1_NECK = ((re.compile(r'^neck\.reduction_conv\.conv\.'), 'neck.reduction_conv.0.'),
-            (re.compile(r'^neck\.fpn_convs\.(\d+)\.conv\.'), r'neck.fpn_conv.\1.'))
 
 
 def v1_neck_to_legacy(tensors: Mapping[str, Any]) -> dict[str, Any]:
