@@ -4,11 +4,10 @@ person detector feeding top-down pose in predict.py and eval.py."""
 import json
 
 import cv2
-import jax
 import numpy as np
 import pytest
 
-from conftest import recipe, write_random_checkpoint
+from conftest import random_variables, recipe, write_random_checkpoint
 from hrnet_jax import evaluate_checkpoint, predict
 from hrnet_jax.data.sources.coco_detection import CocoDetection
 
@@ -138,8 +137,8 @@ def test_a_legacy_release_evaluates_with_the_switch(det_demo_root, tmp_path):
   from hrnet_jax.tasks import get_task
   c = recipe('det_coco_faster_rcnn', det_demo_root, 'runlocal,legacy')
   task = get_task(c)
-  state = convert.flax_to_torch(task.create_model().init(
-      jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32)), c.model.arch, **task.model_kwargs)
+  variables = random_variables(task.create_model(), np.zeros((1, 64, 64, 3), np.float32))
+  state = convert.flax_to_torch(variables, c.model.arch, **task.model_kwargs)
   assert 'bbox_head.fc_cls.weight' in state and 'neck.fpn_conv.0.weight' in state
   path = tmp_path / 'faster_rcnn_hrnetv2p_v0.pth'
   torch.save({'state_dict': {k: torch.from_numpy(np.array(v)) for k, v in state.items()}}, path)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import random_variables
 from hrnet_jax import convert, ops
 from hrnet_jax.convert import mapping
 from hrnet_jax.models import rcnn, zoo
@@ -275,7 +276,7 @@ def test_training_steps_learn_on_a_fixed_batch():
              'labels': jnp.asarray([[0, 2], [1, 0]]), 'box_valid': jnp.asarray([[1, 1], [1, 0]],
                                                                                bool)}
   hw = jnp.asarray([[64, 96], [64, 96]])
-  variables = model.init({'params': jax.random.key(0)}, x)
+  variables = random_variables(model, x)  # an eager init takes longer than the whole step
   task = tiny_task('faster_rcnn_w18')
   tx = optax.sgd(0.005, momentum=0.9)
 

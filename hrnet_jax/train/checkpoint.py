@@ -11,6 +11,7 @@ import os
 import pathlib
 import re
 import sys
+import warnings
 from typing import Any, Callable, Iterator
 
 import grain
@@ -93,6 +94,10 @@ class _QuietLostWrites(logging.Filter):
 
 logging.getLogger('absl').addFilter(_QuietWriteFailures())
 logging.getLogger('asyncio').addFilter(_QuietLostWrites())
+# The same failed write leaves orbax's not-yet-started fragment writes un-awaited; Python warns of
+# them when they are collected (often at exit, after the one-line error).
+warnings.filterwarnings('ignore', category=RuntimeWarning,
+                        message=r"coroutine '[\w.<>]*write_fragment' was never awaited")
 
 
 @contextlib.contextmanager
