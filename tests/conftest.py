@@ -26,6 +26,12 @@ DATA = pathlib.Path(__file__).parent / 'data'
 # The tiny model of the `runlocal` recipes, for tests that build models directly.
 from configs.common import TINY_MODEL as TINY  # noqa: E402,F401 (for the tests)
 
+# A tiny two-stage detector (tests against the PyTorch reference: any size exercises every
+# tensor).
+TWO_STAGE_TINY = dict(width=4, num_modules=(1, 1, 1), num_blocks=1, stage1_blocks=1,
+                      stage1_planes=8, out_channels=16, fc_channels=32, num_classes=3,
+                      test_proposals=300)
+
 
 def recipe(name: str, root=None, arg: str = 'runlocal'):
   """configs/<name>.py:<arg> with the data root set (the `runlocal` tiny recipe by default)."""
@@ -68,6 +74,24 @@ def random_variables(model, x, seed: int = 0) -> dict:
     return np.asarray(value, s.dtype)
 
   return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def scaled_state_dict(arch, seed=0, **overrides):
+  """Random weights of the release's keys and shapes, scaled so that activations stay O(1)
+  (weights N(0, 1 / fan_in), BN statistics near identity): proposals and scores spread out."""
+  from hrnet_jax.convert import mapping
+  rng = np.random.default_rng(seed)
+  out = {}
+  for key, shape in mapping.torch_keys_and_shapes(arch, **overrides):
+    if key.endswith('num_batches_tracked'):
+      out[key] = np.zeros((), np.int64)
+    elif key.endswith('running_var') or (len(shape) == 1 and key.endswith('weight')):
+      out[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    elif len(shape) == 1:
+      out[key] = rng.normal(0, 0.1, shape).astype(np.float32)
+    else:
+      out[key] = rng.normal(0, 1 / np.sqrt(np.prod(shape[1:])), shape).astype(np.float32)
+  return out
 
 
 def write_random_checkpoint(config, path, bn_offset: float = 0.0):

@@ -8,44 +8,26 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import random_variables
+from conftest import TWO_STAGE_TINY as TINY, random_variables, scaled_state_dict
 from hrnet_jax import convert, ops
 from hrnet_jax.convert import mapping
 from hrnet_jax.models import rcnn, zoo
 from hrnet_jax.tasks.detection import detection_task
 from hrnet_jax.tasks.detection import rcnn as rcnn_task
 
-# A tiny variant: the reference runs the same network, so any size exercises every tensor.
-TINY = dict(width=4, num_modules=(1, 1, 1), num_blocks=1, stage1_blocks=1, stage1_planes=8,
-            out_channels=16, fc_channels=32, num_classes=3, test_proposals=300)
-
-
 def tiny_task(arch, legacy=False):
-  """The recipe's task for a tiny `arch` of 3 classes (no dataset needed)."""
+  """The recipe's task for a tiny `arch` of 3 classes (no dataset needed); mask archs on their
+  box detector's recipe."""
   from configs import det_coco_cascade_rcnn, det_coco_faster_rcnn
-  recipe = det_coco_faster_rcnn if arch.startswith('faster') else det_coco_cascade_rcnn
-  config = recipe.get_config(f'arch={arch}' + (',legacy' if legacy else ''))
+  cascade = arch.startswith('cascade')
+  recipe = det_coco_cascade_rcnn if cascade else det_coco_faster_rcnn
+  box_arch = arch.replace('mask_rcnn', 'rcnn') if cascade else arch.replace('mask', 'faster')
+  config = recipe.get_config(f'arch={box_arch}' + (',legacy' if legacy else ''))
+  config.model.arch = arch
   config.model.overrides.update({k: v for k, v in TINY.items() if k != 'num_classes'})
   task = detection_task(config, classes=([1, 2, 3], ['a', 'b', 'c']))
   assert isinstance(task, rcnn_task.TwoStage)
   return task
-
-
-def scaled_state_dict(arch, seed=0, **overrides):
-  """Random weights of the release's keys and shapes, scaled so that activations stay O(1)
-  (weights N(0, 1 / fan_in), BN statistics near identity): proposals and scores spread out."""
-  rng = np.random.default_rng(seed)
-  out = {}
-  for key, shape in mapping.torch_keys_and_shapes(arch, **overrides):
-    if key.endswith('num_batches_tracked'):
-      out[key] = np.zeros((), np.int64)
-    elif key.endswith('running_var') or (len(shape) == 1 and key.endswith('weight')):
-      out[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
-    elif len(shape) == 1:
-      out[key] = rng.normal(0, 0.1, shape).astype(np.float32)
-    else:
-      out[key] = rng.normal(0, 1 / np.sqrt(np.prod(shape[1:])), shape).astype(np.float32)
-  return out
 
 
 @pytest.mark.parametrize('arch, stages', [('faster_rcnn_w32', 1), ('cascade_rcnn_w32', 3)])

@@ -44,7 +44,8 @@ _ORDER = [
     'f_up', 'conv_bn_dropout', 'cls_head', 'aux_head', 'backbone', 'neck', 'reduction_conv',
     'fpn_convs', 'fpn_conv', 'bbox_head', 'cls_convs', 'reg_convs', 'conv_cls', 'conv_reg',
     'conv_centerness', 'scales', 'rpn_head', 'rpn_conv', 'rpn_cls', 'rpn_reg', 'roi_head',
-    'fc_cls', 'fc_reg', 'shared_fcs', 'conv', 'gn', 'weight', 'bias', 'scale', 'running_mean',
+    'fc_cls', 'fc_reg', 'shared_fcs', 'mask_head', 'convs', 'upsample', 'conv_logits', 'conv',
+    'gn', 'weight', 'bias', 'scale', 'running_mean',
     'running_var', 'num_batches_tracked'
 ]
 _RANK = {name: i for i, name in enumerate(_ORDER)}
@@ -63,7 +64,7 @@ def torch_key_order(key: str) -> tuple:
 def _top_prefix(task: str, top: str) -> str:
   if task == 'det':
     return {'backbone': 'backbone.', 'head': 'neck.'}[top]
-  if task in ('fcos', 'faster_rcnn', 'cascade_rcnn'):  # the head's children carry mmdet's names
+  if task == 'fcos' or task in zoo.TWO_STAGE_TASKS:  # the head's children carry mmdet's names
     return {'backbone': 'backbone.', 'head': ''}[top]
   return ''
 
@@ -91,8 +92,11 @@ class Entry:
   stack: tuple[int, ...] = ()
   chw: tuple[int, int, int] | None = None  # a dense layer reading (C, H, W)-flattened features
   background_first: str = ''  # legacy box heads: 'cls' (logits) or 'reg' (4 leading deltas)
+  transposed_conv: bool = False  # ConvTranspose2d: (in, out, kh, kw) <-> (kh, kw, in, out)
 
   def to_flax(self, array: np.ndarray) -> np.ndarray:
+    if self.transposed_conv:
+      return _contiguous(np.asarray(array).transpose(2, 3, 0, 1))
     array = _transpose(array, to_torch=False)
     if self.chw:  # rows c*H*W + h*W + w -> rows (h*W + w)*C + c, the order of NHWC features
       c, h, w = self.chw
@@ -105,6 +109,8 @@ class Entry:
 
   def to_torch(self, array: np.ndarray) -> np.ndarray:
     array = np.asarray(array)
+    if self.transposed_conv:
+      return _contiguous(array.transpose(2, 3, 0, 1))
     if self.background_first == 'cls':
       array = np.roll(array, 1, axis=-1)
     elif self.background_first == 'reg':
@@ -206,7 +212,9 @@ def _layout(arch: str, frozen_overrides: tuple) -> tuple[Entry, ...]:
       key = (_top_prefix(task, top) + '.'.join(names) + '.' +
              _torch_leaf(collection, names[-1], name))
       stack, flax_shape = tuple(leaf.shape[:len(index)]), tuple(leaf.shape[len(index):])
-      torch_shape = _transpose(np.empty(flax_shape, np.bool_), to_torch=True).shape
+      transposed = key.endswith('upsample.weight')  # mask heads' ConvTranspose2d
+      torch_shape = (flax_shape[2], flax_shape[3], *flax_shape[:2]) if transposed else (
+          _transpose(np.empty(flax_shape, np.bool_), to_torch=True).shape)
       chw, background = None, ''
       if key.endswith('shared_fcs.0.weight'):  # R-CNN box heads: (C, 7, 7) flattened inputs
         size = int(overrides.get('roi_size', zoo.TASKS[task].get('roi_size', 7)))
@@ -219,7 +227,7 @@ def _layout(arch: str, frozen_overrides: tuple) -> tuple[Entry, ...]:
           background = 'reg'  # class-specific: the background's 4 rows first
           torch_shape = (torch_shape[0] + 4,) + tuple(torch_shape[1:])
       entries.append(Entry(key, tuple(torch_shape), tuple(path), flax_shape, index, stack, chw,
-                           background))
+                           background, transposed))
   return tuple(sorted(entries, key=lambda e: torch_key_order(e.key)))
 
 
@@ -303,6 +311,9 @@ def _two_stage_head(tensors: Mapping[str, Any]) -> tuple[str, None, dict[str, An
   if first + 'fc_cls.weight' not in keys:
     raise ValueError(f'cannot infer the arch: an RPN but no box head ({first}fc_cls.weight)')
   task = 'cascade_rcnn' if cascade else 'faster_rcnn'
+  mask_head = ('mask_head.' if legacy else 'roi_head.mask_head.')
+  if any(k.startswith(mask_head) for k in keys):
+    task = 'cascade_mask_rcnn' if cascade else 'mask_rcnn'
   default = zoo.TASKS[task]
   found = dict(num_classes=tuple(tensors[first + 'fc_cls.weight'].shape)[0] - 1,
                out_channels=tuple(tensors['rpn_head.rpn_conv.weight'].shape)[0],
@@ -339,7 +350,7 @@ def infer_arch(tensors: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     raise ValueError('cannot infer the arch: no known head found (expected one of classifier.*, '
                      'last_layer.*, head.*, cls_head.* + aux_head.*, final_layer.*, neck.*, '
                      'bbox_head.conv_centerness.*)')
-  if task in ('det', 'fcos', 'faster_rcnn', 'cascade_rcnn'):  # keys carry mmdet's prefixes
+  if task in ('det', 'fcos') or task in zoo.TWO_STAGE_TASKS:  # keys carry mmdet's prefixes
     keys = {k[len('backbone.'):] for k in keys if k.startswith('backbone.')}
     shape = lambda k: tuple(tensors['backbone.' + k].shape)
   width_key = 'stage2.0.branches.0.0.conv1.weight'

@@ -18,7 +18,7 @@ from hrnet_jax.models import zoo
 
 
 # Tasks whose releases are mmdetection's: the backbone under `backbone.`, then `neck.`, heads.
-MMDET_TASKS = ('det', 'fcos', 'faster_rcnn', 'cascade_rcnn')
+MMDET_TASKS = ('det', 'fcos') + zoo.TWO_STAGE_TASKS
 
 
 def _bn(channels: int, momentum: float) -> nn.BatchNorm2d:
@@ -322,11 +322,13 @@ class HRNetReference(nn.Module):
       if task == 'fcos':
         self.bbox_head = FCOSHead(c['num_classes'], c['out_channels'], c['stacked_convs'],
                                   c['num_levels'], c['gn_groups'], c['centerness_on_reg'])
-      elif task in ('faster_rcnn', 'cascade_rcnn'):
+      elif task in zoo.TWO_STAGE_TASKS:
         from hrnet_jax.convert import torch_rcnn  # pylint: disable=import-outside-toplevel
         heads = torch_rcnn.TwoStage(c['out_channels'], c['num_classes'], c['num_stages'],
                                     c['fc_channels'], c['test_pre_nms'], c['test_proposals'],
-                                    self.legacy)
+                                    self.legacy, c['with_mask'],
+                                    (c['test_score_thr'], c['test_nms_iou'],
+                                     c['test_max_per_img']))
         self.rpn_head = heads.rpn_head  # mmdet's top-level names
         if self.legacy:
           self.bbox_head = heads.bbox_head
@@ -393,7 +395,7 @@ class HRNetReference(nn.Module):
     levels = self.levels(xs)  # det, fcos, two-stage
     if self.task == 'fcos':
       return self.bbox_head(levels)
-    if self.task in ('faster_rcnn', 'cascade_rcnn'):  # the whole input is the image
+    if self.task in zoo.TWO_STAGE_TASKS:  # the whole input is the image
       return self._two_stage[0](levels, [tuple(x.shape[2:])] * len(x))
     return levels
 
@@ -410,9 +412,10 @@ class HRNetReference(nn.Module):
     levels = [y] + [F.avg_pool2d(y, 2**i, 2**i) for i in range(1, self.num_levels)]
     return tuple(conv(z) for conv, z in zip(fpn, levels))
 
-  def forward_two_stage(self, x, image_hw: list[tuple[int, int]]):
-    """A two-stage detector on images whose unpadded sizes are `image_hw` (per image)."""
-    return self._two_stage[0](self.levels(self.streams(x)), image_hw)
+  def forward_two_stage(self, x, image_hw: list[tuple[int, int]], scale_xy=None):
+    """A two-stage detector on images whose unpadded sizes are `image_hw` (per image); with
+    masks, the detections are divided by `scale_xy` (per image, (x, y))."""
+    return self._two_stage[0](self.levels(self.streams(x)), image_hw, scale_xy)
 
 
 def build(arch: str, **overrides: Any) -> HRNetReference:

@@ -1,7 +1,9 @@
 """The two-stage detectors' heads in PyTorch (mmdetection v2's module layout), written from the
 documented formulas with torchvision's ops: the reference that conversions (`--verify`) and the
 tests hold the JAX model against. NCHW throughout; the box head flattens RoI features in
-PyTorch's (C, 7, 7) order, as the released weights expect.
+PyTorch's (C, 7, 7) order, as the released weights expect. With mask heads (Mask R-CNN, Cascade
+Mask R-CNN) the reference also runs the R-CNN test (`detections`) and the mask heads on the
+detected boxes, as mmdetection's simple_test does.
 
 `legacy=True` builds HRNet-Object-Detection's network instead (mmdetection v0.x): top-level
 `bbox_head`, background FIRST in the class logits and in class-specific regression, and v1's
@@ -49,6 +51,26 @@ class BBoxHead(nn.Module):
     for fc in self.shared_fcs:
       x = F.relu(fc(x))
     return self.fc_cls(x), self.fc_reg(x)
+
+
+class MaskHead(nn.Module):
+  """FCNMaskHead: convs.<i>.conv (3x3 + ReLU), upsample (ConvTranspose2d 2x2 stride 2 + ReLU),
+  conv_logits (1x1, a map per class)."""
+
+  def __init__(self, channels: int, num_classes: int, num_convs: int = 4):
+    super().__init__()
+    self.convs = nn.ModuleList()
+    for _ in range(num_convs):
+      block = nn.Module()
+      block.conv = nn.Conv2d(channels, channels, 3, 1, 1)
+      self.convs.append(block)
+    self.upsample = nn.ConvTranspose2d(channels, channels, 2, 2)
+    self.conv_logits = nn.Conv2d(channels, num_classes, 1)
+
+  def forward(self, x):
+    for block in self.convs:
+      x = F.relu(block.conv(x))
+    return self.conv_logits(F.relu(self.upsample(x)))
 
 
 def anchors(h: int, w: int, stride: int, legacy: bool = False) -> torch.Tensor:
@@ -166,22 +188,39 @@ def proposals(cls, reg, i, hw, pre_nms, num, iou, legacy: bool = False):
   return boxes[order[:num]]
 
 
-def roi_features(levels, rois, batch, legacy: bool = False):
-  """mmdetection's level rule; RoIAlign 7x7, adaptive sampling, aligned (legacy: v1's level
-  rule with widths + 1, and its kernel)."""
+def roi_features(levels, rois, batch, legacy: bool = False, size: int = 7):
+  """mmdetection's level rule; RoIAlign size x size, adaptive sampling, aligned (legacy: v1's
+  level rule with widths + 1, and its kernel)."""
   one = 1.0 if legacy else 0.0
   scale = ((rois[:, 2] - rois[:, 0] + one) * (rois[:, 3] - rois[:, 1] + one)).sqrt()
   level = torch.floor(torch.log2(scale / 56 + 1e-6)).clamp(0, 3).long()
-  out = rois.new_zeros(len(rois), levels[0].shape[1], 7, 7)
+  out = rois.new_zeros(len(rois), levels[0].shape[1], size, size)
   for k, stride in enumerate(ROI_STRIDES):
     picked = level == k
     if picked.any():
       boxes = torch.cat([batch[picked, None].float(), rois[picked]], 1)
       if legacy:
-        out[picked] = legacy_roi_align(levels[k], boxes, 1 / stride)
+        out[picked] = legacy_roi_align(levels[k], boxes, 1 / stride, size)
       else:
-        out[picked] = torchvision.ops.roi_align(levels[k], boxes, 7, 1 / stride, 0, True)
+        out[picked] = torchvision.ops.roi_align(levels[k], boxes, size, 1 / stride, 0, True)
   return out
+
+
+def detections(rois, logits, deltas, hw, scale, stds, score_thr: float = 0.05,
+               iou: float = 0.5, max_per_img: int = 100):
+  """mmdetection v2's R-CNN test on one image's RoIs: softmax (background last, dropped), the
+  class's deltas (or the class-agnostic ones), clipped to the image (height, width), divided
+  by the (x, y) resize factors `scale`, every (RoI, class) scoring > score_thr, batched NMS,
+  the best max_per_img. Returns boxes (D, 4), scores (D,), labels (D,), by score."""
+  probs = torch.softmax(logits, 1)[:, :-1]
+  k = probs.shape[1]
+  boxes = apply_deltas(rois, deltas, stds, hw).reshape(len(rois), -1, 4)
+  boxes = boxes / torch.tensor([scale[0], scale[1], scale[0], scale[1]], dtype=boxes.dtype)
+  boxes = boxes.expand(len(rois), k, 4) if boxes.shape[1] == 1 else boxes
+  rows, cols = torch.nonzero(probs > score_thr, as_tuple=True)
+  b, s = boxes[rows, cols], probs[rows, cols]
+  keep = torchvision.ops.batched_nms(b, s, cols, iou)[:max_per_img]
+  return b[keep], s[keep], cols[keep]
 
 
 class TwoStage(nn.Module):
@@ -190,22 +229,29 @@ class TwoStage(nn.Module):
   stage's `deltas`, rows past an image's proposals zero, and `valid`."""
 
   def __init__(self, channels: int, num_classes: int, num_stages: int, fc: int,
-               pre_nms: int, num: int, legacy: bool = False):
+               pre_nms: int, num: int, legacy: bool = False, with_mask: bool = False,
+               test: tuple[float, float, int] = (0.05, 0.5, 100)):
     super().__init__()
     self.rpn_head = RPNHead(channels)
     heads = [BBoxHead(channels, 7, fc, num_classes, num_stages > 1, legacy)
              for _ in range(num_stages)]
     box_heads = heads[0] if num_stages == 1 else nn.ModuleList(heads)
+    masks = [MaskHead(channels, num_classes) for _ in range(num_stages if with_mask else 0)]
     if legacy:  # v0.x: the box heads are top-level modules
       self.bbox_head = box_heads
     else:
       self.roi_head = nn.Module()
       self.roi_head.bbox_head = box_heads
+      if masks:
+        self.roi_head.mask_head = masks[0] if num_stages == 1 else nn.ModuleList(masks)
     self.heads, self.pre_nms, self.num, self.legacy = heads, pre_nms, num, legacy
+    self.masks, self.test = masks, test
 
-  def forward(self, levels, image_hw):
+  def forward(self, levels, image_hw, scale_xy=None):
+    """`scale_xy` (per image): the resize factors the detections are divided by (masks)."""
     cls, reg = self.rpn_head(levels)
     out = {'deltas': [], 'logits': [], 'rois': [], 'valid': []}
+    found = []
     for i, hw in enumerate(image_hw):
       rois = proposals(cls, reg, i, hw, self.pre_nms, self.num, 0.7, self.legacy)
       n = len(rois)
@@ -221,7 +267,28 @@ class TwoStage(nn.Module):
       out['logits'].append(pad(logits / len(self.heads)))
       out['deltas'].append(pad(deltas))
       out['valid'].append(torch.arange(self.num) < n)
-    return {k: torch.stack(v) for k, v in out.items()}
+      if self.masks:
+        scale = (1.0, 1.0) if scale_xy is None else tuple(scale_xy[i])
+        found.append(self.detect_masks(levels, i, rois, logits / len(self.heads), deltas, hw,
+                                       scale))
+    out = {k: torch.stack(v) for k, v in out.items()}
+    if found:
+      out['detections'] = {k: torch.stack([f[k] for f in found]) for k in found[0]}
+    return out
+
+  def detect_masks(self, levels, i, rois, logits, deltas, hw, scale):
+    """Image i's detections and the mean of the mask heads' sigmoids for each box's class,
+    on its boxes scaled back onto the input; padded to max_per_img (labels -1)."""
+    score_thr, iou, top = self.test
+    boxes, scores, labels = detections(rois, logits, deltas, hw, scale,
+                                       STAGE_STDS[len(self.heads) - 1], score_thr, iou, top)
+    on_input = boxes * torch.tensor([scale[0], scale[1], scale[0], scale[1]])
+    feats = roi_features(levels, on_input, torch.full((len(boxes),), i), size=14)
+    probs = sum(head(feats)[torch.arange(len(boxes)), labels].sigmoid() for head in self.masks)
+    d, m = len(boxes), top
+    pad = lambda t, value=0: F.pad(t, (0, 0) * (t.dim() - 1) + (0, m - d), value=value)
+    return {'boxes': pad(boxes), 'labels': pad(labels, -1), 'masks': pad(probs / len(self.masks)),
+            'scores': pad(scores), 'valid': torch.arange(m) < d}
 
 
 def in_model_order(out: dict, legacy: bool, class_specific: bool) -> dict:

@@ -1,10 +1,17 @@
-"""Two-stage detectors on HRNetV2p: Faster R-CNN and Cascade R-CNN, as mmdetection v2 builds
-them for its HRNet releases (module names are that state_dict's keys).
+"""Two-stage detectors on HRNetV2p: Faster R-CNN and Cascade R-CNN, and with mask heads Mask
+R-CNN and Cascade Mask R-CNN, as mmdetection v2 builds them for its HRNet releases (module
+names are that state_dict's keys).
 
 The HRFPN neck (levels at strides 4..64) feeds an RPN head; the best anchors, decoded and
 NMS-ed per level, become proposals; RoIAlign (7x7, levels 4..32) feeds one box head (Faster)
 or three in a cascade, each stage refining the previous stage's boxes. Everything has fixed
 shapes: proposals and sampled RoIs are fixed counts with validity masks.
+
+Mask heads (`with_mask`, one per stage) read 14x14 RoIAlign features. Evaluating, they need the
+detections (mmdetection's test: the masks are computed for the final boxes), so the head runs
+the test protocol itself (`detect`, with the `test_*` settings) and returns the detections and
+their 28x28 mask probabilities (Cascade: the mean of the stages' sigmoids) in input pixels;
+pasting them onto the image is the host's job (ops/masks.py).
 
 `legacy` runs the test arithmetic of the HRNet-Object-Detection releases (mmdetection v1):
 anchors centred at (stride - 1) / 2 and rounded, widths x2 - x1 + 1 in the coder, NMS and level
@@ -12,10 +19,11 @@ rule, clipping to width - 1, RoIAlign with 2 samples per bin side on boxes endin
 (ops' `legacy`), no empty-proposal filter. It evaluates only (its training arithmetic differs
 too; fine-tune such weights with legacy off).
 
-The head is called as `head(streams, train, image_hw=None, targets=None)`. In training it
-also takes the ground truth (`targets`: `boxes` (B, M, 4), `labels` (B, M), `box_valid`
-(B, M)) and draws the RPN's and each stage's samples inside (random stream 'sample'), so its
-outputs carry their targets and the loss is a pure function of them (tasks/detection/rcnn.py).
+The head is called as `head(streams, train, image_hw=None, targets=None, scale_xy=None)`. In
+training it also takes the ground truth (`targets`: `boxes` (B, M, 4), `labels` (B, M),
+`box_valid` (B, M), and with masks `masks` (B, M, H, W) uint8 over the padded input) and draws
+the RPN's and each stage's samples inside (random stream 'sample'), so its outputs carry their
+targets and the loss is a pure function of them (tasks/detection/rcnn.py).
 """
 
 from __future__ import annotations
@@ -87,6 +95,44 @@ class BoxHead(nn.Module):
     return logits, deltas
 
 
+class Upsample2x(nn.Module):
+  """PyTorch's ConvTranspose2d(kernel 2, stride 2): each input pixel paints its own 2x2 block
+  of the output, so it is one matmul. `kernel` (2, 2, in, out): [a, b, i, o] is PyTorch's
+  weight[i, o, a, b] (convert/mapping.py)."""
+  features: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param('kernel', nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+                        (2, 2, x.shape[-1], self.features), self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
+    y = jnp.einsum('nhwc,abco->nhawbo', x.astype(self.dtype), kernel.astype(self.dtype))
+    n, h, _, w, _, o = y.shape
+    return y.reshape(n, 2 * h, 2 * w, o) + bias.astype(self.dtype)
+
+
+class MaskHead(nn.Module):
+  """mmdetection's FCNMaskHead on (R, 14, 14, C) RoI features: four 3x3 convs + ReLU, the 2x
+  transposed conv + ReLU, a 1x1 conv to one (R, 28, 28) logit map per class."""
+  num_classes: int = 80
+  channels: int = 256
+  num_convs: int = 4
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+    conv = functools.partial(nn.Conv, kernel_init=init, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
+    for i in range(self.num_convs):
+      x = nn.relu(conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), name=f'convs.{i}.conv')(x))
+    x = nn.relu(Upsample2x(self.channels, self.dtype, self.param_dtype, name='upsample')(x))
+    return conv(self.num_classes, (1, 1), name='conv_logits')(x)
+
+
 # --- Proposals ----------------------------------------------------------------------------------
 
 
@@ -145,8 +191,9 @@ def roi_samples(key: Array, proposals: Array, proposal_valid: Array, gt: Array, 
                 iou: float, stds: Sequence[float]) -> dict[str, Array]:
   """One image's R-CNN samples: the ground truth added to the proposals (first, as
   mmdetection), max-IoU assignment at `iou` (no low-quality matches), `samples` RoIs drawn at
-  `pos_fraction` positives. Returns `rois` (S, 4), `valid`, `labels` (num_classes for
-  background), `targets` (deltas normalized by `stds`, zero for background) and `from_gt`."""
+  `pos_fraction` positives (first). Returns `rois` (S, 4), `valid`, `labels` (num_classes for
+  background), `targets` (deltas normalized by `stds`, zero for background), `from_gt` and
+  `gt_index` (the matched box, meaningful for positives)."""
   candidates = jnp.concatenate([gt, proposals])
   valid = jnp.concatenate([gt_valid, proposal_valid])
   from_gt = jnp.arange(candidates.shape[0]) < gt.shape[0]
@@ -160,7 +207,39 @@ def roi_samples(key: Array, proposals: Array, proposal_valid: Array, gt: Array, 
   targets = jnp.where(pos[:, None], ops.encode_deltas(rois, safe, stds=stds), 0.0)
   return {'rois': rois, 'valid': kind >= 0, 'labels': jnp.where(pos, gt_labels[match],
                                                                  num_classes).astype(jnp.int32),
-          'targets': targets, 'from_gt': from_gt[index] & (kind >= 0)}
+          'targets': targets, 'from_gt': from_gt[index] & (kind >= 0), 'gt_index': match}
+
+
+# --- The test protocol -------------------------------------------------------------------------
+
+
+def detect(rois: Array, valid: Array, logits: Array, deltas: Array, image_hw: Array,
+           scale_xy: Array, *, stds: Sequence[float], score_thr: float = 0.05,
+           iou_threshold: float = 0.5, max_per_img: int = 100,
+           max_pairs: int = 2000, legacy: bool = False) -> dict[str, Array]:
+  """The images' detections, mmdetection v2's R-CNN test: class probabilities by softmax
+  (background last, dropped), each RoI moved by its class's deltas (or the class-agnostic
+  ones) and clipped to the resized image, boxes divided by the x/y resize factors, every
+  (RoI, class) with probability > `score_thr` a candidate, class-wise NMS, the `max_per_img`
+  best (ops.multiclass_nms: `exact` says whether the fixed `max_pairs` changed nothing).
+  `legacy`: mmdetection v1's inclusive-box coder, clipping and NMS.
+
+  rois (B, P, 4), valid (B, P), logits (B, P, K + 1), deltas (B, P, 4K or 4), image_hw (B, 2),
+  scale_xy (B, 2); batched without vmap (exportable to ONNX)."""
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., :-1]
+  num_classes = probs.shape[-1]
+  b, p = rois.shape[:2]
+  per_class = deltas.reshape(b, p, -1, 4).astype(jnp.float32)
+  boxes = ops.decode_deltas(rois[:, :, None, :], per_class, stds=stds,
+                            max_hw=image_hw[:, None, None, :], legacy=legacy)
+  boxes = boxes / jnp.tile(scale_xy.astype(jnp.float32), 2)[:, None, None, :]
+  if per_class.shape[2] == 1:
+    boxes = boxes[:, :, 0]
+  elif per_class.shape[2] != num_classes:
+    raise ValueError(f'{per_class.shape[2]} box deltas per RoI for {num_classes} classes')
+  candidate = (probs > score_thr) & valid[..., None]
+  return ops.multiclass_nms(boxes, probs, candidate, iou_threshold, max_per_img, max_pairs,
+                            legacy=legacy)
 
 
 # --- The detector head --------------------------------------------------------------------------
@@ -172,13 +251,18 @@ def _flat(maps: Sequence[Array], per: int) -> Array:
 
 
 class TwoStageHead(nn.Module):
-  """The neck, the RPN and the RoI head (one box head per stage) on the backbone's streams.
+  """The neck, the RPN and the RoI head (one box head, and mask head, per stage) on the
+  backbone's streams.
 
   Outputs, evaluating: `rois` (B, P, 4) the last stage's input boxes, `valid` (B, P), `logits`
   (B, P, K + 1) (the mean of the stages' logits) and `deltas` (B, P, 4K or 4) of the last
-  stage; training: `rpn` (per anchor: `logits`, `deltas` and the targets of rpn_targets) and
-  `stages` (per stage: the sampled RoIs' `logits`, their `deltas` for the target class,
-  `labels`, `targets`, `valid`)."""
+  stage; with masks also `detections` (`detect`'s boxes in the input's original pixels, given
+  `scale_xy`, with `scores`, `labels`, `valid`, `exact`, and `masks` (B, D, 28, 28) the mask
+  probabilities of each box's class). Training: `rpn` (per anchor: `logits`, `deltas` and the
+  targets of rpn_targets) and `stages` (per stage: the sampled RoIs' `logits`, their `deltas`
+  for the target class, `labels`, `targets`, `valid`; with masks `mask_logits` (B, Q, 28, 28)
+  of the first Q = roi_samples * roi_pos_fraction samples (where the positives are), for
+  their class, with `mask_targets` and `mask_valid`)."""
   num_classes: int = 80
   out_channels: int = 256
   num_levels: int = 5
@@ -198,6 +282,12 @@ class TwoStageHead(nn.Module):
   roi_samples: int = 512
   roi_pos_fraction: float = 0.25
   legacy: bool = False
+  with_mask: bool = False
+  mask_roi_size: int = 14
+  test_score_thr: float = 0.05  # the test protocol, run here when masks need the detections
+  test_nms_iou: float = 0.5
+  test_max_per_img: int = 100
+  test_max_pairs: int = 2000
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -206,7 +296,8 @@ class TwoStageHead(nn.Module):
 
   @nn.compact
   def __call__(self, streams: Streams, train: bool = False, image_hw: Array | None = None,
-               targets: dict[str, Array] | None = None) -> dict[str, Any]:
+               targets: dict[str, Array] | None = None,
+               scale_xy: Array | None = None) -> dict[str, Any]:
     dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     levels = PyramidNeck(self.out_channels, self.num_levels, self.neck_stride, name='neck',
                          **dt)(streams, train)
@@ -217,6 +308,9 @@ class TwoStageHead(nn.Module):
     if image_hw is None:  # the whole (padded) input is the image
       image_hw = jnp.broadcast_to(jnp.asarray([shapes[0][0] * strides[0],
                                                shapes[0][1] * strides[0]], jnp.int32), (b, 2))
+    if self.legacy and self.with_mask:
+      raise ValueError('legacy=True with mask heads: mmdetection v1\'s mask test (81 mask '
+                       'channels, masks resized into inclusive boxes) is not implemented')
     if train and self.legacy:
       raise ValueError('legacy=True (the HRNet-Object-Detection test arithmetic) evaluates only: '
                        'train with legacy=False (the converted weights are the same)')
@@ -232,17 +326,28 @@ class TwoStageHead(nn.Module):
                      name='roi_head.bbox_head' if self.num_stages == 1
                      else f'roi_head.bbox_head.{s}', **dt) for s in range(self.num_stages)]
 
-    def box_features(rois):  # (B, R, 4) -> (B * R, 7, 7, C)
+    mask_heads = [MaskHead(self.num_classes, self.out_channels,
+                           name='roi_head.mask_head' if self.num_stages == 1
+                           else f'roi_head.mask_head.{s}', **dt)
+                  for s in range(self.num_stages if self.with_mask else 0)]
+
+    def features(rois, size):  # (B, R, 4) -> (B * R, size, size, C)
       r = rois.shape[1]
       batch = jnp.repeat(jnp.arange(b), r)
-      return ops.multilevel_roi_align(levels, rois.reshape(-1, 4), batch, ROI_STRIDES,
-                                      self.roi_size, sampling_ratio=2 if self.legacy else 0,
+      return ops.multilevel_roi_align(levels, rois.reshape(-1, 4), batch, ROI_STRIDES, size,
+                                      sampling_ratio=2 if self.legacy else 0,
                                       aligned=not self.legacy, legacy=self.legacy)
 
+    box_features = functools.partial(features, size=self.roi_size)
+    mask_features = functools.partial(features, size=self.mask_roi_size)
     if not train:
-      return self._evaluate(heads, box_features, proposals, valid, image_hw)
-    return self._train(heads, box_features, proposals, valid, image_hw, targets,
-                       rpn_logits, rpn_deltas, shapes, strides)
+      out = self._evaluate(heads, box_features, proposals, valid, image_hw)
+      if mask_heads:
+        out['detections'] = self._detect_masks(mask_heads, mask_features, out, image_hw,
+                                               scale_xy)
+      return out
+    return self._train(heads, mask_heads, box_features, mask_features, proposals, valid,
+                       image_hw, targets, rpn_logits, rpn_deltas, shapes, strides)
 
   def _evaluate(self, heads, box_features, rois, valid, image_hw) -> dict[str, Array]:
     b, p = rois.shape[:2]
@@ -258,8 +363,52 @@ class TwoStageHead(nn.Module):
     return {'rois': zero(rois), 'valid': valid, 'logits': zero(logits_sum / len(heads)),
             'deltas': zero(deltas)}
 
-  def _train(self, heads, box_features, proposals, valid, image_hw, targets, rpn_logits,
-             rpn_deltas, shapes, strides) -> dict[str, Any]:
+  def _detect_masks(self, mask_heads, mask_features, out, image_hw, scale_xy) -> dict[str, Array]:
+    """mmdetection's mask test: the detections (in original pixels), then the mask heads on
+    those boxes scaled back onto the input, each box's class picked, the stages' sigmoids
+    averaged."""
+    b = image_hw.shape[0]
+    if scale_xy is None:
+      scale_xy = jnp.ones((b, 2), jnp.float32)
+    det = detect(out['rois'], out['valid'], out['logits'], out['deltas'], image_hw, scale_xy,
+                 stds=STAGE_STDS[self.num_stages - 1], score_thr=self.test_score_thr,
+                 iou_threshold=self.test_nms_iou, max_per_img=self.test_max_per_img,
+                 max_pairs=self.test_max_pairs, legacy=self.legacy)
+    boxes = det['boxes'] * jnp.tile(scale_xy.astype(jnp.float32), 2)[:, None, :]
+    feats = mask_features(jax.lax.stop_gradient(boxes))
+    d = boxes.shape[1]
+    label = jnp.maximum(det['labels'], 0).reshape(-1)
+    probs = 0.0
+    for head in mask_heads:
+      logits = head(feats).astype(jnp.float32)  # (B * D, 28, 28, K)
+      picked = jnp.take_along_axis(logits, label[:, None, None, None], axis=-1)[..., 0]
+      probs = probs + jax.nn.sigmoid(picked)
+    m = probs.shape[-1]
+    masks = (probs / len(mask_heads)).reshape(b, d, m, m)
+    return dict(det, masks=jnp.where(det['valid'][:, :, None, None], masks, 0.0))
+
+  def _mask_outputs(self, head, mask_features, sample, targets) -> dict[str, Array]:
+    """A stage's mask logits and targets on its positives: the first Q samples (positives
+    come first), each read for its class, the targets cut from its ground-truth mask."""
+    q = int(self.roi_samples * self.roi_pos_fraction)
+    rois = sample['rois'][:, :q]
+    b = rois.shape[0]
+    pos = sample['valid'][:, :q] & (sample['labels'][:, :q] < self.num_classes)
+    label = jnp.minimum(sample['labels'][:, :q], self.num_classes - 1).reshape(-1)
+    logits = head(mask_features(rois))
+    logits = jnp.take_along_axis(logits, label[:, None, None, None], axis=-1)[..., 0]
+    masks = targets['masks']
+    m = masks.shape[1]
+    index = (jnp.arange(b)[:, None] * m + sample['gt_index'][:, :q]).reshape(-1)
+    size = logits.shape[1]
+    goal = ops.mask_targets(masks.reshape(b * m, *masks.shape[2:]), rois.reshape(-1, 4), index,
+                            size)
+    return {'mask_logits': logits.reshape(b, q, size, size),
+            'mask_targets': jax.lax.stop_gradient(goal.reshape(b, q, size, size)),
+            'mask_valid': pos}
+
+  def _train(self, heads, mask_heads, box_features, mask_features, proposals, valid, image_hw,
+             targets, rpn_logits, rpn_deltas, shapes, strides) -> dict[str, Any]:
     key = self.make_rng('sample')
     gt, gt_labels, gt_valid = targets['boxes'], targets['labels'], targets['box_valid']
     b = gt.shape[0]
@@ -290,6 +439,8 @@ class TwoStageHead(nn.Module):
         deltas = jnp.take_along_axis(per_class, pick[:, :, None, None], axis=2)[:, :, 0]
       stages.append({'logits': logits, 'deltas': deltas, 'labels': sample['labels'],
                      'targets': sample['targets'], 'valid': sample['valid']})
+      if mask_heads:
+        stages[-1].update(self._mask_outputs(mask_heads[s], mask_features, sample, targets))
       if s < len(heads) - 1:  # the next stage refines this stage's samples, less the gt boxes
         refined = ops.decode_deltas(rois, deltas.astype(jnp.float32), stds=STAGE_STDS[s],
                                     max_hw=image_hw[:, None, :])

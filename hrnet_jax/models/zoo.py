@@ -38,8 +38,9 @@ _TWO_STAGE = dict(upsample='nearest', align_corners=False, bn_momentum=0.9, num_
                   out_channels=256, num_levels=5, neck_stride=1, fc_channels=1024, roi_size=7,
                   rpn_samples=256, rpn_pos_fraction=0.5, rpn_ious=(0.7, 0.3, 0.3),
                   rpn_nms_iou=0.7, train_pre_nms=2000, test_pre_nms=1000, test_proposals=1000,
-                  roi_samples=512, roi_pos_fraction=0.25, legacy=False, norm_eval=True,
-                  input_bgr=False)
+                  roi_samples=512, roi_pos_fraction=0.25, legacy=False, with_mask=False,
+                  mask_roi_size=14, test_score_thr=0.05, test_nms_iou=0.5, test_max_per_img=100,
+                  test_max_pairs=2000, norm_eval=True, input_bgr=False)
 TWO_STAGE_FIELDS = tuple(k for k in _TWO_STAGE if k not in (
     'upsample', 'align_corners', 'bn_momentum', 'norm_eval', 'input_bgr')) + (
         'num_stages', 'class_agnostic', 'train_proposals')
@@ -62,7 +63,13 @@ TASKS: dict[str, dict[str, Any]] = {
     # 4..64, BN frozen in training, RGB input; Cascade: three class-agnostic stages.
     'faster_rcnn': dict(_TWO_STAGE, num_stages=1, class_agnostic=False, train_proposals=1000),
     'cascade_rcnn': dict(_TWO_STAGE, num_stages=3, class_agnostic=True, train_proposals=2000),
+    # With a mask head per stage (14x14 RoIs, 28x28 masks).
+    'mask_rcnn': dict(_TWO_STAGE, num_stages=1, class_agnostic=False, train_proposals=1000,
+                      with_mask=True),
+    'cascade_mask_rcnn': dict(_TWO_STAGE, num_stages=3, class_agnostic=True,
+                              train_proposals=2000, with_mask=True),
 }
+TWO_STAGE_TASKS = ('faster_rcnn', 'cascade_rcnn', 'mask_rcnn', 'cascade_mask_rcnn')
 
 VARIANT_FIELDS = tuple(f.name for f in dataclasses.fields(Variant))
 _COMMON = dict(dtype=jnp.float32, param_dtype=jnp.float32, remat='conv', scan=True,
@@ -103,12 +110,16 @@ class HRNetModel(nn.Module):
 
   `input_bgr`: the normalized RGB input is turned to BGR before the first convolution, for
   weights trained on BGR images (mmdetection's releases: their normalization in BGR order then
-  equals ours in RGB order)."""
+  equals ours in RGB order).
+
+  `crop_outputs=False`: the outputs are not maps (two-stage detectors' boxes and 28x28 masks,
+  already in input pixels) and are returned as they are."""
   backbone: HRNet
   head: nn.Module
   pad_to: int = 0
   norm_eval: bool = False
   input_bgr: bool = False
+  crop_outputs: bool = True
 
   def __call__(self, images: jax.Array, train: bool = False, **inputs: Any) -> Any:
     """`inputs`: what a head takes besides the streams (two-stage detectors: `image_hw`, and
@@ -120,7 +131,9 @@ class HRNetModel(nn.Module):
     padded = jnp.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0))) if ph or pw else images
     outputs = self.head(self.backbone(padded, train=train and not self.norm_eval), train=train,
                         **inputs)
-    return crop_to_input(outputs, (h, w), (h + ph, w + pw)) if ph or pw else outputs
+    if (ph or pw) and self.crop_outputs:
+      return crop_to_input(outputs, (h, w), (h + ph, w + pw))
+    return outputs
 
 
 def split_arch(arch: str) -> tuple[str, str]:
@@ -186,7 +199,7 @@ def create_model(arch: str, **overrides: Any) -> HRNetModel:
                          c['ocr_mid_channels'], c['ocr_key_channels'], c['ocr_dropout'], **dt)
   elif task == 'pose':
     head = heads.PoseHead(c['num_joints'], **dt)
-  elif task in ('faster_rcnn', 'cascade_rcnn'):
+  elif task in TWO_STAGE_TASKS:
     head = rcnn.TwoStageHead(**{k: c[k] for k in TWO_STAGE_FIELDS}, **dt)
   elif task == 'fcos':
     head = heads.FCOS(c['num_classes'], c['out_channels'], c['num_levels'], c['neck_stride'],
@@ -195,6 +208,7 @@ def create_model(arch: str, **overrides: Any) -> HRNetModel:
     head = heads.PyramidNeck(c['out_channels'], c['num_levels'], c['neck_stride'], **dt)
   pad_to = PAD_MULTIPLE if c['any_size'] and c['upsample'] == 'nearest' else 0
   return HRNetModel(backbone=backbone, head=head, pad_to=pad_to,
+                    crop_outputs=not isinstance(head, rcnn.TwoStageHead),
                     norm_eval=bool(c.get('norm_eval', False)),
                     input_bgr=bool(c.get('input_bgr', False)))
 

@@ -113,7 +113,9 @@ def _pool(flat: Array, rois: Array, meta: Array, output_size: tuple[int, int],
 
   n = _num_samples(rois, meta, output_size, sampling_ratio, rule)
   carry = (jnp.zeros((), jnp.int32), out, flat, rois, meta, jnp.asarray(n, jnp.int32))
-  return jax.lax.while_loop(lambda c: c[0] < c[-1], body, carry)[1].astype(flat.dtype)
+  pooled = jax.lax.while_loop(lambda c: c[0] < c[-1], body, carry)[1]
+  # Integer maps (binary masks, gathered small) pool to float32.
+  return pooled.astype(flat.dtype) if jnp.issubdtype(flat.dtype, jnp.floating) else pooled
 
 
 def _pool_fwd(flat, rois, meta, output_size, sampling_ratio, rule):
@@ -163,7 +165,8 @@ def roi_align(features: Array, boxes: Array, output_size: int | Sequence[int],
   (batch index, x1, y1, x2, y2) in input pixels (scaled by `spatial_scale` onto the map)
   -> (K, out_h, out_w, C). `sampling_ratio` <= 0 samples ceil(roi side / bins) points per bin
   side; `aligned` shifts boxes by -0.5 map pixel (pixel centres), otherwise boxes are at least
-  one pixel wide (torchvision's unaligned rule); `legacy`: mmdetection v1's kernel (above)."""
+  one pixel wide (torchvision's unaligned rule); `legacy`: mmdetection v1's kernel (above).
+  Integer features (binary masks) give float32."""
   n, h, w, c = features.shape
   batch = boxes[:, 0].astype(jnp.int32)
   dtype = jnp.promote_types(features.dtype, jnp.float32)

@@ -122,10 +122,16 @@ class Task:
                 if v is not None}
     return dict(set_ones, **self.head_kwargs())
 
+  def test_kwargs(self) -> dict[str, Any]:
+    """Model settings taken from `config.eval` (a test protocol the model runs itself, e.g. the
+    detections that mask heads read): they change no variable, so checkpoints do not record
+    them."""
+    return {}
+
   def create_model(self, dtype: Any = jnp.float32) -> zoo.HRNetModel:
     """The zoo model of `config.model.arch` computing in `dtype` (float64 also keeps float64
     parameters, for numerical checks)."""
-    kwargs = dict(self.model_kwargs)
+    kwargs = dict(self.model_kwargs, **self.test_kwargs())
     if jnp.dtype(dtype) == jnp.float64:
       kwargs['param_dtype'] = jnp.float64
     return zoo.create_model(self.config.model.arch, dtype=dtype,

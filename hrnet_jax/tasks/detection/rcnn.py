@@ -1,7 +1,9 @@
-"""Two-stage detection on HRNetV2p (the `faster_rcnn_*` and `cascade_rcnn_*` archs): the losses
-of mmdetection v2's recipes and its test protocol. The network, its proposals and its training
-samples are models/rcnn.py; the model draws the samples and returns them with their targets,
-so the loss here is a pure function of its outputs.
+"""Two-stage detection on HRNetV2p (the `faster_rcnn_*` and `cascade_rcnn_*` archs, and with
+instance masks `mask_rcnn_*` and `cascade_mask_rcnn_*`): the losses of mmdetection v2's recipes
+and its test protocol. The network, its proposals and its training samples are models/rcnn.py;
+the model draws the samples and returns them with their targets, so the loss here is a pure
+function of its outputs. With masks the model also runs the test protocol (its boxes feed the
+mask heads), with the settings of `config.eval` (`test_kwargs`).
 """
 
 from __future__ import annotations
@@ -12,13 +14,12 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from hrnet_jax import ops
 from hrnet_jax.errors import ConfigError
 from hrnet_jax.models import rcnn, zoo
 from hrnet_jax.tasks.detection.task import DetectionTask
 
 Array = jax.Array
-FRAMEWORK_ARCHS = ('faster_rcnn', 'cascade_rcnn')
+FRAMEWORK_ARCHS = zoo.TWO_STAGE_TASKS
 
 
 def box_loss(diff: Array, beta: float) -> Array:
@@ -56,44 +57,28 @@ def stage_loss(stage: dict[str, Array], beta: float) -> tuple[Array, Array, Arra
           jnp.sum(valid & right) / n)
 
 
-def decode(rois: Array, valid: Array, logits: Array, deltas: Array, image_hw: Array,
-           scale_xy: Array, *, stds: Sequence[float], score_thr: float = 0.05,
-           iou_threshold: float = 0.5, max_per_img: int = 100,
-           max_pairs: int = 2000, legacy: bool = False) -> dict[str, Array]:
-  """The images' detections, mmdetection v2's R-CNN test: class probabilities by softmax
-  (background last, dropped), each RoI moved by its class's deltas (or the class-agnostic
-  ones) and clipped to the resized image, boxes divided by the x/y resize factors, every
-  (RoI, class) with probability > `score_thr` a candidate, class-wise NMS, the `max_per_img`
-  best (ops.multiclass_nms: `exact` says whether the fixed `max_pairs` changed nothing).
-  `legacy`: mmdetection v1's inclusive-box coder, clipping and NMS (models/rcnn.py).
-
-  rois (B, P, 4), valid (B, P), logits (B, P, K + 1), deltas (B, P, 4K or 4), image_hw (B, 2),
-  scale_xy (B, 2); batched without vmap (exportable to ONNX)."""
-  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[..., :-1]
-  num_classes = probs.shape[-1]
-  b, p = rois.shape[:2]
-  per_class = deltas.reshape(b, p, -1, 4).astype(jnp.float32)
-  boxes = ops.decode_deltas(rois[:, :, None, :], per_class, stds=stds,
-                            max_hw=image_hw[:, None, None, :], legacy=legacy)
-  boxes = boxes / jnp.tile(scale_xy.astype(jnp.float32), 2)[:, None, None, :]
-  if per_class.shape[2] == 1:
-    boxes = boxes[:, :, 0]
-  elif per_class.shape[2] != num_classes:
-    raise ValueError(f'{per_class.shape[2]} box deltas per RoI for {num_classes} classes')
-  candidate = (probs > score_thr) & valid[..., None]
-  return ops.multiclass_nms(boxes, probs, candidate, iou_threshold, max_per_img, max_pairs,
-                            legacy=legacy)
+def mask_loss(stage: dict[str, Array]) -> Array:
+  """Sigmoid cross-entropy of the positives' 28x28 masks for their class, the mean over their
+  pixels (mmdetection's mask_cross_entropy); 0 without positives."""
+  logits = stage['mask_logits'].astype(jnp.float32)
+  targets = stage['mask_targets'].astype(jnp.float32)
+  bce = -(targets * jax.nn.log_sigmoid(logits) + (1 - targets) * jax.nn.log_sigmoid(-logits))
+  valid = stage['mask_valid']
+  per_roi = jnp.mean(bce, axis=(-2, -1))
+  return jnp.sum(jnp.where(valid, per_roi, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
 
 
 class TwoStage(DetectionTask):
-  """Faster R-CNN and Cascade R-CNN detection; reads config.model/data/loss/eval."""
+  """Faster R-CNN, Cascade R-CNN, and with masks Mask R-CNN and Cascade Mask R-CNN; reads
+  config.model/data/loss/eval."""
   onnx_postprocess = True  # decode is batched without vmap
 
   def __init__(self, config: Any, classes: tuple[Sequence[int], Sequence[str]] | None = None):
     family = zoo.split_arch(config.model.arch)[0]
     if family not in FRAMEWORK_ARCHS:
-      raise ConfigError(f'config.model.arch: two-stage detection needs a faster_rcnn_* or '
-                        f'cascade_rcnn_* arch, got {config.model.arch!r}')
+      raise ConfigError(f'config.model.arch: two-stage detection needs one of '
+                        f'{", ".join(f + "_*" for f in FRAMEWORK_ARCHS)}, got '
+                        f'{config.model.arch!r}')
     super().__init__(config, classes)
 
   @functools.cached_property
@@ -104,17 +89,26 @@ class TwoStage(DetectionTask):
   def legacy(self) -> bool:
     return bool(self.settings['legacy'])
 
+  @property
+  def with_mask(self) -> bool:
+    return bool(self.settings['with_mask'])
+
+  def test_kwargs(self) -> dict[str, Any]:
+    e = self.config.eval
+    return {'test_score_thr': float(e.score_thr), 'test_nms_iou': float(e.nms_iou),
+            'test_max_per_img': int(e.max_per_img), 'test_max_pairs': int(e.max_pairs)}
+
   def model_inputs(self, batch: dict[str, Array]) -> dict[str, Any]:
     if self.legacy:
       raise ConfigError('config.model.overrides.legacy=True is the test arithmetic of the '
                         'HRNet-Object-Detection releases, for evaluation: train with legacy '
                         'False (their weights load as they are)')
-    return {'image_hw': batch['image_hw'],
-            'targets': {k: batch[k] for k in ('boxes', 'labels', 'box_valid')}}
+    names = ('boxes', 'labels', 'box_valid') + (('masks',) if self.with_mask else ())
+    return {'image_hw': batch['image_hw'], 'targets': {k: batch[k] for k in names}}
 
   def loss(self, outputs: Any, batch: dict) -> tuple[Array, dict]:
-    """RPN and R-CNN losses of the recipe: (L1 or smooth L1 per `config.loss`), the cascade's
-    stages weighted by `config.loss.stage_weights`."""
+    """RPN and R-CNN losses of the recipe: (L1 or smooth L1 per `config.loss`), and the mask
+    loss; the cascade's stages weighted by `config.loss.stage_weights`."""
     del batch  # the targets came through the model (model_inputs)
     l = self.config.loss
     cls, box = rpn_loss(outputs['rpn'], float(l.rpn_beta))
@@ -126,21 +120,31 @@ class TwoStage(DetectionTask):
       prefix = f's{s}.' if len(outputs['stages']) > 1 else ''
       extra.update({f'{prefix}loss_cls': cls, f'{prefix}loss_bbox': box, f'{prefix}acc': acc})
       total = total + weights[s] * (cls + box)
+      if self.with_mask:
+        extra[f'{prefix}loss_mask'] = mask_loss(stage)
+        total = total + weights[s] * extra[f'{prefix}loss_mask']
     return total, extra
 
   def decode(self, outputs: Any, image_hw: Array, scale_xy: Array) -> dict[str, Array]:
+    """The detections; with masks, the model's own (it ran the protocol, with the `scale_xy`
+    it was given, to read the masks of its boxes), with their `masks` (B, 100, 28, 28)."""
+    if self.with_mask:
+      return outputs['detections']
     e = self.config.eval
     stds = rcnn.STAGE_STDS[int(self.settings['num_stages']) - 1]
-    return decode(outputs['rois'], outputs['valid'], outputs['logits'], outputs['deltas'],
-                  image_hw, scale_xy, stds=stds, score_thr=float(e.score_thr),
-                  iou_threshold=float(e.nms_iou), max_per_img=int(e.max_per_img),
-                  max_pairs=int(e.max_pairs), legacy=self.legacy)
+    return rcnn.detect(outputs['rois'], outputs['valid'], outputs['logits'], outputs['deltas'],
+                       image_hw, scale_xy, stds=stds, score_thr=float(e.score_thr),
+                       iou_threshold=float(e.nms_iou), max_per_img=int(e.max_per_img),
+                       max_pairs=int(e.max_pairs), legacy=self.legacy)
 
   def eval_outputs(self, apply_fn: Any, images: Array, batch: dict) -> dict:
-    out = self.decode(apply_fn(images, image_hw=batch['image_hw']), batch['image_hw'],
-                      batch['scale_xy'])
-    return {'boxes': out['boxes'], 'scores': out['scores'], 'labels': out['labels'],
-            'det_valid': out['valid'], 'exact': out['exact'], 'image_id': batch['image_id']}
+    outputs = apply_fn(images, image_hw=batch['image_hw'], scale_xy=batch['scale_xy'])
+    out = self.decode(outputs, batch['image_hw'], batch['scale_xy'])
+    found = {'boxes': out['boxes'], 'scores': out['scores'], 'labels': out['labels'],
+             'det_valid': out['valid'], 'exact': out['exact'], 'image_id': batch['image_id']}
+    if self.with_mask:
+      found['masks'] = out['masks']
+    return found
 
   def protocol(self) -> str:
     e, c = self.config.eval, self.settings
@@ -160,10 +164,12 @@ class TwoStage(DetectionTask):
     """Raw: the proposals' `rois` (B, P, 4) with `valid`, class `logits` (B, P, K + 1,
     background last) and box `deltas` (B, P, 4K or 4) of the last stage; post-processed: the
     detections in input pixels, `boxes` (B, 100, 4) x1y1x2y2, `scores`, `labels` (-1 where
-    `valid` is false) and `valid`."""
-    if not postprocess:
+    `valid` is false) and `valid`; with masks, and always, `masks` (B, 100, 28, 28): each box's
+    mask probabilities, to paste into its box (ops.paste_masks, docs/detection.md)."""
+    if not postprocess and not self.with_mask:
       return {k: outputs[k] for k in ('rois', 'valid', 'logits', 'deltas')}
     b = outputs['rois'].shape[0]
     hw = jnp.broadcast_to(jnp.asarray(input_hw, jnp.int32), (b, 2))
     out = self.decode(outputs, hw, jnp.ones((b, 2), jnp.float32))
-    return {k: out[k] for k in ('boxes', 'scores', 'labels', 'valid')}
+    return {k: out[k] for k in ('boxes', 'scores', 'labels', 'valid')
+            + (('masks',) if self.with_mask else ())}
