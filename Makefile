@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo pose-demo face-demo cls-demo det-demo faster-rcnn-demo cascade-rcnn-demo test test-all clean
+.PHONY: demo pose-demo face-demo cls-demo det-demo faster-rcnn-demo cascade-rcnn-demo \
+	mask-rcnn-demo cascade-mask-rcnn-demo test test-all clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,13 @@ faster-rcnn-demo: $(VENV)/.core
 
 cascade-rcnn-demo: $(VENV)/.core
 	$(PY) train.py --config configs/det_coco_cascade_rcnn.py:demo --workdir runs/cascade_rcnn_demo
+
+mask-rcnn-demo: $(VENV)/.core
+	$(PY) train.py --config configs/det_coco_mask_rcnn.py:demo --workdir runs/mask_rcnn_demo
+
+cascade-mask-rcnn-demo: $(VENV)/.core
+	$(PY) train.py --config configs/det_coco_cascade_mask_rcnn.py:demo \
+		--workdir runs/cascade_mask_rcnn_demo
 
 # Two pytest workers: XLA compiles each program on one thread, so two share 2 cores well.
 # TEST_WORKERS=0 runs in one process.

@@ -183,6 +183,7 @@ def coco_detection_data(c: ml_collections.ConfigDict) -> None:
   c.data.buckets = ((800, 1344), (1344, 800))
   c.data.flip = True
   c.data.max_boxes = 100  # ground-truth boxes per image (COCO train2017 has at most 93)
+  c.data.masks = False  # the training split's instance masks too (Mask R-CNN recipes)
 
 
 def detection_demo_data(c: ml_collections.ConfigDict) -> None:

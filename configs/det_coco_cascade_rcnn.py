@@ -18,11 +18,16 @@ from configs import common
 from configs.det_coco_faster_rcnn import two_stage_config
 
 
+def cascade_losses(c) -> None:
+  """The cascade's losses: smooth L1 (RPN beta 1/9, R-CNN 1), stages weighted 1 / 0.5 / 0.25."""
+  c.loss.rpn_beta = 1.0 / 9.0
+  c.loss.rcnn_beta = 1.0
+  c.loss.stage_weights = (1.0, 0.5, 0.25)
+
+
 def get_config(arg=None):
   args = common.parse_arg(arg, arch='', schedule='20e', legacy=False, demo=False,
                           runlocal=False)
   c = two_stage_config(args, 'cascade_rcnn', 'det_coco_cascade_rcnn.py')
-  c.loss.rpn_beta = 1.0 / 9.0
-  c.loss.rcnn_beta = 1.0
-  c.loss.stage_weights = (1.0, 0.5, 0.25)
+  cascade_losses(c)
   return c

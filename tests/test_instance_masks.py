@@ -240,3 +240,137 @@ def test_mask_training_learns_on_a_fixed_batch():
   assert np.all(np.isfinite(losses)) and 0.3 < mask_losses[0] < 2.0
   assert np.mean(mask_losses[-3:]) < 0.6 * np.mean(mask_losses[:3]), mask_losses
   assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
+
+
+# --- Data and the metric ------------------------------------------------------------------------
+
+
+def _instances_file(root, with_images=True):
+  """A COCO instances split of two images whose objects are given as a polygon, an
+  uncompressed RLE and a compressed RLE (and a crowd region, left out)."""
+  import json
+  import cv2
+  from pycocotools import mask as mask_utils
+  (root / 'annotations').mkdir(parents=True)
+  (root / 'images' / 'val').mkdir(parents=True)
+  sizes = {1: (40, 60), 2: (50, 30)}
+  for i, (h, w) in sizes.items():
+    cv2.imwrite(str(root / 'images' / 'val' / f'{i}.png'), np.full((h, w, 3), 90, np.uint8))
+  blob = np.zeros((50, 30), np.uint8)
+  blob[5:40, 3:20] = 1
+  blob[10:20, 8:12] = 0
+  fortran = mask_utils.encode(np.asfortranarray(blob))
+  counts, value, run = [], 0, 0  # uncompressed RLE of blob, column-major
+  for v in blob.T.reshape(-1):
+    if v != value:
+      counts.append(run)
+      value, run = v, 0
+    run += 1
+  counts.append(run)
+  annotations = [
+      {'id': 1, 'image_id': 1, 'category_id': 1, 'iscrowd': 0, 'area': 200.0,
+       'bbox': [10, 10, 20, 10], 'segmentation': [[10, 10, 30, 10, 30, 20, 10, 20]]},
+      {'id': 2, 'image_id': 1, 'category_id': 2, 'iscrowd': 0, 'area': 120.0,
+       'bbox': [35, 5, 20, 12], 'segmentation': [[35, 5, 55, 5, 45, 17]]},
+      {'id': 3, 'image_id': 2, 'category_id': 1, 'iscrowd': 0, 'area': float(blob.sum()),
+       'bbox': [3, 5, 17, 35], 'segmentation': {'size': [50, 30], 'counts': counts}},
+      {'id': 4, 'image_id': 2, 'category_id': 2, 'iscrowd': 0, 'area': 64.0,
+       'bbox': [20, 40, 8, 8], 'segmentation': dict(
+           size=[50, 30], counts=mask_utils.encode(np.asfortranarray(
+               np.pad(np.ones((8, 8), np.uint8), ((40, 2), (20, 2)))))['counts'].decode())},
+      {'id': 5, 'image_id': 2, 'category_id': 1, 'iscrowd': 1, 'area': 10.0,
+       'bbox': [0, 0, 5, 2], 'segmentation': {'size': [50, 30],
+                                              'counts': fortran['counts'].decode()}}]
+  data = {'images': [{'id': i, 'file_name': f'{i}.png', 'height': h, 'width': w}
+                     for i, (h, w) in sizes.items()],
+          'annotations': annotations,
+          'categories': [{'id': 1, 'name': 'a'}, {'id': 2, 'name': 'b'}]}
+  (root / 'annotations' / 'instances_val.json').write_text(json.dumps(data))
+  return root
+
+
+def test_coco_masks_decode_as_the_coco_api(tmp_path):
+  """Polygons, uncompressed and compressed RLE: each kept object's mask equals pycocotools'
+  annToMask; the crowd region is left out with its box."""
+  from pycocotools.coco import COCO
+  from hrnet_jax.data.sources.coco_detection import CocoDetection
+  root = _instances_file(tmp_path / 'coco')
+  src = CocoDetection(root, 'val', masks=True)
+  api = COCO(str(root / 'annotations' / 'instances_val.json'))
+  kept = {1: [1, 2], 2: [3, 4]}
+  for i in range(len(src)):
+    sample = src[i]
+    image_id = int(sample['image_id'])
+    want = np.stack([api.annToMask(api.anns[a]) for a in kept[image_id]])
+    assert sample['masks'].shape == want.shape and sample['masks'].dtype == np.uint8
+    np.testing.assert_array_equal(sample['masks'], want)
+    assert len(sample['boxes']) == len(want)
+  assert src.skipped['crowd'] == 1
+
+
+def test_train_canvas_carries_the_masks_packed(tmp_path):
+  """Masks resized nearest-neighbour with the image, mirrored with it, zero over the padding,
+  rows bit-packed and padded to max_boxes; unpacked they are the canvas masks."""
+  import cv2
+  from hrnet_jax.tasks.detection import canvas
+  rng = np.random.default_rng(0)
+  masks = (rng.uniform(size=(2, 30, 45)) < 0.4).astype(np.uint8)
+  sample = {'image': rng.integers(0, 255, (30, 45, 3), dtype=np.uint8),
+            'boxes': np.asarray([[1, 2, 20, 25], [10, 5, 44, 29]], np.float32),
+            'labels': np.asarray([0, 1], np.int32), 'image_id': np.int64(3), 'masks': masks}
+  for flip in (False, True):
+    out = canvas.pad_boxes(canvas.resize_pad(sample, (64, 60), (64, 96), np.zeros(3, np.uint8),
+                                             flip=flip, masks=True), 4, masks=True)
+    nh, nw = out['image_hw']
+    assert out['masks'].shape == (4, 64, 12)
+    unpacked = np.unpackbits(out['masks'], axis=-1, count=96)
+    want = np.stack([cv2.resize(m, (nw, nh), interpolation=cv2.INTER_NEAREST) for m in masks])
+    want = want[:, :, ::-1] if flip else want
+    np.testing.assert_array_equal(unpacked[:2, :nh, :nw], want)
+    assert not unpacked[:2, nh:].any() and not unpacked[:2, :, nw:].any()
+    assert not unpacked[2:].any()
+
+
+def test_perfect_masks_score_one_through_the_metric(tmp_path):
+  """Each object's box with an all-ones 28x28 map: pasted it covers exactly its rectangle; on a
+  split of rectangles, box AP and mask AP are 1 (pycocotools)."""
+  import json
+  from hrnet_jax.tasks.detection import metric
+  root = tmp_path / 'coco'
+  (root / 'annotations').mkdir(parents=True)
+  rects = {1: [(10, 10, 30, 20), (35, 4, 55, 36)], 2: [(3, 5, 20, 40)]}
+  sizes = {1: (40, 60), 2: (50, 30)}
+  anns, k = [], 0
+  for image_id, boxes in rects.items():
+    for x1, y1, x2, y2 in boxes:
+      k += 1
+      anns.append({'id': k, 'image_id': image_id, 'category_id': 1, 'iscrowd': 0,
+                   'area': float((x2 - x1) * (y2 - y1)), 'bbox': [x1, y1, x2 - x1, y2 - y1],
+                   'segmentation': [[x1, y1, x2, y1, x2, y2, x1, y2]]})
+  path = root / 'annotations' / 'instances_val.json'
+  path.write_text(json.dumps({
+      'images': [{'id': i, 'file_name': f'{i}.png', 'height': h, 'width': w}
+                 for i, (h, w) in sizes.items()],
+      'annotations': anns, 'categories': [{'id': 1, 'name': 'a'}]}))
+  boxes = np.zeros((2, 3, 4), np.float32)
+  det_valid = np.zeros((2, 3), bool)
+  for b, image_id in enumerate(rects):
+    boxes[b, :len(rects[image_id])] = rects[image_id]
+    det_valid[b, :len(rects[image_id])] = True
+  outputs = {'boxes': boxes, 'scores': np.full((2, 3), 0.9, np.float32),
+             'labels': np.zeros((2, 3), np.int32), 'det_valid': det_valid,
+             'exact': np.ones(2, bool), 'image_id': np.asarray([1, 2]),
+             'masks': np.ones((2, 3, 28, 28), np.float32),
+             'orig_hw': np.asarray([sizes[1], sizes[2]]), 'valid': np.ones(2, np.int32),
+             'index': np.arange(2)}
+  m = metric.CocoInstanceMetric([1], path)
+  m.update(outputs)
+  r = m.result()
+  assert r['AP'] == pytest.approx(1.0) and r['mask_AP'] == pytest.approx(1.0)
+  m.write(tmp_path)
+  segm = json.loads((tmp_path / 'segmentations_val.json').read_text())
+  assert len(segm) == 3 and all(isinstance(s['segmentation']['counts'], str) for s in segm)
+  outputs['masks'][0, 0, :, :14] = 0.0  # half a mask: the mask AP drops, not the box AP
+  m = metric.CocoInstanceMetric([1], path)
+  m.update(outputs)
+  assert m.result()['AP'] == pytest.approx(1.0) and m.result()['mask_AP'] < 0.9

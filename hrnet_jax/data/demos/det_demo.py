@@ -1,5 +1,7 @@
 """The detection demo: people (the pose demo's figures), stop signs and sports balls on cluttered
-backgrounds, landscape and portrait, in the COCO instances layout with COCO's category ids."""
+backgrounds, landscape and portrait, in the COCO instances layout with COCO's category ids.
+Each object's `segmentation` is its exact silhouette (the pixels its drawing changed, less those
+of the objects drawn over it), as compressed RLE; its box is the tight box of its drawing."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ import numpy as np
 
 from hrnet_jax.data.demos.pose_demo import draw_figure, pose_background, pose_keypoints
 from hrnet_jax.data.demos.store import cache_dir, write_coco_image, write_once
+from hrnet_jax.ops.masks import encode_rle
 
-DET_VERSION = 1
+DET_VERSION = 2  # 2: silhouettes as segmentations (1: the boxes as polygons)
 # COCO's ids and names, listed out of id order on purpose: readers must sort them into labels.
 DET_CATEGORIES = ({'id': 13, 'name': 'stop sign', 'supercategory': 'outdoor'},
                   {'id': 1, 'name': 'person', 'supercategory': 'person'},
@@ -119,9 +122,8 @@ def _det_distractors(image: np.ndarray, rng: np.random.Generator) -> None:
         cv2.line(image, (x, y), q, _rgb(rng), int(rng.integers(1, 3)), cv2.LINE_AA)
 
 
-def _drawn_box(before: np.ndarray, after: np.ndarray) -> list[float] | None:
+def _drawn_box(changed: np.ndarray) -> list[float] | None:
   """[x1, y1, x2, y2] of the pixels that drawing changed (tight, inside the image)."""
-  changed = np.any(before != after, axis=2)
   ys, xs = np.nonzero(changed)
   if len(xs) == 0:
     return None
@@ -129,8 +131,9 @@ def _drawn_box(before: np.ndarray, after: np.ndarray) -> list[float] | None:
 
 
 def _det_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, list[dict]]:
-  """One image and its annotations (bbox as x1y1x2y2 here): 1-5 people, stop signs and balls
-  of 16-170 pixels, partly overlapping or cut by the border, and now and then a crowd."""
+  """One image and its annotations (bbox as x1y1x2y2 here, and the visible `mask`): 1-5 people,
+  stop signs and balls of 16-170 pixels, partly overlapping or cut by the border, and now and
+  then a crowd."""
   image = pose_background(rng, h, w)
   _det_distractors(image, rng)
   plans = []  # (category, centre x, centre y, estimated width, height, size); crowd: size 0
@@ -168,9 +171,13 @@ def _det_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, li
       _draw_stop_sign(image, cx, cy, size / 2, rng)
     else:
       _draw_ball(image, cx, cy, size / 2, rng)
-    box = _drawn_box(before, image)
+    changed = np.any(before != image, axis=2)
+    box = _drawn_box(changed)
     if box is not None:
-      annotations.append({'category_id': category, 'box': box, 'iscrowd': int(size == 0)})
+      for earlier in annotations:  # drawn over: no longer visible there
+        earlier['mask'] &= ~changed
+      annotations.append({'category_id': category, 'box': box, 'iscrowd': int(size == 0),
+                          'mask': changed})
   image = image + rng.normal(0, 6, image.shape)
   image = cv2.GaussianBlur(image, (3, 3), 0)
   return np.clip(image, 0, 255).astype(np.uint8), annotations
@@ -202,7 +209,7 @@ def write_det_demo(root: str | os.PathLike, num_train: int = 320, num_val: int =
               'id': ann_id, 'image_id': image_id, 'category_id': obj['category_id'],
               'bbox': [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
               'area': round((x2 - x1) * (y2 - y1), 2), 'iscrowd': obj['iscrowd'],
-              'segmentation': [[x1, y1, x2, y1, x2, y2, x1, y2]]})
+              'segmentation': encode_rle(obj['mask'])})
           ann_id += 1
       with open(tmp / 'annotations' / f'instances_{split}.json', 'w') as f:
         json.dump({'info': {'description': f'hrnet-jax det demo v{DET_VERSION}'},

@@ -9,6 +9,10 @@ out (COCOeval still reads the crowds from the annotation file), and so are, for 
 images without any annotation or smaller than 32 pixels (an image whose annotations were all
 left out stays: all background, as in mmdetection).
 
+With `masks` (instance segmentation), each kept box also brings its instance mask, decoded as
+mmdetection v2 decodes it (polygons and uncompressed RLE through pycocotools, merged into one
+binary mask per annotation) when the sample is read.
+
 `ImageFiles` runs a detector on a plain list of images (no ground truth).
 """
 
@@ -65,12 +69,13 @@ def read_categories(path: pathlib.Path, data: dict[str, Any]) -> tuple[np.ndarra
 
 class CocoDetection(DetectionSource):
   """Random-access images: {'image' HxWx3 uint8 RGB, 'boxes' (N, 4) float32 x1y1x2y2, 'labels'
-  (N,) int32, 'image_id' int64}. Boxes of all images live in one array with per-image offsets,
-  so the source pickles cheaply into grain workers."""
+  (N,) int32, 'image_id' int64, and with `masks` 'masks' (N, H, W) uint8}. Boxes of all images
+  live in one array with per-image offsets, so the source pickles cheaply into grain workers."""
 
   @classmethod
   def from_config(cls, data: Any, root: str, split: str) -> 'CocoDetection':
-    return cls(root, split, train=(split == data.train_split))
+    return cls(root, split, train=(split == data.train_split),
+               masks=bool(getattr(data, 'masks', False)) and split == data.train_split)
 
   @classmethod
   def categories(cls, data: Any, root: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -83,8 +88,10 @@ class CocoDetection(DetectionSource):
     path = annotation_path(root, data.eval_split)
     return read_categories(path, load_json(path, 'COCO annotation file'))
 
-  def __init__(self, root: str | os.PathLike, split: str, *, train: bool = False):
+  def __init__(self, root: str | os.PathLike, split: str, *, train: bool = False,
+               masks: bool = False):
     self.root, self.split, self.train = pathlib.Path(root), split, train
+    self.with_masks = masks
     require_paths('COCO detection', self.root,
                   [f'annotations/instances_{split}.json', f'images/{split}'],
                   'Expected the COCO 2017 layout: annotations/instances_{train,val}2017.json and '
@@ -104,7 +111,7 @@ class CocoDetection(DetectionSource):
 
     # What the protocol leaves out, counted so that it can be reported.
     self.skipped = collections.Counter()
-    per_image: dict[Any, list[tuple[list[float], int]]] = {i: [] for i in images}
+    per_image: dict[Any, list[tuple[list[float], int, Any]]] = {i: [] for i in images}
     annotated = set()  # images with any annotation, usable or not (mmdetection's filter)
     for ann in data['annotations']:
       im = images.get(ann.get('image_id'))
@@ -130,10 +137,16 @@ class CocoDetection(DetectionSource):
       elif ann.get('iscrowd', 0):
         self.skipped['crowd'] += 1
       else:
-        per_image[im['id']].append(([x, y, x + w, y + h], label))
+        segmentation = None
+        if masks:
+          segmentation = ann.get('segmentation')
+          if not isinstance(segmentation, (list, dict)) or not segmentation:
+            raise DataError(f'{path}: annotation {ann.get("id")} needs a "segmentation" '
+                            '(polygons or RLE) for instance masks')
+        per_image[im['id']].append(([x, y, x + w, y + h], label, segmentation))
 
     image_ids, file_names, heights, widths = [], [], [], []
-    boxes, labels, offsets = [], [], [0]
+    boxes, labels, segmentations, offsets = [], [], [], [0]
     for image_id, im in images.items():
       objects = per_image[image_id]
       if train and image_id not in annotated:
@@ -146,8 +159,9 @@ class CocoDetection(DetectionSource):
       file_names.append(im['file_name'])
       heights.append(im['height'])
       widths.append(im['width'])
-      boxes.extend(b for b, _ in objects)
-      labels.extend(k for _, k in objects)
+      boxes.extend(b for b, _, _ in objects)
+      labels.extend(k for _, k, _ in objects)
+      segmentations.extend(m for _, _, m in objects)
       offsets.append(len(boxes))
     self.image_ids = np.asarray(image_ids, np.int64)
     self.file_names = file_names
@@ -158,6 +172,7 @@ class CocoDetection(DetectionSource):
     self.labels = np.asarray(labels, np.int32)
     self.offsets = np.asarray(offsets, np.int64)
     self.num_boxes = np.diff(self.offsets).astype(np.int32)
+    self.segmentations = segmentations if masks else None
 
   def describe(self) -> str:
     left_out = ', '.join(f'{n} {k}' for k, n in sorted(self.skipped.items())) or 'none'
@@ -169,9 +184,28 @@ class CocoDetection(DetectionSource):
 
   def __getitem__(self, i: int) -> dict[str, np.ndarray]:
     a, b = self.offsets[i], self.offsets[i + 1]
-    return {'image': read_image(self.root / 'images' / self.split / self.file_names[i]),
-            'boxes': self.boxes[a:b].copy(), 'labels': self.labels[a:b].copy(),
-            'image_id': self.image_ids[i]}
+    sample = {'image': read_image(self.root / 'images' / self.split / self.file_names[i]),
+              'boxes': self.boxes[a:b].copy(), 'labels': self.labels[a:b].copy(),
+              'image_id': self.image_ids[i]}
+    if self.segmentations is not None:
+      h, w = int(self.heights[i]), int(self.widths[i])
+      sample['masks'] = np.zeros((b - a, h, w), np.uint8)
+      for k, segmentation in enumerate(self.segmentations[a:b]):
+        sample['masks'][k] = decode_segmentation(segmentation, h, w)
+    return sample
+
+
+def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
+  """A COCO annotation's `segmentation` as an (height, width) uint8 mask: polygons rasterized
+  and merged, uncompressed RLE compressed first, compressed RLE decoded (pycocotools)."""
+  from pycocotools import mask as mask_utils
+  if isinstance(segmentation, list):
+    rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+  elif isinstance(segmentation.get('counts'), list):
+    rle = mask_utils.frPyObjects(segmentation, height, width)
+  else:
+    rle = segmentation
+  return mask_utils.decode(rle).astype(np.uint8)
 
 
 class ImageFiles(DetectionSource):

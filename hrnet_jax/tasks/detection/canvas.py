@@ -48,12 +48,15 @@ def canvas_size(resized_hw: tuple[int, int], buckets: Sequence[Sequence[int]],
 
 
 def resize_pad(sample: dict, scale: Sequence[int], canvas_hw: tuple[int, int],
-               pad_value: np.ndarray, flip: bool = False, one_factor: bool = False) -> dict:
+               pad_value: np.ndarray, flip: bool = False, one_factor: bool = False,
+               masks: bool = False) -> dict:
   """The image resized keeping its aspect (bilinear), optionally mirrored, pasted at the top
   left of its canvas filled with `pad_value` (the mean colour: zero after normalization, as the
   release pads normalized images with zeros); its boxes scaled by the same x and y factors,
   clipped to the resized image, mirrored with it. `scale_xy`: the factors new / old side
-  (mmdetection v2), or the one keep-aspect factor twice (`one_factor`, mmdetection v1)."""
+  (mmdetection v2), or the one keep-aspect factor twice (`one_factor`, mmdetection v1). With
+  `masks`, the sample's instance masks (N, H, W) go the same way (nearest-neighbour resize, as
+  mmdetection's BitmapMasks.rescale), zero over the padding."""
   image = sample['image']
   h, w = image.shape[:2]
   nh, nw = rescale_size(h, w, scale)
@@ -71,13 +74,21 @@ def resize_pad(sample: dict, scale: Sequence[int], canvas_hw: tuple[int, int],
   canvas = np.empty((ch, cw, 3), np.uint8)
   canvas[:] = pad_value
   canvas[:nh, :nw] = resized
-  return {'image': canvas, 'boxes': boxes, 'labels': np.asarray(sample['labels'], np.int32),
-          'image_hw': np.array([nh, nw], np.int32), 'scale_xy': factors,
-          'image_id': np.int64(sample['image_id'])}
+  out = {'image': canvas, 'boxes': boxes, 'labels': np.asarray(sample['labels'], np.int32),
+         'image_hw': np.array([nh, nw], np.int32), 'scale_xy': factors,
+         'image_id': np.int64(sample['image_id']), 'orig_hw': np.array([h, w], np.int32)}
+  if masks:
+    out['masks'] = np.zeros((len(sample['masks']), ch, cw), np.uint8)
+    for k, mask in enumerate(sample['masks']):
+      small = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_NEAREST)
+      out['masks'][k, :nh, :nw] = small[:, ::-1] if flip else small
+  return out
 
 
-def pad_boxes(out: dict, max_boxes: int) -> dict:
-  """Boxes and labels padded to `max_boxes` rows, with `box_valid`."""
+def pad_boxes(out: dict, max_boxes: int, masks: bool = False) -> dict:
+  """Boxes and labels padded to `max_boxes` rows, with `box_valid`; with `masks`, the masks too,
+  their rows bit-packed ((max_boxes, H, ceil(W / 8)) uint8, np.packbits: an eighth of the bytes
+  through the pipeline; the model unpacks them)."""
   n = len(out['boxes'])
   if n > max_boxes:
     raise DataError(f'image {out["image_id"]}: {n} boxes, more than config.data.max_boxes='
@@ -86,7 +97,12 @@ def pad_boxes(out: dict, max_boxes: int) -> dict:
   boxes[:n] = out['boxes']
   labels = np.full((max_boxes,), -1, np.int32)
   labels[:n] = out['labels']
-  return dict(out, boxes=boxes, labels=labels, box_valid=np.arange(max_boxes) < n)
+  out = dict(out, boxes=boxes, labels=labels, box_valid=np.arange(max_boxes) < n)
+  if masks:
+    packed = np.packbits(out['masks'].astype(bool), axis=-1)
+    out['masks'] = np.zeros((max_boxes,) + packed.shape[1:], np.uint8)
+    out['masks'][:n] = packed
+  return out
 
 
 def train_canvas(h: int, w: int, scales: Sequence[Sequence[int]],
@@ -104,15 +120,17 @@ def eval_canvas(h: int, w: int, scale: Sequence[int], buckets: Sequence[Sequence
 
 def train_sample(sample: dict, rng: np.random.Generator, *, scales: Sequence[Sequence[int]],
                   buckets: Sequence[Sequence[int]], pad_value: np.ndarray, flip: bool,
-                  max_boxes: int) -> dict:
+                  max_boxes: int, masks: bool = False) -> dict:
   scale = scales[int(rng.integers(len(scales)))] if len(scales) > 1 else scales[0]
   canvas = train_canvas(*sample['image'].shape[:2], scales, buckets)
-  out = resize_pad(sample, scale, canvas, pad_value, flip=flip and rng.random() < 0.5)
-  return pad_boxes(out, max_boxes)
+  out = resize_pad(sample, scale, canvas, pad_value, flip=flip and rng.random() < 0.5,
+                   masks=masks)
+  out.pop('orig_hw')
+  return pad_boxes(out, max_boxes, masks)
 
 
 def eval_sample(sample: dict, *, scale: Sequence[int], buckets: Sequence[Sequence[int]],
                  size_divisor: int, pad_value: np.ndarray, one_factor: bool = False) -> dict:
   canvas = eval_canvas(*sample['image'].shape[:2], scale, buckets, size_divisor)
   out = resize_pad(sample, scale, canvas, pad_value, one_factor=one_factor)
-  return {k: out[k] for k in ('image', 'image_hw', 'scale_xy', 'image_id')}
+  return {k: out[k] for k in ('image', 'image_hw', 'scale_xy', 'image_id', 'orig_hw')}

@@ -13,9 +13,11 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hrnet_jax.errors import ConfigError
 from hrnet_jax.models import rcnn, zoo
+from hrnet_jax.tasks.detection import metric
 from hrnet_jax.tasks.detection.task import DetectionTask
 
 Array = jax.Array
@@ -103,8 +105,14 @@ class TwoStage(DetectionTask):
       raise ConfigError('config.model.overrides.legacy=True is the test arithmetic of the '
                         'HRNet-Object-Detection releases, for evaluation: train with legacy '
                         'False (their weights load as they are)')
-    names = ('boxes', 'labels', 'box_valid') + (('masks',) if self.with_mask else ())
-    return {'image_hw': batch['image_hw'], 'targets': {k: batch[k] for k in names}}
+    targets = {k: batch[k] for k in ('boxes', 'labels', 'box_valid')}
+    if self.with_mask:  # bit-packed rows (canvas.pad_boxes)
+      if not self.config.data.get('masks', False):
+        raise ConfigError(f'{self.config.model.arch} trains on instance masks: set '
+                          'config.data.masks=True')
+      width = batch['image'].shape[2]
+      targets['masks'] = jnp.unpackbits(batch['masks'], axis=-1, count=width)
+    return {'image_hw': batch['image_hw'], 'targets': targets}
 
   def loss(self, outputs: Any, batch: dict) -> tuple[Array, dict]:
     """RPN and R-CNN losses of the recipe: (L1 or smooth L1 per `config.loss`), and the mask
@@ -143,8 +151,27 @@ class TwoStage(DetectionTask):
     found = {'boxes': out['boxes'], 'scores': out['scores'], 'labels': out['labels'],
              'det_valid': out['valid'], 'exact': out['exact'], 'image_id': batch['image_id']}
     if self.with_mask:
-      found['masks'] = out['masks']
+      found.update(masks=out['masks'], orig_hw=batch['orig_hw'])
     return found
+
+  def prediction(self, samples: list[dict], outputs: dict) -> dict:
+    """The detections; with masks each also has its `segmentation` (COCO RLE over the image,
+    the mask pasted into its box, as the metric pastes it)."""
+    found = super().prediction(samples, outputs)
+    if self.with_mask:
+      out = {k: v[:1] for k, v in outputs.items()}
+      out.update(valid=np.ones(1, np.int32), index=np.zeros(1, np.int32))
+      rows = metric.mask_rows(out, range(len(self.class_names)))[0]
+      for d, row in zip(found['detections'], rows):
+        d['segmentation'] = row['segmentation']
+    return found
+
+  def new_metric(self, source: Any) -> metric.CocoBoxMetric:
+    if not self.with_mask:
+      return super().new_metric(source)
+    from hrnet_jax.data.sources.coco_detection import CocoDetection
+    annotations = source.annotation_file if isinstance(source, CocoDetection) else None
+    return metric.CocoInstanceMetric(self.category_ids, annotations, source.split)
 
   def protocol(self) -> str:
     e, c = self.config.eval, self.settings
