@@ -7,6 +7,7 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+from pycocotools import mask as mask_utils
 
 
 def draw_detections(image: np.ndarray, detections: Sequence[dict],
@@ -19,7 +20,6 @@ def draw_detections(image: np.ndarray, detections: Sequence[dict],
   instance_colors = {}
   for i, d in enumerate(detections):
     if 'segmentation' in d:
-      from pycocotools import mask as mask_utils
       rle = dict(d['segmentation'], counts=d['segmentation']['counts'].encode('ascii'))
       on = mask_utils.decode(rle).astype(bool)
       instance_colors[i] = color or _class_color(1000 + i)
