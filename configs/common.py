@@ -184,6 +184,7 @@ def coco_detection_data(c: ml_collections.ConfigDict) -> None:
   c.data.flip = True
   c.data.max_boxes = 100  # ground-truth boxes per image (COCO train2017 has at most 93)
   c.data.masks = False  # the training split's instance masks too (Mask R-CNN recipes)
+  c.data.semantic = False  # and its COCO-stuff label maps (HTC's semantic branch)
 
 
 def detection_demo_data(c: ml_collections.ConfigDict) -> None:

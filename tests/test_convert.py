@@ -80,7 +80,7 @@ def test_conv_and_linear_layouts():
 
 
 # The mask heads are the same for every backbone: their other variants run in test-all.
-MASK_TASKS = ('mask_rcnn', 'cascade_mask_rcnn')
+MASK_TASKS = ('mask_rcnn', 'cascade_mask_rcnn', 'htc')
 
 
 @pytest.mark.parametrize('arch', [

@@ -289,3 +289,24 @@ def test_the_two_stage_detectors_loops_convert_to_onnx():
                             for k in ('boxes', 'scores', 'labels', 'valid'))
   for g, w in zip(through_onnx(post, boxes, scores), post(boxes, scores)):
     np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(w, np.float64), atol=1e-5)
+
+  # The mask heads (HTC's chain: the second head adds conv_res of the first's features), the
+  # transposed conv as a matmul, each box's class map picked, the mean of the sigmoids.
+  from hrnet_jax.models import rcnn
+  heads = [rcnn.MaskHead(3, 8, with_conv_res=s > 0) for s in range(2)]
+  feats = rng.normal(size=(6, 14, 14, 8)).astype(np.float32)
+  labels = np.asarray([0, 2, 1, 1, 0, 2], np.int32)
+  params = [h.init(jax.random.key(s), feats, None if s == 0 else feats)
+            for s, h in enumerate(heads)]
+
+  def masks(x, label):
+    probs, previous = 0.0, None
+    for h, p in zip(heads, params):
+      logits, previous = h.apply(p, x, previous)
+      probs = probs + jax.nn.sigmoid(
+          jnp.take_along_axis(logits, label[:, None, None, None], axis=-1)[..., 0])
+    return probs / 2
+
+  got = through_onnx(masks, feats, labels)[0]
+  assert got.shape == (6, 28, 28)
+  np.testing.assert_allclose(got, np.asarray(masks(feats, labels)), atol=1e-5)

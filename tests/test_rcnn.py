@@ -15,15 +15,16 @@ from hrnet_jax.models import rcnn, zoo
 from hrnet_jax.tasks.detection import detection_task
 from hrnet_jax.tasks.detection import rcnn as rcnn_task
 
+RECIPES = {'faster_rcnn': 'det_coco_faster_rcnn', 'cascade_rcnn': 'det_coco_cascade_rcnn',
+           'mask_rcnn': 'det_coco_mask_rcnn', 'cascade_mask_rcnn': 'det_coco_cascade_mask_rcnn',
+           'htc': 'det_coco_htc', 'htc_without_semantic': 'det_coco_htc'}
+
+
 def tiny_task(arch, legacy=False):
-  """The recipe's task for a tiny `arch` of 3 classes (no dataset needed); mask archs on their
-  box detector's recipe."""
-  from configs import det_coco_cascade_rcnn, det_coco_faster_rcnn
-  cascade = arch.startswith('cascade')
-  recipe = det_coco_cascade_rcnn if cascade else det_coco_faster_rcnn
-  box_arch = arch.replace('mask_rcnn', 'rcnn') if cascade else arch.replace('mask', 'faster')
-  config = recipe.get_config(f'arch={box_arch}' + (',legacy' if legacy else ''))
-  config.model.arch = arch
+  """The recipe's task for a tiny `arch` of 3 classes (no dataset needed)."""
+  import importlib
+  recipe = importlib.import_module(f'configs.{RECIPES[zoo.split_arch(arch)[0]]}')
+  config = recipe.get_config(f'arch={arch}' + (',legacy' if legacy else ''))
   config.model.overrides.update({k: v for k, v in TINY.items() if k != 'num_classes'})
   task = detection_task(config, classes=([1, 2, 3], ['a', 'b', 'c']))
   assert isinstance(task, rcnn_task.TwoStage)

@@ -28,10 +28,10 @@ def test_parameter_count_equals_official(arch):
 
 def test_list_models_covers_every_task_and_variant():
   names = hrnet_jax.list_models()
-  assert len(names) == len(zoo.TASKS) * len(zoo.VARIANTS) == 99
+  assert len(names) == len(zoo.TASKS) * len(zoo.VARIANTS) == 117
   assert {'seg_w48', 'pose_w32', 'cls_w18_small_v1', 'seg_ocr_w48', 'face_w18', 'det_w40',
           'fcos_w32', 'faster_rcnn_w18', 'cascade_rcnn_w40', 'mask_rcnn_w32',
-          'cascade_mask_rcnn_w40'} <= set(names)
+          'cascade_mask_rcnn_w40', 'htc_w32', 'htc_without_semantic_w18'} <= set(names)
 
 
 @pytest.mark.parametrize('arch,hw,expected', [

@@ -44,7 +44,8 @@ _ORDER = [
     'f_up', 'conv_bn_dropout', 'cls_head', 'aux_head', 'backbone', 'neck', 'reduction_conv',
     'fpn_convs', 'fpn_conv', 'bbox_head', 'cls_convs', 'reg_convs', 'conv_cls', 'conv_reg',
     'conv_centerness', 'scales', 'rpn_head', 'rpn_conv', 'rpn_cls', 'rpn_reg', 'roi_head',
-    'fc_cls', 'fc_reg', 'shared_fcs', 'mask_head', 'convs', 'upsample', 'conv_logits', 'conv',
+    'fc_cls', 'fc_reg', 'shared_fcs', 'mask_head', 'semantic_head', 'lateral_convs', 'convs',
+    'upsample', 'conv_embedding', 'conv_logits', 'conv_res', 'conv',
     'gn', 'weight', 'bias', 'scale', 'running_mean',
     'running_var', 'num_batches_tracked'
 ]
@@ -300,8 +301,10 @@ def v1_neck_to_legacy(tensors: Mapping[str, Any]) -> dict[str, Any]:
 
 def _two_stage_head(tensors: Mapping[str, Any]) -> tuple[str, None, dict[str, Any]]:
   """(task, None, head settings differing from the COCO release) of an mmdetection two-stage
-  state_dict: Cascade when the box heads are numbered (`roi_head.bbox_head.<s>.`); `legacy`
-  when they are top-level (`bbox_head.`, HRNet-Object-Detection's mmdetection v0.x)."""
+  state_dict: Cascade when the box heads are numbered (`roi_head.bbox_head.<s>.`), with masks
+  when there are mask heads, HTC when they have `conv_res` (with the semantic branch when
+  `roi_head.semantic_head.` is there); `legacy` when they are top-level (`bbox_head.`,
+  HRNet-Object-Detection's mmdetection v0.x)."""
   keys = set(tensors)
   legacy = bool(legacy_layout(keys))
   head = 'bbox_head.' if legacy else 'roi_head.bbox_head.'
@@ -314,10 +317,15 @@ def _two_stage_head(tensors: Mapping[str, Any]) -> tuple[str, None, dict[str, An
   mask_head = ('mask_head.' if legacy else 'roi_head.mask_head.')
   if any(k.startswith(mask_head) for k in keys):
     task = 'cascade_mask_rcnn' if cascade else 'mask_rcnn'
+  semantic = 'roi_head.semantic_head.conv_logits.weight'
+  if task == 'cascade_mask_rcnn' and any('.conv_res.' in k for k in keys):
+    task = 'htc' if semantic in keys else 'htc_without_semantic'
   default = zoo.TASKS[task]
   found = dict(num_classes=tuple(tensors[first + 'fc_cls.weight'].shape)[0] - 1,
                out_channels=tuple(tensors['rpn_head.rpn_conv.weight'].shape)[0],
                fc_channels=tuple(tensors[first + 'shared_fcs.1.weight'].shape)[0])
+  if task == 'htc':
+    found['semantic_classes'] = tuple(tensors[semantic].shape)[0]
   if cascade:
     found['num_stages'] = len(stages)
   found['legacy'] = legacy

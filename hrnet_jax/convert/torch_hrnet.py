@@ -328,7 +328,7 @@ class HRNetReference(nn.Module):
                                     c['fc_channels'], c['test_pre_nms'], c['test_proposals'],
                                     self.legacy, c['with_mask'],
                                     (c['test_score_thr'], c['test_nms_iou'],
-                                     c['test_max_per_img']))
+                                     c['test_max_per_img']), c['htc'], c['semantic_classes'])
         self.rpn_head = heads.rpn_head  # mmdet's top-level names
         if self.legacy:
           self.bbox_head = heads.bbox_head

@@ -7,7 +7,11 @@ detected boxes, as mmdetection's simple_test does.
 
 `legacy=True` builds HRNet-Object-Detection's network instead (mmdetection v0.x): top-level
 `bbox_head`, background FIRST in the class logits and in class-specific regression, and v1's
-arithmetic written out here (inclusive boxes with widths + 1, its NMS, its RoIAlign kernel)."""
+arithmetic written out here (inclusive boxes with widths + 1, its NMS, its RoIAlign kernel).
+
+Hybrid Task Cascade (`htc`): the mask heads chain their features (conv_res) and, with
+`semantic_classes`, the fused semantic head's embedding is RoIAligned into the box features
+(average-pooled to 7x7) and the mask features."""
 
 from __future__ import annotations
 
@@ -55,9 +59,12 @@ class BBoxHead(nn.Module):
 
 class MaskHead(nn.Module):
   """FCNMaskHead: convs.<i>.conv (3x3 + ReLU), upsample (ConvTranspose2d 2x2 stride 2 + ReLU),
-  conv_logits (1x1, a map per class)."""
+  conv_logits (1x1, a map per class); HTCMaskHead after the first stage also conv_res.conv
+  (1x1 + ReLU of the previous head's features, added to the input). Returns (logits, the
+  features after the convs)."""
 
-  def __init__(self, channels: int, num_classes: int, num_convs: int = 4):
+  def __init__(self, channels: int, num_classes: int, num_convs: int = 4,
+               with_conv_res: bool = False):
     super().__init__()
     self.convs = nn.ModuleList()
     for _ in range(num_convs):
@@ -66,11 +73,47 @@ class MaskHead(nn.Module):
       self.convs.append(block)
     self.upsample = nn.ConvTranspose2d(channels, channels, 2, 2)
     self.conv_logits = nn.Conv2d(channels, num_classes, 1)
+    if with_conv_res:
+      self.conv_res = nn.Module()
+      self.conv_res.conv = nn.Conv2d(channels, channels, 1)
 
-  def forward(self, x):
+  def forward(self, x, previous=None):
+    if previous is not None:
+      x = x + F.relu(self.conv_res.conv(previous))
     for block in self.convs:
       x = F.relu(block.conv(x))
-    return self.conv_logits(F.relu(self.upsample(x)))
+    return self.conv_logits(F.relu(self.upsample(x))), x
+
+
+def _conv_module(cin: int, cout: int, k: int) -> nn.Module:
+  """mmcv's ConvModule without norm: the conv as `.conv` (its ReLU is applied by the caller)."""
+  m = nn.Module()
+  m.conv = nn.Conv2d(cin, cout, k, 1, k // 2)
+  return m
+
+
+class SemanticHead(nn.Module):
+  """FusedSemanticHead: lateral_convs.<i> (1x1 + ReLU, each level resized to level 1 first,
+  bilinear, align_corners), summed; convs.<i> (3x3 + ReLU); conv_embedding (1x1 + ReLU) and
+  conv_logits. Returns (logits, embedding)."""
+
+  def __init__(self, channels: int, num_classes: int, num_levels: int = 5, num_convs: int = 4):
+    super().__init__()
+    self.lateral_convs = nn.ModuleList([_conv_module(channels, channels, 1)
+                                        for _ in range(num_levels)])
+    self.convs = nn.ModuleList([_conv_module(channels, channels, 3) for _ in range(num_convs)])
+    self.conv_embedding = _conv_module(channels, channels, 1)
+    self.conv_logits = nn.Conv2d(channels, num_classes, 1)
+
+  def forward(self, levels, fusion: int = 1):
+    x = F.relu(self.lateral_convs[fusion].conv(levels[fusion]))
+    for i, level in enumerate(levels):
+      if i != fusion:
+        level = F.interpolate(level, size=x.shape[2:], mode='bilinear', align_corners=True)
+        x = x + F.relu(self.lateral_convs[i].conv(level))
+    for block in self.convs:
+      x = F.relu(block.conv(x))
+    return self.conv_logits(x), F.relu(self.conv_embedding.conv(x))
 
 
 def anchors(h: int, w: int, stride: int, legacy: bool = False) -> torch.Tensor:
@@ -230,13 +273,15 @@ class TwoStage(nn.Module):
 
   def __init__(self, channels: int, num_classes: int, num_stages: int, fc: int,
                pre_nms: int, num: int, legacy: bool = False, with_mask: bool = False,
-               test: tuple[float, float, int] = (0.05, 0.5, 100)):
+               test: tuple[float, float, int] = (0.05, 0.5, 100), htc: bool = False,
+               semantic_classes: int = 0):
     super().__init__()
     self.rpn_head = RPNHead(channels)
     heads = [BBoxHead(channels, 7, fc, num_classes, num_stages > 1, legacy)
              for _ in range(num_stages)]
     box_heads = heads[0] if num_stages == 1 else nn.ModuleList(heads)
-    masks = [MaskHead(channels, num_classes) for _ in range(num_stages if with_mask else 0)]
+    masks = [MaskHead(channels, num_classes, with_conv_res=htc and s > 0)
+             for s in range(num_stages if with_mask else 0)]
     if legacy:  # v0.x: the box heads are top-level modules
       self.bbox_head = box_heads
     else:
@@ -244,12 +289,23 @@ class TwoStage(nn.Module):
       self.roi_head.bbox_head = box_heads
       if masks:
         self.roi_head.mask_head = masks[0] if num_stages == 1 else nn.ModuleList(masks)
+      if semantic_classes:
+        self.roi_head.semantic_head = SemanticHead(channels, semantic_classes)
     self.heads, self.pre_nms, self.num, self.legacy = heads, pre_nms, num, legacy
-    self.masks, self.test = masks, test
+    self.masks, self.test, self.htc = masks, test, htc
+    self.semantic = bool(semantic_classes)
+
+  def semantic_rois(self, embedding, rois, i):
+    """HTC: the semantic embedding's 14x14 RoIAlign (stride 8) of image i's boxes."""
+    if embedding is None:
+      return 0
+    boxes = torch.cat([torch.full((len(rois), 1), float(i)), rois], 1)
+    return torchvision.ops.roi_align(embedding, boxes, 14, 1 / 8, 0, True)
 
   def forward(self, levels, image_hw, scale_xy=None):
     """`scale_xy` (per image): the resize factors the detections are divided by (masks)."""
     cls, reg = self.rpn_head(levels)
+    embedding = self.roi_head.semantic_head(levels)[1] if self.semantic else None
     out = {'deltas': [], 'logits': [], 'rois': [], 'valid': []}
     found = []
     for i, hw in enumerate(image_hw):
@@ -258,7 +314,10 @@ class TwoStage(nn.Module):
       batch = torch.full((n,), i)
       logits = 0
       for s, head in enumerate(self.heads):
-        scores, deltas = head(roi_features(levels, rois, batch, self.legacy))
+        feats = roi_features(levels, rois, batch, self.legacy)
+        if embedding is not None:
+          feats = feats + F.adaptive_avg_pool2d(self.semantic_rois(embedding, rois, i), 7)
+        scores, deltas = head(feats)
         logits = logits + scores
         if s < len(self.heads) - 1:
           rois = apply_deltas(rois, deltas, STAGE_STDS[s], hw, self.legacy)
@@ -269,22 +328,28 @@ class TwoStage(nn.Module):
       out['valid'].append(torch.arange(self.num) < n)
       if self.masks:
         scale = (1.0, 1.0) if scale_xy is None else tuple(scale_xy[i])
-        found.append(self.detect_masks(levels, i, rois, logits / len(self.heads), deltas, hw,
-                                       scale))
+        found.append(self.detect_masks(levels, embedding, i, rois, logits / len(self.heads),
+                                       deltas, hw, scale))
     out = {k: torch.stack(v) for k, v in out.items()}
     if found:
       out['detections'] = {k: torch.stack([f[k] for f in found]) for k in found[0]}
     return out
 
-  def detect_masks(self, levels, i, rois, logits, deltas, hw, scale):
+  def detect_masks(self, levels, embedding, i, rois, logits, deltas, hw, scale):
     """Image i's detections and the mean of the mask heads' sigmoids for each box's class,
-    on its boxes scaled back onto the input; padded to max_per_img (labels -1)."""
+    on its boxes scaled back onto the input (HTC: the heads as a chain, on features with the
+    semantic embedding's); padded to max_per_img (labels -1)."""
     score_thr, iou, top = self.test
     boxes, scores, labels = detections(rois, logits, deltas, hw, scale,
                                        STAGE_STDS[len(self.heads) - 1], score_thr, iou, top)
     on_input = boxes * torch.tensor([scale[0], scale[1], scale[0], scale[1]])
     feats = roi_features(levels, on_input, torch.full((len(boxes),), i), size=14)
-    probs = sum(head(feats)[torch.arange(len(boxes)), labels].sigmoid() for head in self.masks)
+    feats = feats + self.semantic_rois(embedding, on_input, i)
+    probs, previous = 0, None
+    for head in self.masks:
+      mask_logits, hidden = head(feats, previous)
+      previous = hidden if self.htc else None
+      probs = probs + mask_logits[torch.arange(len(boxes)), labels].sigmoid()
     d, m = len(boxes), top
     pad = lambda t, value=0: F.pad(t, (0, 0) * (t.dim() - 1) + (0, m - d), value=value)
     return {'boxes': pad(boxes), 'labels': pad(labels, -1), 'masks': pad(probs / len(self.masks)),

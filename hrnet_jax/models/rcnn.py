@@ -1,6 +1,6 @@
-"""Two-stage detectors on HRNetV2p: Faster R-CNN and Cascade R-CNN, and with mask heads Mask
-R-CNN and Cascade Mask R-CNN, as mmdetection v2 builds them for its HRNet releases (module
-names are that state_dict's keys).
+"""Two-stage detectors on HRNetV2p: Faster R-CNN and Cascade R-CNN, with mask heads Mask R-CNN,
+Cascade Mask R-CNN and Hybrid Task Cascade, as mmdetection v2 builds them for its HRNet
+releases (module names are that state_dict's keys).
 
 The HRFPN neck (levels at strides 4..64) feeds an RPN head; the best anchors, decoded and
 NMS-ed per level, become proposals; RoIAlign (7x7, levels 4..32) feeds one box head (Faster)
@@ -12,6 +12,15 @@ detections (mmdetection's test: the masks are computed for the final boxes), so 
 the test protocol itself (`detect`, with the `test_*` settings) and returns the detections and
 their 28x28 mask probabilities (Cascade: the mean of the stages' sigmoids) in input pixels;
 pasting them onto the image is the host's job (ops/masks.py).
+
+Hybrid Task Cascade (`htc`) changes the cascade in three ways. Interleaved: each stage's mask
+head trains on RoIs drawn again from the boxes its own box head just refined. Mask information
+flow: stage s > 0 adds `conv_res` (1x1 conv + ReLU) of the previous stage's mask features (after
+its four convs) to its RoI features, in training (the earlier heads rerun on the stage's RoIs)
+and at test (the heads run as a chain). With `semantic_classes` > 0, a fused semantic head
+(`SemanticHead`) on all levels predicts the COCO-stuff map at stride 8 (`semantic_logits` in
+training) and its embedding, RoIAligned (14x14 at stride 8), is added to the mask features and,
+average-pooled to 7x7, to the box features.
 
 `legacy` runs the test arithmetic of the HRNet-Object-Detection releases (mmdetection v1):
 anchors centred at (stride - 1) / 2 and rounded, widths x2 - x1 + 1 in the coder, NMS and level
@@ -38,7 +47,7 @@ import jax.numpy as jnp
 from hrnet_jax import ops
 from hrnet_jax.models.backbone import Streams
 from hrnet_jax.models.heads import PyramidNeck
-from hrnet_jax.models.layers import Array, Dtype
+from hrnet_jax.models.layers import Array, Dtype, resize_bilinear
 
 # The box heads' regression target scales per cascade stage (Faster uses the first).
 STAGE_STDS = ((0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067))
@@ -113,24 +122,69 @@ class Upsample2x(nn.Module):
     return y.reshape(n, 2 * h, 2 * w, o) + bias.astype(self.dtype)
 
 
+_KAIMING = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')  # mmcv's conv init
+
+
 class MaskHead(nn.Module):
   """mmdetection's FCNMaskHead on (R, 14, 14, C) RoI features: four 3x3 convs + ReLU, the 2x
-  transposed conv + ReLU, a 1x1 conv to one (R, 28, 28) logit map per class."""
+  transposed conv + ReLU, a 1x1 conv to one (R, 28, 28) logit map per class. HTC's heads after
+  the first (`with_conv_res`) first add `conv_res` (1x1 + ReLU) of the previous head's features.
+
+  Returns (logits or None when `logits` is False, the features after the four convs)."""
   num_classes: int = 80
   channels: int = 256
   num_convs: int = 4
+  with_conv_res: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
-    init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-    conv = functools.partial(nn.Conv, kernel_init=init, dtype=self.dtype,
+  def __call__(self, x: Array, previous: Array | None = None,
+               logits: bool = True) -> tuple[Array | None, Array]:
+    conv = functools.partial(nn.Conv, kernel_init=_KAIMING, dtype=self.dtype,
                              param_dtype=self.param_dtype)
+    if self.with_conv_res:
+      res = conv(self.channels, (1, 1), name='conv_res.conv')
+      if previous is not None:
+        x = x + nn.relu(res(previous))
+    elif previous is not None:
+      raise ValueError('a mask head without conv_res was given the previous head\'s features')
     for i in range(self.num_convs):
       x = nn.relu(conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), name=f'convs.{i}.conv')(x))
-    x = nn.relu(Upsample2x(self.channels, self.dtype, self.param_dtype, name='upsample')(x))
-    return conv(self.num_classes, (1, 1), name='conv_logits')(x)
+    if not logits:
+      return None, x
+    y = nn.relu(Upsample2x(self.channels, self.dtype, self.param_dtype, name='upsample')(x))
+    return conv(self.num_classes, (1, 1), name='conv_logits')(y), x
+
+
+class SemanticHead(nn.Module):
+  """mmdetection's FusedSemanticHead: each level through a 1x1 conv + ReLU (the others resized
+  first to the `fusion_level` map, bilinear with aligned corners) and summed, four 3x3 convs +
+  ReLU, then `conv_logits` (the class map) and `conv_embedding` (1x1 + ReLU, the features the
+  RoI heads read). Returns (logits, embedding) at the fusion level's stride."""
+  num_classes: int = 183
+  channels: int = 256
+  num_convs: int = 4
+  fusion_level: int = 1
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, levels: Sequence[Array]) -> tuple[Array, Array]:
+    conv = functools.partial(nn.Conv, kernel_init=_KAIMING, dtype=self.dtype,
+                             param_dtype=self.param_dtype)
+    lateral = [conv(self.channels, (1, 1), name=f'lateral_convs.{i}.conv')
+               for i in range(len(levels))]
+    f = self.fusion_level
+    size = levels[f].shape[1:3]
+    x = nn.relu(lateral[f](levels[f]))
+    for i, level in enumerate(levels):
+      if i != f:
+        x = x + nn.relu(lateral[i](resize_bilinear(level, size, align_corners=True)))
+    for i in range(self.num_convs):
+      x = nn.relu(conv(self.channels, (3, 3), padding=((1, 1), (1, 1)), name=f'convs.{i}.conv')(x))
+    logits = conv(self.num_classes, (1, 1), name='conv_logits')(x)
+    return logits, nn.relu(conv(self.channels, (1, 1), name='conv_embedding.conv')(x))
 
 
 # --- Proposals ----------------------------------------------------------------------------------
@@ -262,7 +316,8 @@ class TwoStageHead(nn.Module):
   targets of rpn_targets) and `stages` (per stage: the sampled RoIs' `logits`, their `deltas`
   for the target class, `labels`, `targets`, `valid`; with masks `mask_logits` (B, Q, 28, 28)
   of the first Q = roi_samples * roi_pos_fraction samples (where the positives are), for
-  their class, with `mask_targets` and `mask_valid`)."""
+  their class, with `mask_targets` and `mask_valid`); with the semantic branch
+  `semantic_logits` (B, H / 8, W / 8, semantic_classes)."""
   num_classes: int = 80
   out_channels: int = 256
   num_levels: int = 5
@@ -284,6 +339,8 @@ class TwoStageHead(nn.Module):
   legacy: bool = False
   with_mask: bool = False
   mask_roi_size: int = 14
+  htc: bool = False  # Hybrid Task Cascade: interleaved training, mask information flow
+  semantic_classes: int = 0  # HTC's semantic branch (0: none)
   test_score_thr: float = 0.05  # the test protocol, run here when masks need the detections
   test_nms_iou: float = 0.5
   test_max_per_img: int = 100
@@ -311,6 +368,8 @@ class TwoStageHead(nn.Module):
     if self.legacy and self.with_mask:
       raise ValueError('legacy=True with mask heads: mmdetection v1\'s mask test (81 mask '
                        'channels, masks resized into inclusive boxes) is not implemented')
+    if (self.htc or self.semantic_classes) and not (self.with_mask and self.num_stages > 1):
+      raise ValueError('htc and semantic_classes need a cascade (num_stages > 1) with masks')
     if train and self.legacy:
       raise ValueError('legacy=True (the HRNet-Object-Detection test arithmetic) evaluates only: '
                        'train with legacy=False (the converted weights are the same)')
@@ -326,7 +385,7 @@ class TwoStageHead(nn.Module):
                      name='roi_head.bbox_head' if self.num_stages == 1
                      else f'roi_head.bbox_head.{s}', **dt) for s in range(self.num_stages)]
 
-    mask_heads = [MaskHead(self.num_classes, self.out_channels,
+    mask_heads = [MaskHead(self.num_classes, self.out_channels, with_conv_res=self.htc and s > 0,
                            name='roi_head.mask_head' if self.num_stages == 1
                            else f'roi_head.mask_head.{s}', **dt)
                   for s in range(self.num_stages if self.with_mask else 0)]
@@ -338,16 +397,40 @@ class TwoStageHead(nn.Module):
                                       sampling_ratio=2 if self.legacy else 0,
                                       aligned=not self.legacy, legacy=self.legacy)
 
-    box_features = functools.partial(features, size=self.roi_size)
-    mask_features = functools.partial(features, size=self.mask_roi_size)
+    semantic_logits = embedding = None
+    if self.semantic_classes:
+      semantic_logits, embedding = SemanticHead(self.semantic_classes, self.out_channels,
+                                                name='roi_head.semantic_head', **dt)(levels)
+
+    def semantic_features(rois):  # the embedding's RoIs, mask_roi_size square, at stride 8
+      boxes = jnp.concatenate([jnp.repeat(jnp.arange(b), rois.shape[1])[:, None].astype(
+          rois.dtype), rois.reshape(-1, 4)], axis=1)
+      return ops.roi_align(embedding, boxes, self.mask_roi_size, 1.0 / strides[1], 0, True)
+
+    def box_features(rois):
+      x = features(rois, self.roi_size)
+      if embedding is None:
+        return x
+      y = semantic_features(rois)  # average-pooled to the box size (mmdetection's adaptive)
+      k = self.mask_roi_size // self.roi_size
+      r, c = self.roi_size, y.shape[-1]
+      return x + y.reshape(-1, r, k, r, k, c).mean(axis=(2, 4)).astype(x.dtype)
+
+    def mask_features(rois):
+      x = features(rois, self.mask_roi_size)
+      return x if embedding is None else x + semantic_features(rois).astype(x.dtype)
+
     if not train:
       out = self._evaluate(heads, box_features, proposals, valid, image_hw)
       if mask_heads:
         out['detections'] = self._detect_masks(mask_heads, mask_features, out, image_hw,
                                                scale_xy)
       return out
-    return self._train(heads, mask_heads, box_features, mask_features, proposals, valid,
-                       image_hw, targets, rpn_logits, rpn_deltas, shapes, strides)
+    out = self._train(heads, mask_heads, box_features, mask_features, proposals, valid,
+                      image_hw, targets, rpn_logits, rpn_deltas, shapes, strides)
+    if semantic_logits is not None:
+      out['semantic_logits'] = semantic_logits
+    return out
 
   def _evaluate(self, heads, box_features, rois, valid, image_hw) -> dict[str, Array]:
     b, p = rois.shape[:2]
@@ -378,24 +461,31 @@ class TwoStageHead(nn.Module):
     feats = mask_features(jax.lax.stop_gradient(boxes))
     d = boxes.shape[1]
     label = jnp.maximum(det['labels'], 0).reshape(-1)
-    probs = 0.0
-    for head in mask_heads:
-      logits = head(feats).astype(jnp.float32)  # (B * D, 28, 28, K)
+    probs, previous = 0.0, None
+    for head in mask_heads:  # HTC: a chain, each head given the previous one's features
+      logits, feats_s = head(feats, previous)
+      previous = feats_s if self.htc else None
+      logits = logits.astype(jnp.float32)  # (B * D, 28, 28, K)
       picked = jnp.take_along_axis(logits, label[:, None, None, None], axis=-1)[..., 0]
       probs = probs + jax.nn.sigmoid(picked)
     m = probs.shape[-1]
     masks = (probs / len(mask_heads)).reshape(b, d, m, m)
     return dict(det, masks=jnp.where(det['valid'][:, :, None, None], masks, 0.0))
 
-  def _mask_outputs(self, head, mask_features, sample, targets) -> dict[str, Array]:
-    """A stage's mask logits and targets on its positives: the first Q samples (positives
-    come first), each read for its class, the targets cut from its ground-truth mask."""
+  def _mask_outputs(self, mask_heads, s, mask_features, sample, targets) -> dict[str, Array]:
+    """Stage s's mask logits and targets on its positives: the first Q samples (positives
+    come first), each read for its class, the targets cut from its ground-truth mask. HTC: the
+    earlier stages' heads run first on the same RoIs, for the information flow."""
     q = int(self.roi_samples * self.roi_pos_fraction)
     rois = sample['rois'][:, :q]
     b = rois.shape[0]
     pos = sample['valid'][:, :q] & (sample['labels'][:, :q] < self.num_classes)
     label = jnp.minimum(sample['labels'][:, :q], self.num_classes - 1).reshape(-1)
-    logits = head(mask_features(rois))
+    feats = mask_features(rois)
+    previous = None
+    for head in mask_heads[:s] if self.htc else ():
+      _, previous = head(feats, previous, logits=False)
+    logits, _ = mask_heads[s](feats, previous)
     logits = jnp.take_along_axis(logits, label[:, None, None, None], axis=-1)[..., 0]
     masks = targets['masks']
     m = masks.shape[1]
@@ -439,11 +529,19 @@ class TwoStageHead(nn.Module):
         deltas = jnp.take_along_axis(per_class, pick[:, :, None, None], axis=2)[:, :, 0]
       stages.append({'logits': logits, 'deltas': deltas, 'labels': sample['labels'],
                      'targets': sample['targets'], 'valid': sample['valid']})
-      if mask_heads:
-        stages[-1].update(self._mask_outputs(mask_heads[s], mask_features, sample, targets))
-      if s < len(heads) - 1:  # the next stage refines this stage's samples, less the gt boxes
+      # The next stage (and HTC's interleaved mask head) takes this stage's samples, less the
+      # gt boxes, refined by its regression.
+      if s < len(heads) - 1 or self.htc:
         refined = ops.decode_deltas(rois, deltas.astype(jnp.float32), stds=STAGE_STDS[s],
                                     max_hw=image_hw[:, None, :])
         proposals = jax.lax.stop_gradient(refined)
         valid = sample['valid'] & ~sample['from_gt']
+      if mask_heads and self.htc:  # interleaved: the masks train on RoIs drawn again from them
+        sample = jax.lax.stop_gradient(jax.vmap(functools.partial(
+            roi_samples, num_classes=self.num_classes, samples=self.roi_samples,
+            pos_fraction=self.roi_pos_fraction, iou=STAGE_IOUS[s], stds=STAGE_STDS[s]))(
+                jax.random.split(jax.random.fold_in(keys[s + 1], 1), b), proposals, valid, gt,
+                gt_labels, gt_valid))
+      if mask_heads:
+        stages[-1].update(self._mask_outputs(mask_heads, s, mask_features, sample, targets))
     return {'rpn': rpn, 'stages': stages}

@@ -1,7 +1,9 @@
 """The detection demo: people (the pose demo's figures), stop signs and sports balls on cluttered
 backgrounds, landscape and portrait, in the COCO instances layout with COCO's category ids.
 Each object's `segmentation` is its exact silhouette (the pixels its drawing changed, less those
-of the objects drawn over it), as compressed RLE; its box is the tight box of its drawing."""
+of the objects drawn over it), as compressed RLE; its box is the tight box of its drawing. Beside
+the images, `stuffthingmaps/{split}/<stem>.png` label every pixel as COCO-stuff does: a
+silhouette (crowds too) with its category id - 1, the rest with one stuff label."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from hrnet_jax.data.demos.pose_demo import draw_figure, pose_background, pose_ke
 from hrnet_jax.data.demos.store import cache_dir, write_coco_image, write_once
 from hrnet_jax.ops.masks import encode_rle
 
-DET_VERSION = 2  # 2: silhouettes as segmentations (1: the boxes as polygons)
+DET_VERSION = 3  # 3: COCO-stuff label maps; 2: silhouettes as segmentations; 1: boxes as polygons
+DET_STUFF_LABEL = 171  # the background's label in the stuff maps (a COCO-stuff stuff value)
 # COCO's ids and names, listed out of id order on purpose: readers must sort them into labels.
 DET_CATEGORIES = ({'id': 13, 'name': 'stop sign', 'supercategory': 'outdoor'},
                   {'id': 1, 'name': 'person', 'supercategory': 'person'},
@@ -194,6 +197,7 @@ def write_det_demo(root: str | os.PathLike, num_train: int = 320, num_val: int =
     ann_id = 1
     for split, count, offset in (('train', num_train, 0), ('val', num_val, 10**6)):
       (tmp / 'images' / split).mkdir(parents=True)
+      (tmp / 'stuffthingmaps' / split).mkdir(parents=True)
       images, annotations = [], []
       for i in range(count):
         rng = np.random.default_rng([seed, 13, offset + i])
@@ -203,6 +207,11 @@ def write_det_demo(root: str | os.PathLike, num_train: int = 320, num_val: int =
         image_id = offset + i + 1
         image, objects = _det_image(rng, h, w)
         images.append(write_coco_image(tmp / 'images' / split, image_id, image))
+        labels = np.full(image.shape[:2], DET_STUFF_LABEL, np.uint8)
+        for obj in objects:
+          labels[obj['mask']] = obj['category_id'] - 1
+        stem = pathlib.Path(images[-1]['file_name']).stem
+        cv2.imwrite(str(tmp / 'stuffthingmaps' / split / f'{stem}.png'), labels)
         for obj in objects:
           x1, y1, x2, y2 = obj['box']
           annotations.append({

@@ -11,7 +11,10 @@ left out stays: all background, as in mmdetection).
 
 With `masks` (instance segmentation), each kept box also brings its instance mask, decoded as
 mmdetection v2 decodes it (polygons and uncompressed RLE through pycocotools, merged into one
-binary mask per annotation) when the sample is read.
+binary mask per annotation) when the sample is read. With `semantic` (Hybrid Task Cascade's
+semantic branch), each image also brings its COCO-stuff label map, read from
+`{root}/stuffthingmaps/{split}/{stem}.png` as mmdetection's recipe lays them out (one 8-bit
+value per pixel: COCO category id - 1 for things, the stuff classes after them, 255 unlabelled).
 
 `ImageFiles` runs a detector on a plain list of images (no ground truth).
 """
@@ -26,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hrnet_jax.data.sources.coco import load_json
-from hrnet_jax.data.sources.reader import (DataError, DetectionSource, read_image,
+from hrnet_jax.data.sources.reader import (DataError, DetectionSource, read_image, read_label,
                                            require_paths)
 
 MIN_TRAIN_SIZE = 32  # mmdetection's min_size for training images
@@ -69,13 +72,15 @@ def read_categories(path: pathlib.Path, data: dict[str, Any]) -> tuple[np.ndarra
 
 class CocoDetection(DetectionSource):
   """Random-access images: {'image' HxWx3 uint8 RGB, 'boxes' (N, 4) float32 x1y1x2y2, 'labels'
-  (N,) int32, 'image_id' int64, and with `masks` 'masks' (N, H, W) uint8}. Boxes of all images
+  (N,) int32, 'image_id' int64, with `masks` 'masks' (N, H, W) uint8, with `semantic`
+  'semantic' (H, W) uint8}. Boxes of all images
   live in one array with per-image offsets, so the source pickles cheaply into grain workers."""
 
   @classmethod
   def from_config(cls, data: Any, root: str, split: str) -> 'CocoDetection':
-    return cls(root, split, train=(split == data.train_split),
-               masks=bool(getattr(data, 'masks', False)) and split == data.train_split)
+    train = split == data.train_split
+    return cls(root, split, train=train, masks=bool(getattr(data, 'masks', False)) and train,
+               semantic=bool(getattr(data, 'semantic', False)) and train)
 
   @classmethod
   def categories(cls, data: Any, root: str | os.PathLike) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -89,9 +94,13 @@ class CocoDetection(DetectionSource):
     return read_categories(path, load_json(path, 'COCO annotation file'))
 
   def __init__(self, root: str | os.PathLike, split: str, *, train: bool = False,
-               masks: bool = False):
+               masks: bool = False, semantic: bool = False):
     self.root, self.split, self.train = pathlib.Path(root), split, train
-    self.with_masks = masks
+    self.with_masks, self.with_semantic = masks, semantic
+    if semantic:
+      require_paths('COCO-stuff label maps', self.root, [f'stuffthingmaps/{split}'],
+                    'Hybrid Task Cascade\'s semantic branch reads stuffthingmaps/{split}/<image '
+                    'stem>.png (COCO-stuff); set config.data.semantic=False without it')
     require_paths('COCO detection', self.root,
                   [f'annotations/instances_{split}.json', f'images/{split}'],
                   'Expected the COCO 2017 layout: annotations/instances_{train,val}2017.json and '
@@ -192,6 +201,13 @@ class CocoDetection(DetectionSource):
       sample['masks'] = np.zeros((b - a, h, w), np.uint8)
       for k, segmentation in enumerate(self.segmentations[a:b]):
         sample['masks'][k] = decode_segmentation(segmentation, h, w)
+    if self.with_semantic:
+      stem = pathlib.Path(self.file_names[i]).with_suffix('.png').name
+      path = self.root / 'stuffthingmaps' / self.split / stem
+      sample['semantic'] = read_label(path)
+      if sample['semantic'].shape != sample['image'].shape[:2]:
+        raise DataError(f'{path}: a {sample["semantic"].shape} label map for a '
+                        f'{sample["image"].shape[:2]} image')
     return sample
 
 

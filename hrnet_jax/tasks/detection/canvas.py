@@ -14,6 +14,9 @@ import numpy as np
 from hrnet_jax.data.sources.reader import DataError
 from hrnet_jax.errors import ConfigError
 
+SEMANTIC_STRIDE = 8  # HTC's semantic labels match the stride-8 level (mmdetection's SegRescale)
+IGNORE_LABEL = 255  # semantic labels: unlabelled, and the canvas padding
+
 
 # --- Sizes ------------------------------------------------------------------------------------
 
@@ -49,14 +52,17 @@ def canvas_size(resized_hw: tuple[int, int], buckets: Sequence[Sequence[int]],
 
 def resize_pad(sample: dict, scale: Sequence[int], canvas_hw: tuple[int, int],
                pad_value: np.ndarray, flip: bool = False, one_factor: bool = False,
-               masks: bool = False) -> dict:
+               masks: bool = False, semantic: bool = False) -> dict:
   """The image resized keeping its aspect (bilinear), optionally mirrored, pasted at the top
   left of its canvas filled with `pad_value` (the mean colour: zero after normalization, as the
   release pads normalized images with zeros); its boxes scaled by the same x and y factors,
   clipped to the resized image, mirrored with it. `scale_xy`: the factors new / old side
   (mmdetection v2), or the one keep-aspect factor twice (`one_factor`, mmdetection v1). With
   `masks`, the sample's instance masks (N, H, W) go the same way (nearest-neighbour resize, as
-  mmdetection's BitmapMasks.rescale), zero over the padding."""
+  mmdetection's BitmapMasks.rescale), zero over the padding. With `semantic`, its label map
+  (H, W) too, padded with IGNORE_LABEL, then every SEMANTIC_STRIDE-th pixel kept (a nearest
+  1/8 rescale of the canvas, as mmdetection's SegRescale; later mmdetection versions also pad
+  with 255, 2.0 padded with 0)."""
   image = sample['image']
   h, w = image.shape[:2]
   nh, nw = rescale_size(h, w, scale)
@@ -82,6 +88,14 @@ def resize_pad(sample: dict, scale: Sequence[int], canvas_hw: tuple[int, int],
     for k, mask in enumerate(sample['masks']):
       small = cv2.resize(mask, (nw, nh), interpolation=cv2.INTER_NEAREST)
       out['masks'][k, :nh, :nw] = small[:, ::-1] if flip else small
+  if semantic:
+    if ch % SEMANTIC_STRIDE or cw % SEMANTIC_STRIDE:
+      raise ConfigError(f'a {ch}x{cw} canvas: semantic labels need sides divisible by '
+                        f'{SEMANTIC_STRIDE} (config.data.buckets)')
+    labels = np.full((ch, cw), IGNORE_LABEL, np.uint8)
+    small = cv2.resize(sample['semantic'], (nw, nh), interpolation=cv2.INTER_NEAREST)
+    labels[:nh, :nw] = small[:, ::-1] if flip else small
+    out['semantic'] = labels[::SEMANTIC_STRIDE, ::SEMANTIC_STRIDE].copy()
   return out
 
 
@@ -120,11 +134,11 @@ def eval_canvas(h: int, w: int, scale: Sequence[int], buckets: Sequence[Sequence
 
 def train_sample(sample: dict, rng: np.random.Generator, *, scales: Sequence[Sequence[int]],
                   buckets: Sequence[Sequence[int]], pad_value: np.ndarray, flip: bool,
-                  max_boxes: int, masks: bool = False) -> dict:
+                  max_boxes: int, masks: bool = False, semantic: bool = False) -> dict:
   scale = scales[int(rng.integers(len(scales)))] if len(scales) > 1 else scales[0]
   canvas = train_canvas(*sample['image'].shape[:2], scales, buckets)
   out = resize_pad(sample, scale, canvas, pad_value, flip=flip and rng.random() < 0.5,
-                   masks=masks)
+                   masks=masks, semantic=semantic)
   out.pop('orig_hw')
   return pad_boxes(out, max_boxes, masks)
 

@@ -1,5 +1,6 @@
 """Two-stage detection on HRNetV2p (the `faster_rcnn_*` and `cascade_rcnn_*` archs, and with
-instance masks `mask_rcnn_*` and `cascade_mask_rcnn_*`): the losses of mmdetection v2's recipes
+instance masks `mask_rcnn_*`, `cascade_mask_rcnn_*`, `htc_*` and `htc_without_semantic_*`): the
+losses of mmdetection v2's recipes
 and its test protocol. The network, its proposals and its training samples are models/rcnn.py;
 the model draws the samples and returns them with their targets, so the loss here is a pure
 function of its outputs. With masks the model also runs the test protocol (its boxes feed the
@@ -17,7 +18,7 @@ import numpy as np
 
 from hrnet_jax.errors import ConfigError
 from hrnet_jax.models import rcnn, zoo
-from hrnet_jax.tasks.detection import metric
+from hrnet_jax.tasks.detection import canvas, metric
 from hrnet_jax.tasks.detection.task import DetectionTask
 
 Array = jax.Array
@@ -70,9 +71,20 @@ def mask_loss(stage: dict[str, Array]) -> Array:
   return jnp.sum(jnp.where(valid, per_roi, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
 
 
+def semantic_loss(logits: Array, labels: Array, ignore: int = canvas.IGNORE_LABEL) -> Array:
+  """HTC's semantic loss: softmax cross-entropy per pixel, zero where the label is `ignore`,
+  averaged over all pixels, ignored ones included (mmdetection's CrossEntropyLoss with
+  ignore_index and the default reduction). logits (B, H, W, K), labels (B, H, W)."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  labels = labels.astype(jnp.int32)
+  known = labels != ignore
+  ce = -jnp.take_along_axis(logp, jnp.where(known, labels, 0)[..., None], axis=-1)[..., 0]
+  return jnp.mean(jnp.where(known, ce, 0.0))
+
+
 class TwoStage(DetectionTask):
-  """Faster R-CNN, Cascade R-CNN, and with masks Mask R-CNN and Cascade Mask R-CNN; reads
-  config.model/data/loss/eval."""
+  """Faster R-CNN, Cascade R-CNN, and with masks Mask R-CNN, Cascade Mask R-CNN and Hybrid Task
+  Cascade; reads config.model/data/loss/eval."""
   onnx_postprocess = True  # decode is batched without vmap
 
   def __init__(self, config: Any, classes: tuple[Sequence[int], Sequence[str]] | None = None):
@@ -95,6 +107,10 @@ class TwoStage(DetectionTask):
   def with_mask(self) -> bool:
     return bool(self.settings['with_mask'])
 
+  @property
+  def with_semantic(self) -> bool:
+    return bool(self.settings['semantic_classes'])
+
   def test_kwargs(self) -> dict[str, Any]:
     e = self.config.eval
     return {'test_score_thr': float(e.score_thr), 'test_nms_iou': float(e.nms_iou),
@@ -112,12 +128,17 @@ class TwoStage(DetectionTask):
                           'config.data.masks=True')
       width = batch['image'].shape[2]
       targets['masks'] = jnp.unpackbits(batch['masks'], axis=-1, count=width)
+    if self.with_semantic and not self.config.data.get('semantic', False):
+      raise ConfigError(f'{self.config.model.arch} trains its semantic branch on COCO-stuff '
+                        'label maps: set config.data.semantic=True (or use the '
+                        'htc_without_semantic_* arch)')
     return {'image_hw': batch['image_hw'], 'targets': targets}
 
   def loss(self, outputs: Any, batch: dict) -> tuple[Array, dict]:
     """RPN and R-CNN losses of the recipe: (L1 or smooth L1 per `config.loss`), and the mask
-    loss; the cascade's stages weighted by `config.loss.stage_weights`."""
-    del batch  # the targets came through the model (model_inputs)
+    loss; the cascade's stages weighted by `config.loss.stage_weights`; HTC's semantic loss
+    weighted by `config.loss.semantic_weight`. The other targets came through the model
+    (model_inputs)."""
     l = self.config.loss
     cls, box = rpn_loss(outputs['rpn'], float(l.rpn_beta))
     extra = {'loss_rpn_cls': cls, 'loss_rpn_bbox': box}
@@ -131,6 +152,9 @@ class TwoStage(DetectionTask):
       if self.with_mask:
         extra[f'{prefix}loss_mask'] = mask_loss(stage)
         total = total + weights[s] * extra[f'{prefix}loss_mask']
+    if self.with_semantic:
+      extra['loss_semantic_seg'] = semantic_loss(outputs['semantic_logits'], batch['semantic'])
+      total = total + float(l.semantic_weight) * extra['loss_semantic_seg']
     return total, extra
 
   def decode(self, outputs: Any, image_hw: Array, scale_xy: Array) -> dict[str, Array]:
@@ -177,10 +201,15 @@ class TwoStage(DetectionTask):
     e, c = self.config.eval, self.settings
     stages = ('' if c['num_stages'] == 1 else
               f'; {c["num_stages"]} stages, mean of their class logits')
+    masks = ''
+    if self.with_mask:
+      masks = ('; each box\'s 28x28 mask probabilities (the mean of the stages\' heads) pasted '
+               'into it, >= 0.5')
     return (f'{self.resize_protocol()}; RPN '
             f'top {c["test_pre_nms"]} per level, NMS {c["rpn_nms_iou"]}, '
             f'{c["test_proposals"]} proposals{stages}; softmax score > {e.score_thr}, '
             f'class-wise NMS IoU {e.nms_iou}, {e.max_per_img} boxes per image'
+            + masks
             + ('; mmdetection v1 arithmetic (legacy: inclusive boxes, RoIAlign 2x2 samples '
                'unaligned)' if self.legacy else ''))
 

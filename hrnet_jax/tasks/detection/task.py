@@ -99,7 +99,8 @@ class DetectionTask(Task):
     d = self.config.data
     return functools.partial(canvas.train_sample, scales=self.train_scales, buckets=self.buckets,
                              pad_value=self.pad_value, flip=bool(d.flip),
-                             max_boxes=int(d.max_boxes), masks=bool(d.get('masks', False)))
+                             max_boxes=int(d.max_boxes), masks=bool(d.get('masks', False)),
+                             semantic=bool(d.get('semantic', False)))
 
   def eval_transform(self) -> Callable:
     return functools.partial(canvas.eval_sample, scale=self.eval_scale, buckets=self.buckets,
