@@ -76,6 +76,33 @@ def random_variables(model, x, seed: int = 0) -> dict:
   return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
+def fit_two_stage(model, task, x, image_hw, targets, tx, steps, batch=None) -> list[dict]:
+  """`steps` optimizer steps of a two-stage detector on one batch (its RoIs drawn anew each
+  step), from `random_variables`; per step the loss and the task's logged terms (floats)."""
+  import optax
+  variables = random_variables(model, x)
+
+  @jax.jit
+  def step(params, opt_state, stats, i):
+    def loss_fn(p):
+      out, upd = model.apply({'params': p, 'batch_stats': stats}, x, train=True,
+                             image_hw=image_hw, targets=targets,
+                             rngs={'sample': jax.random.key(i)}, mutable=['batch_stats'])
+      loss, extra = task.loss(out, batch or {})
+      return loss, (dict(extra, loss=loss), upd['batch_stats'])
+    (_, (log, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, stats, log
+
+  params, stats = variables['params'], variables['batch_stats']
+  opt_state = tx.init(params)
+  logs = []
+  for i in range(steps):
+    params, opt_state, stats, log = step(params, opt_state, stats, i)
+    logs.append({k: float(v) for k, v in log.items()})
+  return logs
+
+
 def scaled_state_dict(arch, seed=0, **overrides):
   """Random weights of the release's keys and shapes, scaled so that activations stay O(1)
   (weights N(0, 1 / fan_in), BN statistics near identity): proposals and scores spread out."""

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import TWO_STAGE_TINY as TINY, random_variables, scaled_state_dict
+from conftest import TWO_STAGE_TINY as TINY, fit_two_stage, scaled_state_dict
 from hrnet_jax import convert
 from hrnet_jax.convert import mapping
 from hrnet_jax.models import rcnn, zoo
@@ -140,49 +140,20 @@ def test_htc_learns_on_a_fixed_batch():
   """A tiny HTC: twenty Adam steps on one batch of discs lower each stage's mask loss (trained
   on re-drawn RoIs of the refined boxes, heads chained) and the semantic loss."""
   import optax
+  from test_instance_masks import disc_batch
   from test_rcnn import tiny_task
   more = dict(TINY, norm_eval=False, train_pre_nms=200, train_proposals=64, roi_samples=32,
               rpn_samples=64, semantic_classes=4)
   model = zoo.create_model('htc_w18', **more)
-  h, w = 64, 96
-  yy, xx = np.mgrid[:h, :w]
-  masks = np.zeros((2, 2, h, w), np.uint8)
-  boxes = np.zeros((2, 2, 4), np.float32)
-  labels = np.asarray([[0, 2], [1, -1]], np.int32)
-  semantic = np.full((2, h, w), 3, np.uint8)  # class 3: the background "stuff"
-  for (b, m), (cy, cx, r) in zip([(0, 0), (0, 1), (1, 0)], [(24, 24, 16), (40, 70, 18),
-                                                              (30, 45, 20)]):
-    masks[b, m] = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-    boxes[b, m] = [cx - r, cy - r, cx + r + 1, cy + r + 1]
-    semantic[b][masks[b, m] > 0] = labels[b, m]
-  x = np.random.default_rng(3).normal(size=(2, h, w, 3)).astype(np.float32)
-  x[..., 0] += 2.0 * masks.max(axis=1)
-  targets = {'boxes': jnp.asarray(boxes), 'labels': jnp.asarray(labels),
-             'box_valid': jnp.asarray(labels >= 0), 'masks': jnp.asarray(masks)}
+  x, targets, hw = disc_batch()
+  semantic = np.full((2, 64, 96), 3, np.uint8)  # class 3: the background "stuff"
+  for b in range(2):
+    for mask, label in zip(np.asarray(targets['masks'][b]), np.asarray(targets['labels'][b])):
+      if label >= 0:
+        semantic[b][mask > 0] = label
   batch = {'semantic': jnp.asarray(semantic[:, ::8, ::8])}
-  hw = jnp.asarray([[h, w], [h, w]])
-  variables = random_variables(model, jnp.asarray(x))
-  task = tiny_task('htc_w18')
-  tx = optax.adam(3e-3)
-
-  @jax.jit
-  def step(params, opt_state, stats, i):
-    def loss_fn(p):
-      out, upd = model.apply({'params': p, 'batch_stats': stats}, x, train=True, image_hw=hw,
-                             targets=targets, rngs={'sample': jax.random.key(i)},
-                             mutable=['batch_stats'])
-      loss, extra = task.loss(out, batch)
-      return loss, (extra, upd['batch_stats'])
-    (loss, (extra, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state)
-    return optax.apply_updates(params, updates), opt_state, stats, loss, extra
-
-  params, stats = variables['params'], variables['batch_stats']
-  opt_state = tx.init(params)
-  logs = []
-  for i in range(20):
-    params, opt_state, stats, loss, extra = step(params, opt_state, stats, i)
-    logs.append({k: float(v) for k, v in dict(extra, loss=loss).items()})
+  logs = fit_two_stage(model, tiny_task('htc_w18'), x, hw, targets, optax.adam(3e-3), 20,
+                       batch)
   first = lambda k: np.mean([e[k] for e in logs[:3]])
   last = lambda k: np.mean([e[k] for e in logs[-3:]])
   assert all(np.isfinite(e['loss']) for e in logs)

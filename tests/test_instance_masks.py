@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import TWO_STAGE_TINY as TINY, scaled_state_dict
+from conftest import TWO_STAGE_TINY as TINY, fit_two_stage, scaled_state_dict
 from hrnet_jax import convert, ops
 from hrnet_jax.convert import mapping
 from hrnet_jax.models import zoo
@@ -191,52 +191,38 @@ def test_mask_loss_by_hand():
   assert float(mask_loss(none)) == 0.0
 
 
+def disc_batch():
+  """Two 64x96 images of discs (image 0 two, image 1 one), visible in the red channel: the
+  images, their `targets` (boxes, labels, box_valid, masks (2, 2, 64, 96)) and image sizes."""
+  h, w = 64, 96
+  yy, xx = np.mgrid[:h, :w]
+  masks = np.zeros((2, 2, h, w), np.uint8)
+  boxes = np.zeros((2, 2, 4), np.float32)
+  labels = np.asarray([[0, 2], [1, -1]], np.int32)
+  for (b, m), (cy, cx, r) in zip([(0, 0), (0, 1), (1, 0)], [(24, 24, 16), (40, 70, 18),
+                                                              (30, 45, 20)]):
+    masks[b, m] = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    boxes[b, m] = [cx - r, cy - r, cx + r + 1, cy + r + 1]
+  x = np.random.default_rng(3).normal(size=(2, h, w, 3)).astype(np.float32)
+  x[..., 0] += 2.0 * masks.max(axis=1)
+  targets = {'boxes': jnp.asarray(boxes), 'labels': jnp.asarray(labels),
+             'box_valid': jnp.asarray(labels >= 0), 'masks': jnp.asarray(masks)}
+  return jnp.asarray(x), targets, jnp.asarray([[h, w], [h, w]])
+
+
 @pytest.mark.slow
 def test_mask_training_learns_on_a_fixed_batch():
   """A tiny Mask R-CNN: twenty Adam steps on one batch of discs lower the mask loss (targets
   cut from the ground-truth masks inside the model) with the box losses."""
   import optax
-  from conftest import random_variables
   from test_rcnn import tiny_task
   model = zoo.create_model('mask_rcnn_w18', **dict(TINY, norm_eval=False, train_pre_nms=200,
                                                    train_proposals=64, roi_samples=32,
                                                    rpn_samples=64))
-  h, w = 64, 96
-  yy, xx = np.mgrid[:h, :w]
-  discs = [(24, 24, 16), (40, 70, 18), (30, 45, 20)]  # (cy, cx, r): image 0 two, image 1 one
-  masks = np.zeros((2, 2, h, w), np.uint8)
-  boxes = np.zeros((2, 2, 4), np.float32)
-  for (b, m), (cy, cx, r) in zip([(0, 0), (0, 1), (1, 0)], discs):
-    masks[b, m] = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-    boxes[b, m] = [cx - r, cy - r, cx + r + 1, cy + r + 1]
-  x = np.random.default_rng(3).normal(size=(2, h, w, 3)).astype(np.float32)
-  x[..., 0] += 2.0 * masks.max(axis=1)  # the discs are visible
-  targets = {'boxes': jnp.asarray(boxes), 'labels': jnp.asarray([[0, 2], [1, 0]]),
-             'box_valid': jnp.asarray([[1, 1], [1, 0]], bool), 'masks': jnp.asarray(masks)}
-  hw = jnp.asarray([[h, w], [h, w]])
-  variables = random_variables(model, jnp.asarray(x))
-  task = tiny_task('mask_rcnn_w18')
-  tx = optax.adam(3e-3)
-
-  @jax.jit
-  def step(params, opt_state, stats, i):
-    def loss_fn(p):
-      out, upd = model.apply({'params': p, 'batch_stats': stats}, x, train=True, image_hw=hw,
-                             targets=targets, rngs={'sample': jax.random.key(i)},
-                             mutable=['batch_stats'])
-      loss, extra = task.loss(out, {})
-      return loss, (extra['loss_mask'], upd['batch_stats'])
-    (loss, (mask, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state)
-    return optax.apply_updates(params, updates), opt_state, stats, loss, mask
-
-  params, stats = variables['params'], variables['batch_stats']
-  opt_state = tx.init(params)
-  losses, mask_losses = [], []
-  for i in range(20):
-    params, opt_state, stats, loss, mask = step(params, opt_state, stats, i)
-    losses.append(float(loss))
-    mask_losses.append(float(mask))
+  x, targets, hw = disc_batch()
+  logs = fit_two_stage(model, tiny_task('mask_rcnn_w18'), x, hw, targets, optax.adam(3e-3), 20)
+  losses = [log['loss'] for log in logs]
+  mask_losses = [log['loss_mask'] for log in logs]
   assert np.all(np.isfinite(losses)) and 0.3 < mask_losses[0] < 2.0
   assert np.mean(mask_losses[-3:]) < 0.6 * np.mean(mask_losses[:3]), mask_losses
   assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import TWO_STAGE_TINY as TINY, random_variables, scaled_state_dict
+from conftest import TWO_STAGE_TINY as TINY, fit_two_stage, scaled_state_dict
 from hrnet_jax import convert, ops
 from hrnet_jax.convert import mapping
 from hrnet_jax.models import rcnn, zoo
@@ -259,27 +259,9 @@ def test_training_steps_learn_on_a_fixed_batch():
              'labels': jnp.asarray([[0, 2], [1, 0]]), 'box_valid': jnp.asarray([[1, 1], [1, 0]],
                                                                                bool)}
   hw = jnp.asarray([[64, 96], [64, 96]])
-  variables = random_variables(model, x)  # an eager init takes longer than the whole step
-  task = tiny_task('faster_rcnn_w18')
-  tx = optax.sgd(0.005, momentum=0.9)
-
-  @jax.jit
-  def step(params, opt_state, stats, i):
-    def loss_fn(p):
-      out, upd = model.apply({'params': p, 'batch_stats': stats}, x, train=True, image_hw=hw,
-                             targets=targets, rngs={'sample': jax.random.key(i)},
-                             mutable=['batch_stats'])
-      return task.loss(out, {})[0], upd['batch_stats']
-    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state)
-    return optax.apply_updates(params, updates), opt_state, stats, loss
-
-  params, stats = variables['params'], variables['batch_stats']
-  opt_state = tx.init(params)
-  losses = []
-  for i in range(15):
-    params, opt_state, stats, loss = step(params, opt_state, stats, i)
-    losses.append(float(loss))
+  logs = fit_two_stage(model, tiny_task('faster_rcnn_w18'), x, hw, targets,
+                       optax.sgd(0.005, momentum=0.9), 15)
+  losses = [log['loss'] for log in logs]
   assert np.all(np.isfinite(losses)) and np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
 
 
