@@ -1,6 +1,6 @@
-"""Instance masks (Mask R-CNN, Cascade Mask R-CNN): the mask ops against torch, the mmdetection
-key layout of the mask heads, and the converted networks' detections and masks against the
-PyTorch reference."""
+"""Instance masks (Mask R-CNN, Cascade Mask R-CNN, HTC): the mask ops against torch, the
+mmdetection key layout of the mask heads, and the converted networks' detections and masks
+against the PyTorch reference (HTC's own parts: test_htc.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -134,17 +134,19 @@ def test_conversion_round_trip_is_exact(arch):
 # --- The network against the PyTorch reference -------------------------------------------------
 
 
-@pytest.fixture(scope='module', params=['mask_rcnn_w18', 'cascade_mask_rcnn_w18'])
+@pytest.fixture(scope='module', params=['mask_rcnn_w18', 'cascade_mask_rcnn_w18', 'htc_w18'])
 def mask_networks(request):
   """(arch, JAX outputs, PyTorch reference outputs) of the converted tiny network on two
-  images (unpadded 64x90 and 56x96; resize factors (0.8, 0.75) and (0.5, 0.5))."""
+  images (unpadded 64x90 and 56x96; resize factors (0.8, 0.75) and (0.5, 0.5)). HTC: the
+  semantic branch and the chained mask heads, at the box heads' 0.05."""
   import torch
   from hrnet_jax.convert import torch_hrnet
   arch = request.param
-  more = dict(TINY, test_proposals=1000)
+  more = dict(TINY, test_proposals=1000, test_score_thr=0.05)
   state = scaled_state_dict(arch, seed=1, **more)
   variables = convert.torch_to_flax(state, arch, **more)
   reference = torch_hrnet.build(arch, **more)
+  assert list(reference.state_dict()) == list(state)  # the layout's order is the reference's
   reference.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
   x = np.random.default_rng(2).standard_normal((2, 64, 96, 3), np.float32)
   hw, scale = [(64, 90), (56, 96)], [(0.8, 0.75), (0.5, 0.5)]
@@ -158,9 +160,11 @@ def mask_networks(request):
 
 @pytest.mark.slow
 def test_detections_and_masks_equal_pytorch(mask_networks):
-  """The converted network's detections (mmdetection's test, in original pixels) and each
-  box's mask probabilities (Cascade: the mean of three heads) equal the reference's."""
+  """The converted network's class logits, detections (mmdetection's test, in original pixels)
+  and each box's mask probabilities (Cascade, HTC: the mean of three heads) equal the
+  reference's."""
   arch, got, want = mask_networks
+  np.testing.assert_allclose(np.asarray(got['logits']), want['logits'], atol=1e-4)
   g, w = got['detections'], want['detections']
   np.testing.assert_array_equal(np.asarray(g['valid']), w['valid'])
   assert np.all(w['valid'].sum(1) > 10)
