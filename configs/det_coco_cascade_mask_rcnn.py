@@ -7,7 +7,9 @@ det_coco_mask_rcnn.py), each trained on its stage's positive samples and weighte
 probabilities for each detection, pasted into its box on the original image (>= 0.5).
   python eval.py --config configs/det_coco_cascade_mask_rcnn.py \\
       --checkpoint cascade_mask_rcnn_hrnetv2p_w32_20e_coco.pth --config.data.root=/data/coco
-Variants: `:arch=cascade_mask_rcnn_w18` / `cascade_mask_rcnn_w40`; `:demo`; `:runlocal`.
+Variants: `:arch=cascade_mask_rcnn_w18` / `cascade_mask_rcnn_w40`; `:legacy` (the paper's
+mmdetection v1.0 W48 checkpoint, `:arch=cascade_mask_rcnn_w48,legacy`, as det_coco_mask_rcnn.py);
+`:demo`; `:runlocal`.
 """
 
 from configs.det_coco_cascade_rcnn import cascade_losses

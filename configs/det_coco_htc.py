@@ -13,7 +13,9 @@ mask RoI features. Evaluation: scores > 0.001, the mean of the three heads' mask
   python eval.py --config configs/det_coco_htc.py \\
       --checkpoint htc_hrnetv2p_w32_20e_coco.pth --config.data.root=/data/coco
 Variants: `:arch=htc_w18` / `htc_w40`, `:arch=htc_without_semantic_w32` (no semantic branch: no
-label maps needed); `:demo` (the embedded scenes, with their label maps); `:runlocal`.
+label maps needed); `:legacy` (the paper's mmdetection v1.0 W48 checkpoint,
+`:arch=htc_w48,legacy`, as det_coco_mask_rcnn.py); `:demo` (the embedded scenes, with their
+label maps); `:runlocal`.
 """
 
 from configs.det_coco_cascade_rcnn import cascade_losses

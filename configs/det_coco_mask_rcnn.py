@@ -12,8 +12,10 @@ COCOeval bbox and segm.
       --config.init_from=hrnetv2_w32_imagenet_pretrained.pth
   python eval.py --config configs/det_coco_mask_rcnn.py \\
       --checkpoint mask_rcnn_hrnetv2p_w32_1x_coco.pth --config.data.root=/data/coco
-Variants: `:arch=mask_rcnn_w18` / `mask_rcnn_w40`, `:schedule=2x`; `:demo` (the embedded scenes,
-whose objects carry their exact silhouettes); `:runlocal` (a tiny model, 6 steps).
+Variants: `:arch=mask_rcnn_w18` / `mask_rcnn_w40`, `:schedule=2x`; `:legacy` (evaluates
+mmdetection v1.0 / v0.x checkpoints: their layout, 81 mask maps with the background's first, v1's
+test arithmetic and mask paste; evaluation only); `:demo` (the embedded scenes, whose objects
+carry their exact silhouettes); `:runlocal` (a tiny model, 6 steps).
 """
 
 from configs import common
@@ -21,9 +23,9 @@ from configs.det_coco_faster_rcnn import two_stage_config
 
 
 def mask_config(arg, family: str, name: str, schedule: str):
-  """The mask recipe of the two-stage `family` ('mask_rcnn' or 'cascade_mask_rcnn')."""
-  args = common.parse_arg(arg, arch='', schedule=schedule, demo=False, runlocal=False)
-  args.legacy = False  # mmdetection v1's mask test is not implemented
+  """The mask recipe of the two-stage `family` ('mask_rcnn', 'cascade_mask_rcnn', 'htc')."""
+  args = common.parse_arg(arg, arch='', schedule=schedule, legacy=False, demo=False,
+                          runlocal=False)
   c = two_stage_config(args, family, name)
   c.data.masks = True  # the training split's instance masks
   return c

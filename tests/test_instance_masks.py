@@ -49,6 +49,46 @@ def test_paste_equals_grid_sample():
   assert binary[0].sum() > 100 and not binary[0, :, 35:].any()  # inside its box only
 
 
+def torch_legacy_paste(masks, boxes, height, width):
+  """mmdetection v1's paste written with torch: corners truncated, the mask resized to the
+  inclusive box by F.interpolate (bilinear, align_corners False), placed at (x1, y1), cut at the
+  image's edges."""
+  import torch
+  import torch.nn.functional as F
+  out = np.zeros((len(boxes), height, width), np.float32)
+  for i, box in enumerate(boxes):
+    x1, y1, x2, y2 = (int(v) for v in box)  # truncation toward zero, as astype(int32)
+    w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+    big = F.interpolate(torch.tensor(masks[i])[None, None], size=(h, w), mode='bilinear',
+                        align_corners=False)[0, 0].numpy()
+    region = out[i, y1:y1 + h, x1:x1 + w]
+    region[...] = big[:region.shape[0], :region.shape[1]]
+  return out
+
+
+def test_legacy_paste_equals_interpolate_into_the_inclusive_box():
+  """mmdetection v1's rule (the W48 releases): integer corners, the inclusive box x2 - x1 + 1
+  wide, bilinear resize, `> 0.5`; boxes smaller and larger than the mask, one past the image."""
+  rng = np.random.default_rng(4)
+  h, w = 37, 53
+  boxes = np.asarray([[5.3, 4.9, 30.7, 22.2], [0.0, 0.0, 52.0, 36.0], [10.2, 10.4, 10.6, 10.9],
+                      [40.6, 25.3, 60.4, 45.8], [17.0, 3.0, 19.99, 30.5]], np.float32)
+  masks = rng.uniform(0, 1, (len(boxes), 28, 28)).astype(np.float32)
+  got = ops.paste_masks(masks, boxes, h, w, threshold=None, legacy=True)
+  want = torch_legacy_paste(masks, boxes, h, w)
+  np.testing.assert_allclose(got, want, atol=2e-6)
+  binary = ops.paste_masks(masks, boxes, h, w, legacy=True)
+  clear = np.abs(want - 0.5) > 1e-5
+  assert np.array_equal(binary[clear], want[clear] > 0.5)
+  # By hand: box (2.7, 3.2, 5.9, 4.99) -> corners (2, 3, 5, 4): 4 x 2 pixels; 0.5 is not > 0.5.
+  ones = ops.paste_masks(np.ones((1, 28, 28)), np.asarray([[2.7, 3.2, 5.9, 4.99]]), 8, 9,
+                         legacy=True)[0]
+  assert np.argwhere(ones).tolist() == [[r, c] for r in (3, 4) for c in (2, 3, 4, 5)]
+  half = np.full((1, 28, 28), 0.5, np.float32)
+  assert not ops.paste_masks(half, np.asarray([[1.0, 1.0, 6.0, 6.0]]), 8, 9, legacy=True).any()
+  assert ops.paste_masks(half, np.asarray([[1.0, 1.0, 6.0, 6.0]]), 8, 9).sum() == 25
+
+
 def test_mask_targets_equal_torchvision_roi_align():
   """Boxes clipped to the mask, RoIAlign (aligned, adaptive sampling) of each box's own mask,
   >= 0.5; inside jit, from uint8 masks."""
@@ -112,6 +152,44 @@ def test_release_key_layout(arch, stages):
   assert mapping.infer_arch(shapes) == (arch, {})
 
 
+@pytest.mark.parametrize('arch, stages', [('mask_rcnn_w32', 1), ('htc_w32', 3)])
+def test_legacy_key_layout(arch, stages):
+  """mmdetection v1.0's (the paper's W48 releases) and v0.x's: top-level mask and semantic
+  heads, 81 mask maps (the background's first); the layout is inferred back."""
+  keys = dict(mapping.torch_keys_and_shapes(arch, legacy=True))
+  heads = ['mask_head.'] if stages == 1 else [f'mask_head.{s}.' for s in range(stages)]
+  for head in heads:
+    assert keys[head + 'convs.3.conv.weight'] == (256, 256, 3, 3)
+    assert keys[head + 'conv_logits.weight'] == (81, 256, 1, 1)
+    assert keys[head + 'conv_logits.bias'] == (81,)
+  if stages == 3:
+    assert keys['mask_head.2.conv_res.conv.weight'] == (256, 256, 1, 1)
+    assert keys['semantic_head.conv_logits.weight'] == (183, 256, 1, 1)
+  assert not any(k.startswith('roi_head.') for k in keys)
+  shapes = {k: np.broadcast_to(np.float32(0), s) for k, s in keys.items()}
+  assert mapping.infer_arch(shapes) == (arch, {'legacy': True})
+
+
+def test_legacy_mask_conversion_drops_the_background_map():
+  """Flax keeps class k's map at k (v1: k + 1); written back, the background map is zeros and
+  every other tensor is the checkpoint's."""
+  arch, more = 'htc_w18', dict(TINY, legacy=True)
+  state = scaled_state_dict(arch, **more)
+  variables = convert.torch_to_flax(state, arch, **more)
+  head = variables['params']['head']['roi_head.mask_head.1']['conv_logits']
+  np.testing.assert_array_equal(head['kernel'][0, 0], state['mask_head.1.conv_logits.weight'][
+      1:, :, 0, 0].T)
+  np.testing.assert_array_equal(head['bias'], state['mask_head.1.conv_logits.bias'][1:])
+  back = convert.flax_to_torch(variables, arch, **more)
+  assert list(back) == list(state)
+  for k, v in state.items():
+    got = np.asarray(back[k])
+    if k.startswith('mask_head.') and '.conv_logits.' in k:
+      assert not got[0].any()
+      got, v = got[1:], v[1:]
+    np.testing.assert_array_equal(got, v, err_msg=k)
+
+
 def test_transposed_conv_weight_is_read_in_and_out_first():
   """upsample: PyTorch weight[i, o, a, b] is Flax kernel[a, b, i, o]."""
   state = scaled_state_dict('mask_rcnn_w18', **TINY)
@@ -134,36 +212,43 @@ def test_conversion_round_trip_is_exact(arch):
 # --- The network against the PyTorch reference -------------------------------------------------
 
 
-@pytest.fixture(scope='module', params=['mask_rcnn_w18', 'cascade_mask_rcnn_w18', 'htc_w18'])
+@pytest.fixture(scope='module', params=[('mask_rcnn_w18', False), ('cascade_mask_rcnn_w18', False),
+                                        ('htc_w18', False), ('htc_w18', True)],
+                ids=['mask', 'cascade-mask', 'htc', 'htc-legacy'])
 def mask_networks(request):
-  """(arch, JAX outputs, PyTorch reference outputs) of the converted tiny network on two
-  images (unpadded 64x90 and 56x96; resize factors (0.8, 0.75) and (0.5, 0.5)). HTC: the
-  semantic branch and the chained mask heads, at the box heads' 0.05."""
+  """(arch, legacy, JAX outputs, PyTorch reference outputs) of the converted tiny network on two
+  images (unpadded 64x90 and 56x96; resize factors (0.8, 0.75) and (0.5, 0.5); legacy, one
+  factor: 0.8 and 0.5). HTC: the semantic branch and the chained mask heads, at the box heads'
+  0.05; legacy: mmdetection v1's layout (81 mask maps, background first) and arithmetic."""
   import torch
   from hrnet_jax.convert import torch_hrnet
-  arch = request.param
-  more = dict(TINY, test_proposals=1000, test_score_thr=0.05)
+  arch, legacy = request.param
+  more = dict(TINY, test_proposals=1000, test_score_thr=0.05, legacy=legacy)
   state = scaled_state_dict(arch, seed=1, **more)
   variables = convert.torch_to_flax(state, arch, **more)
   reference = torch_hrnet.build(arch, **more)
   assert list(reference.state_dict()) == list(state)  # the layout's order is the reference's
   reference.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
   x = np.random.default_rng(2).standard_normal((2, 64, 96, 3), np.float32)
-  hw, scale = [(64, 90), (56, 96)], [(0.8, 0.75), (0.5, 0.5)]
+  hw = [(64, 90), (56, 96)]
+  scale = [(0.8, 0.8), (0.5, 0.5)] if legacy else [(0.8, 0.75), (0.5, 0.5)]
   with torch.no_grad():
     want = reference.forward_two_stage(torch.from_numpy(x).permute(0, 3, 1, 2), hw, scale)
   model = zoo.create_model(arch, **more)
   got = jax.jit(lambda v, x: model.apply(v, x, image_hw=jnp.asarray(hw),
                                          scale_xy=jnp.asarray(scale)))(variables, x)
-  return arch, got, jax.tree_util.tree_map(lambda t: t.numpy(), want)
+  want = jax.tree_util.tree_map(lambda t: t.numpy(), want)
+  if legacy:  # the reference's background logit comes first
+    want['logits'] = np.roll(want['logits'], -1, axis=-1)
+  return arch, legacy, got, want
 
 
 @pytest.mark.slow
 def test_detections_and_masks_equal_pytorch(mask_networks):
-  """The converted network's class logits, detections (mmdetection's test, in original pixels)
-  and each box's mask probabilities (Cascade, HTC: the mean of three heads) equal the
-  reference's."""
-  arch, got, want = mask_networks
+  """The converted network's class logits, detections (mmdetection's test, in original pixels;
+  legacy: v1's) and each box's mask probabilities (Cascade, HTC: the mean of three heads) equal
+  the reference's."""
+  arch, legacy, got, want = mask_networks
   np.testing.assert_allclose(np.asarray(got['logits']), want['logits'], atol=1e-4)
   g, w = got['detections'], want['detections']
   np.testing.assert_array_equal(np.asarray(g['valid']), w['valid'])
@@ -321,9 +406,11 @@ def test_train_canvas_carries_the_masks_packed(tmp_path):
     assert not unpacked[2:].any()
 
 
-def test_perfect_masks_score_one_through_the_metric(tmp_path):
+@pytest.mark.parametrize('legacy', [False, True], ids=['v2', 'legacy'])
+def test_perfect_masks_score_one_through_the_metric(tmp_path, legacy):
   """Each object's box with an all-ones 28x28 map: pasted it covers exactly its rectangle; on a
-  split of rectangles, box AP and mask AP are 1 (pycocotools)."""
+  split of rectangles, box AP and mask AP are 1 (pycocotools). Legacy: the boxes are v1's
+  inclusive ones (x2 is the last pixel), pasted and written as v1 does."""
   import json
   from hrnet_jax.tasks.detection import metric
   root = tmp_path / 'coco'
@@ -345,7 +432,7 @@ def test_perfect_masks_score_one_through_the_metric(tmp_path):
   boxes = np.zeros((2, 3, 4), np.float32)
   det_valid = np.zeros((2, 3), bool)
   for b, image_id in enumerate(rects):
-    boxes[b, :len(rects[image_id])] = rects[image_id]
+    boxes[b, :len(rects[image_id])] = np.asarray(rects[image_id]) - [0, 0, legacy, legacy]
     det_valid[b, :len(rects[image_id])] = True
   outputs = {'boxes': boxes, 'scores': np.full((2, 3), 0.9, np.float32),
              'labels': np.zeros((2, 3), np.int32), 'det_valid': det_valid,
@@ -353,7 +440,7 @@ def test_perfect_masks_score_one_through_the_metric(tmp_path):
              'masks': np.ones((2, 3, 28, 28), np.float32),
              'orig_hw': np.asarray([sizes[1], sizes[2]]), 'valid': np.ones(2, np.int32),
              'index': np.arange(2)}
-  m = metric.CocoInstanceMetric([1], path)
+  m = metric.CocoInstanceMetric([1], path, legacy=legacy)
   m.update(outputs)
   r = m.result()
   assert r['AP'] == pytest.approx(1.0) and r['mask_AP'] == pytest.approx(1.0)
@@ -361,6 +448,6 @@ def test_perfect_masks_score_one_through_the_metric(tmp_path):
   segm = json.loads((tmp_path / 'segmentations_val.json').read_text())
   assert len(segm) == 3 and all(isinstance(s['segmentation']['counts'], str) for s in segm)
   outputs['masks'][0, 0, :, :14] = 0.0  # half a mask: the mask AP drops, not the box AP
-  m = metric.CocoInstanceMetric([1], path)
+  m = metric.CocoInstanceMetric([1], path, legacy=legacy)
   m.update(outputs)
   assert m.result()['AP'] == pytest.approx(1.0) and m.result()['mask_AP'] < 0.9

@@ -132,26 +132,14 @@ def torch_detections(rois, logits, deltas, hw, scale, stds, agnostic):
 
 
 def legacy_torch_detections(rois, logits, deltas, hw, scale, stds, agnostic):
-  """mmdetection v1's R-CNN test written with torch, on the reference's raw outputs
-  (background first): softmax, v1 deltas, clip to width - 1, one rescale factor, then class by
-  class (skipping the background) v1's NMS; the 100 best by score."""
+  """mmdetection v1's R-CNN test (the reference's, torch_rcnn.legacy_detections) on the
+  reference network's raw outputs (background first)."""
   import torch
-  from hrnet_jax.convert.torch_rcnn import apply_deltas, legacy_nms
-  rois, logits, deltas = (torch.tensor(np.asarray(a)) for a in (rois, logits, deltas))
-  probs = torch.softmax(logits, 1)
-  boxes = apply_deltas(rois, deltas, stds, hw, legacy=True).reshape(len(rois), -1, 4)
-  boxes = boxes / float(scale[0])
-  out = []
-  for c in range(1, probs.shape[1]):
-    pick = probs[:, c] > 0.05
-    b = boxes[pick, 0] if agnostic else boxes[pick, c]
-    s = probs[pick, c]
-    for i in legacy_nms(b, s, 0.5).tolist():
-      out.append((float(s[i]), b[i].numpy(), c - 1))
-  out.sort(key=lambda t: -t[0])
-  out = out[:100]
-  return (np.stack([o[1] for o in out]), np.asarray([o[0] for o in out]),
-          np.asarray([o[2] for o in out]))
+  from hrnet_jax.convert.torch_rcnn import legacy_detections
+  del agnostic  # read from the deltas' width
+  out = legacy_detections(*(torch.tensor(np.asarray(a)) for a in (rois, logits, deltas)), hw,
+                          scale, stds)
+  return tuple(t.numpy() for t in out)
 
 
 @pytest.mark.slow

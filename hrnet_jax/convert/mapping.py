@@ -15,8 +15,10 @@ The top-level 'backbone'/'head' component is dropped (detection keeps mmdet's `b
 Two-stage detectors with `legacy=True` take the layout of the HRNet-Object-Detection releases
 (mmdetection v0.x): `neck.reduction_conv.0`, `neck.fpn_conv.<i>`, top-level `bbox_head[.<s>]`,
 the background class FIRST in `fc_cls` and, for class-specific regression, a background block of
-4 rows first in `fc_reg` (324 rows for 80 classes). The model keeps the background last and has
-no background regression (no test reads it): those 4 rows are dropped, and written as zeros.
+4 rows first in `fc_reg` (324 rows for 80 classes); mask heads (top-level `mask_head[.<s>]`,
+`semantic_head`) have a background map first in `conv_logits` (81). The model keeps the
+background last and has no background regression or mask (no test reads them): those rows are
+dropped, and written as zeros.
 
 A scanned group (`stage3.0-3`, `branches.0.0-3`, see `hrnet_jax.models.backbone`) stacks its
 copies on leading axes, one axis per range in the path, outermost first: the official tensor
@@ -42,8 +44,8 @@ _ORDER = [
     'incre_modules', 'downsamp_modules', 'final_layer', 'classifier', 'last_layer', 'head',
     'conv3x3_ocr', 'ocr_distri_head', 'object_context_block', 'f_pixel', 'f_object', 'f_down',
     'f_up', 'conv_bn_dropout', 'cls_head', 'aux_head', 'backbone', 'neck', 'reduction_conv',
-    'fpn_convs', 'fpn_conv', 'bbox_head', 'cls_convs', 'reg_convs', 'conv_cls', 'conv_reg',
-    'conv_centerness', 'scales', 'rpn_head', 'rpn_conv', 'rpn_cls', 'rpn_reg', 'roi_head',
+    'fpn_convs', 'fpn_conv', 'rpn_head', 'rpn_conv', 'rpn_cls', 'rpn_reg', 'bbox_head',
+    'cls_convs', 'reg_convs', 'conv_cls', 'conv_reg', 'conv_centerness', 'scales', 'roi_head',
     'fc_cls', 'fc_reg', 'shared_fcs', 'mask_head', 'semantic_head', 'lateral_convs', 'convs',
     'upsample', 'conv_embedding', 'conv_logits', 'conv_res', 'conv',
     'gn', 'weight', 'bias', 'scale', 'running_mean',
@@ -81,6 +83,10 @@ def _torch_leaf(collection: str, module: str, name: str) -> str:
   return _TO_TORCH_LEAF[collection, name]
 
 
+# Legacy outputs the model does not have: the leading rows dropped per kind of background.
+_DROPPED = {'reg': 4, 'mask': 1}
+
+
 @dataclasses.dataclass(frozen=True)
 class Entry:
   """One tensor: its PyTorch key and shape, its Flax collection/path and shape. In a scanned
@@ -92,7 +98,7 @@ class Entry:
   index: tuple[int, ...] = ()
   stack: tuple[int, ...] = ()
   chw: tuple[int, int, int] | None = None  # a dense layer reading (C, H, W)-flattened features
-  background_first: str = ''  # legacy box heads: 'cls' (logits) or 'reg' (4 leading deltas)
+  background_first: str = ''  # legacy: 'cls' (box logits), 'reg' (4 deltas), 'mask' (1 map)
   transposed_conv: bool = False  # ConvTranspose2d: (in, out, kh, kw) <-> (kh, kw, in, out)
 
   def to_flax(self, array: np.ndarray) -> np.ndarray:
@@ -104,8 +110,8 @@ class Entry:
       array = array.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(array.shape)
     if self.background_first == 'cls':  # outputs (last axis): background from first to last
       array = np.roll(array, -1, axis=-1)
-    elif self.background_first == 'reg':
-      array = array[..., 4:]
+    elif self.background_first:
+      array = array[..., _DROPPED[self.background_first]:]
     return _contiguous(array)
 
   def to_torch(self, array: np.ndarray) -> np.ndarray:
@@ -114,8 +120,9 @@ class Entry:
       return _contiguous(array.transpose(2, 3, 0, 1))
     if self.background_first == 'cls':
       array = np.roll(array, 1, axis=-1)
-    elif self.background_first == 'reg':
-      array = np.concatenate([np.zeros(array.shape[:-1] + (4,), array.dtype), array], -1)
+    elif self.background_first:
+      lead = np.zeros(array.shape[:-1] + (_DROPPED[self.background_first],), array.dtype)
+      array = np.concatenate([lead, array], -1)
     if self.chw:
       c, h, w = self.chw
       array = array.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(array.shape)
@@ -190,7 +197,8 @@ _V1_NECK = ((re.compile(r'^neck\.reduction_conv\.conv\.'), 'neck.reduction_conv.
             (re.compile(r'^neck\.fpn_convs\.(\d+)\.conv\.'), r'neck.fpn_conv.\1.'))
 
 
-_TO_LEGACY = _V1_NECK + ((re.compile(r'^roi_head\.bbox_head'), 'bbox_head'),)
+_TO_LEGACY = _V1_NECK + (
+    (re.compile(r'^roi_head\.(bbox_head|mask_head|semantic_head)'), r'\1'),)
 
 
 def _legacy_key(key: str) -> str:
@@ -226,7 +234,10 @@ def _layout(arch: str, frozen_overrides: tuple) -> tuple[Entry, ...]:
           background = 'cls'
         elif '.fc_reg.' in key and class_specific:
           background = 'reg'  # class-specific: the background's 4 rows first
-          torch_shape = (torch_shape[0] + 4,) + tuple(torch_shape[1:])
+        elif key.startswith('mask_head.') and '.conv_logits.' in key:
+          background = 'mask'
+        if background in _DROPPED:
+          torch_shape = (torch_shape[0] + _DROPPED[background],) + tuple(torch_shape[1:])
       entries.append(Entry(key, tuple(torch_shape), tuple(path), flax_shape, index, stack, chw,
                            background, transposed))
   return tuple(sorted(entries, key=lambda e: torch_key_order(e.key)))
@@ -317,7 +328,7 @@ def _two_stage_head(tensors: Mapping[str, Any]) -> tuple[str, None, dict[str, An
   mask_head = ('mask_head.' if legacy else 'roi_head.mask_head.')
   if any(k.startswith(mask_head) for k in keys):
     task = 'cascade_mask_rcnn' if cascade else 'mask_rcnn'
-  semantic = 'roi_head.semantic_head.conv_logits.weight'
+  semantic = ('' if legacy else 'roi_head.') + 'semantic_head.conv_logits.weight'
   if task == 'cascade_mask_rcnn' and any('.conv_res.' in k for k in keys):
     task = 'htc' if semantic in keys else 'htc_without_semantic'
   default = zoo.TASKS[task]

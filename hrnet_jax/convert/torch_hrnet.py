@@ -330,8 +330,12 @@ class HRNetReference(nn.Module):
                                     (c['test_score_thr'], c['test_nms_iou'],
                                      c['test_max_per_img']), c['htc'], c['semantic_classes'])
         self.rpn_head = heads.rpn_head  # mmdet's top-level names
-        if self.legacy:
+        if self.legacy:  # top-level heads, registered in the checkpoint's order
           self.bbox_head = heads.bbox_head
+          if c['with_mask']:
+            self.mask_head = heads.mask_head
+          if c['semantic_classes']:
+            self.semantic_head = heads.semantic_head
         else:
           self.roi_head = heads.roi_head
         self._two_stage = [heads]  # a plain list: not registered twice

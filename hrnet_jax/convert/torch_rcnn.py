@@ -5,9 +5,10 @@ PyTorch's (C, 7, 7) order, as the released weights expect. With mask heads (Mask
 Mask R-CNN) the reference also runs the R-CNN test (`detections`) and the mask heads on the
 detected boxes, as mmdetection's simple_test does.
 
-`legacy=True` builds HRNet-Object-Detection's network instead (mmdetection v0.x): top-level
-`bbox_head`, background FIRST in the class logits and in class-specific regression, and v1's
-arithmetic written out here (inclusive boxes with widths + 1, its NMS, its RoIAlign kernel).
+`legacy=True` builds HRNet-Object-Detection's network instead (mmdetection v0.x / v1.0):
+top-level `bbox_head` (and `mask_head`, `semantic_head`), background FIRST in the class logits,
+in class-specific regression and in the mask maps (81), and v1's arithmetic written out here
+(inclusive boxes with widths + 1, its NMS, its RoIAlign kernel, its R-CNN test).
 
 Hybrid Task Cascade (`htc`): the mask heads chain their features (conv_res) and, with
 `semantic_classes`, the fused semantic head's embedding is RoIAligned into the box features
@@ -266,6 +267,28 @@ def detections(rois, logits, deltas, hw, scale, stds, score_thr: float = 0.05,
   return b[keep], s[keep], cols[keep]
 
 
+def legacy_detections(rois, logits, deltas, hw, scale, stds, score_thr: float = 0.05,
+                      iou: float = 0.5, max_per_img: int = 100):
+  """mmdetection v1's R-CNN test on one image's RoIs (background FIRST in `logits` and in
+  class-specific `deltas`): softmax, v1 deltas clipped to width - 1, divided by the one resize
+  factor `scale[0]`, then class by class (the background skipped) every RoI scoring > score_thr,
+  v1's NMS; the best max_per_img over the classes. Returns boxes, scores, labels, by score."""
+  probs = torch.softmax(logits, 1)
+  boxes = apply_deltas(rois, deltas, stds, hw, legacy=True).reshape(len(rois), -1, 4)
+  boxes = boxes / float(scale[0])
+  found = []
+  for c in range(1, probs.shape[1]):
+    pick = probs[:, c] > score_thr
+    b = boxes[pick, 0] if boxes.shape[1] == 1 else boxes[pick, c]
+    s = probs[pick, c]
+    found += [(float(s[i]), b[i], c - 1) for i in legacy_nms(b, s, iou).tolist()]
+  found = sorted(found, key=lambda t: -t[0])[:max_per_img]
+  if not found:
+    return rois.new_zeros(0, 4), rois.new_zeros(0), torch.zeros(0, dtype=torch.long)
+  return (torch.stack([f[1] for f in found]), torch.tensor([f[0] for f in found]),
+          torch.tensor([f[2] for f in found]))
+
+
 class TwoStage(nn.Module):
   """The RPN and RoI heads on the neck's levels. `forward` returns, as the JAX model, the last
   stage's input boxes `rois` (B, num, 4), the mean of the stages' class `logits` and the last
@@ -280,32 +303,34 @@ class TwoStage(nn.Module):
     heads = [BBoxHead(channels, 7, fc, num_classes, num_stages > 1, legacy)
              for _ in range(num_stages)]
     box_heads = heads[0] if num_stages == 1 else nn.ModuleList(heads)
-    masks = [MaskHead(channels, num_classes, with_conv_res=htc and s > 0)
+    masks = [MaskHead(channels, num_classes + int(legacy), with_conv_res=htc and s > 0)
              for s in range(num_stages if with_mask else 0)]
-    if legacy:  # v0.x: the box heads are top-level modules
-      self.bbox_head = box_heads
-    else:
-      self.roi_head = nn.Module()
-      self.roi_head.bbox_head = box_heads
-      if masks:
-        self.roi_head.mask_head = masks[0] if num_stages == 1 else nn.ModuleList(masks)
-      if semantic_classes:
-        self.roi_head.semantic_head = SemanticHead(channels, semantic_classes)
+    semantic = [SemanticHead(channels, semantic_classes)] if semantic_classes else []
+    # v0.x / v1 (legacy): the heads are top-level modules; v2: under roi_head.
+    owner = self if legacy else nn.Module()
+    owner.bbox_head = box_heads
+    if masks:
+      owner.mask_head = masks[0] if num_stages == 1 else nn.ModuleList(masks)
+    if semantic:
+      owner.semantic_head = semantic[0]
+    if not legacy:
+      self.roi_head = owner
     self.heads, self.pre_nms, self.num, self.legacy = heads, pre_nms, num, legacy
-    self.masks, self.test, self.htc = masks, test, htc
-    self.semantic = bool(semantic_classes)
+    self.masks, self.test, self.htc, self.semantic = masks, test, htc, semantic
 
   def semantic_rois(self, embedding, rois, i):
     """HTC: the semantic embedding's 14x14 RoIAlign (stride 8) of image i's boxes."""
     if embedding is None:
       return 0
     boxes = torch.cat([torch.full((len(rois), 1), float(i)), rois], 1)
+    if self.legacy:
+      return legacy_roi_align(embedding, boxes, 1 / 8, 14)
     return torchvision.ops.roi_align(embedding, boxes, 14, 1 / 8, 0, True)
 
   def forward(self, levels, image_hw, scale_xy=None):
     """`scale_xy` (per image): the resize factors the detections are divided by (masks)."""
     cls, reg = self.rpn_head(levels)
-    embedding = self.roi_head.semantic_head(levels)[1] if self.semantic else None
+    embedding = self.semantic[0](levels)[1] if self.semantic else None
     out = {'deltas': [], 'logits': [], 'rois': [], 'valid': []}
     found = []
     for i, hw in enumerate(image_hw):
@@ -340,16 +365,18 @@ class TwoStage(nn.Module):
     on its boxes scaled back onto the input (HTC: the heads as a chain, on features with the
     semantic embedding's); padded to max_per_img (labels -1)."""
     score_thr, iou, top = self.test
-    boxes, scores, labels = detections(rois, logits, deltas, hw, scale,
-                                       STAGE_STDS[len(self.heads) - 1], score_thr, iou, top)
+    protocol = legacy_detections if self.legacy else detections
+    boxes, scores, labels = protocol(rois, logits, deltas, hw, scale,
+                                     STAGE_STDS[len(self.heads) - 1], score_thr, iou, top)
     on_input = boxes * torch.tensor([scale[0], scale[1], scale[0], scale[1]])
-    feats = roi_features(levels, on_input, torch.full((len(boxes),), i), size=14)
+    feats = roi_features(levels, on_input, torch.full((len(boxes),), i), self.legacy, size=14)
     feats = feats + self.semantic_rois(embedding, on_input, i)
     probs, previous = 0, None
+    channel = labels + int(self.legacy)  # legacy: the background's map comes first
     for head in self.masks:
       mask_logits, hidden = head(feats, previous)
       previous = hidden if self.htc else None
-      probs = probs + mask_logits[torch.arange(len(boxes)), labels].sigmoid()
+      probs = probs + mask_logits[torch.arange(len(boxes)), channel].sigmoid()
     d, m = len(boxes), top
     pad = lambda t, value=0: F.pad(t, (0, 0) * (t.dim() - 1) + (0, m - d), value=value)
     return {'boxes': pad(boxes), 'labels': pad(labels, -1), 'masks': pad(probs / len(self.masks)),

@@ -25,8 +25,10 @@ average-pooled to 7x7, to the box features.
 `legacy` runs the test arithmetic of the HRNet-Object-Detection releases (mmdetection v1):
 anchors centred at (stride - 1) / 2 and rounded, widths x2 - x1 + 1 in the coder, NMS and level
 rule, clipping to width - 1, RoIAlign with 2 samples per bin side on boxes ending at x2 + 1
-(ops' `legacy`), no empty-proposal filter. It evaluates only (its training arithmetic differs
-too; fine-tune such weights with legacy off).
+(ops' `legacy`, also for the mask and semantic RoIs), no empty-proposal filter. The mask heads
+are the same (the converter drops the legacy background mask, never read); pasting differs
+(ops.paste_masks' `legacy`). It evaluates only (its training arithmetic differs too; fine-tune
+such weights with legacy off).
 
 The head is called as `head(streams, train, image_hw=None, targets=None, scale_xy=None)`. In
 training it also takes the ground truth (`targets`: `boxes` (B, M, 4), `labels` (B, M),
@@ -365,9 +367,6 @@ class TwoStageHead(nn.Module):
     if image_hw is None:  # the whole (padded) input is the image
       image_hw = jnp.broadcast_to(jnp.asarray([shapes[0][0] * strides[0],
                                                shapes[0][1] * strides[0]], jnp.int32), (b, 2))
-    if self.legacy and self.with_mask:
-      raise ValueError('legacy=True with mask heads: mmdetection v1\'s mask test (81 mask '
-                       'channels, masks resized into inclusive boxes) is not implemented')
     if (self.htc or self.semantic_classes) and not (self.with_mask and self.num_stages > 1):
       raise ValueError('htc and semantic_classes need a cascade (num_stages > 1) with masks')
     if train and self.legacy:
@@ -405,7 +404,9 @@ class TwoStageHead(nn.Module):
     def semantic_features(rois):  # the embedding's RoIs, mask_roi_size square, at stride 8
       boxes = jnp.concatenate([jnp.repeat(jnp.arange(b), rois.shape[1])[:, None].astype(
           rois.dtype), rois.reshape(-1, 4)], axis=1)
-      return ops.roi_align(embedding, boxes, self.mask_roi_size, 1.0 / strides[1], 0, True)
+      return ops.roi_align(embedding, boxes, self.mask_roi_size, 1.0 / strides[1],
+                           sampling_ratio=2 if self.legacy else 0, aligned=not self.legacy,
+                           legacy=self.legacy)
 
     def box_features(rois):
       x = features(rois, self.roi_size)

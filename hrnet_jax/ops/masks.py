@@ -11,10 +11,16 @@ align_corners=False), bilinearly, taps outside the mask counting zero; a box of 
 position 0 (the mask's centre line, across the whole image). Only a window one pixel beyond the
 box is computed: further out every tap is outside.
 Bilinear sampling is separable, so each window is (rows x m) @ mask @ (m x cols).
+
+`paste_masks(..., legacy=True)`: mmdetection v1's get_seg_masks (the HRNet-Object-Detection and
+v1.0 releases): the box's corners truncated to integers, the mask resized (OpenCV bilinear, the
+release's own call) to the inclusive box, x2 - x1 + 1 by y2 - y1 + 1 pixels (at least 1),
+`> 0.5`, written at (x1, y1); what would fall past the image is cut off (v1 would fail there).
 """
 
 from __future__ import annotations
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,15 +67,34 @@ def _window(start: np.float32, end: np.float32, size: int) -> tuple[int, int]:
   return int(max(np.floor(min(start, end)) - 1, 0)), int(min(np.ceil(max(start, end)) + 1, size))
 
 
+def _paste_legacy(masks: np.ndarray, boxes: np.ndarray, out: np.ndarray,
+                  threshold: float | None) -> np.ndarray:
+  """mmdetection v1's paste (module docstring) into `out` (N, H, W)."""
+  height, width = out.shape[1:]
+  for i, box in enumerate(boxes):
+    x1, y1, x2, y2 = (int(v) for v in box.astype(np.int32))
+    w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)
+    resized = cv2.resize(masks[i], (w, h), interpolation=cv2.INTER_LINEAR)
+    c0, r0 = max(x1, 0), max(y1, 0)
+    c1, r1 = min(x1 + w, width), min(y1 + h, height)
+    if c1 <= c0 or r1 <= r0:
+      continue
+    window = resized[r0 - y1:r1 - y1, c0 - x1:c1 - x1]
+    out[i, r0:r1, c0:c1] = window if threshold is None else window > threshold
+  return out
+
+
 def paste_masks(masks: np.ndarray, boxes: np.ndarray, height: int, width: int,
-                threshold: float | None = 0.5) -> np.ndarray:
+                threshold: float | None = 0.5, legacy: bool = False) -> np.ndarray:
   """(N, height, width) masks of an image: each (m, m) mask probability map of `masks` pasted
-  into its box (N, 4) x1y1x2y2 in image pixels; bool `>= threshold`, or the float32
-  probabilities when `threshold` is None."""
+  into its box (N, 4) x1y1x2y2 in image pixels; bool `>= threshold` (legacy: `> threshold`),
+  or the float32 probabilities when `threshold` is None."""
   masks = np.asarray(masks, np.float32)
   boxes = np.asarray(boxes, np.float32)
   n, mh, mw = masks.shape
   out = np.zeros((n, height, width), np.float32 if threshold is None else bool)
+  if legacy:
+    return _paste_legacy(masks, boxes, out, threshold)
   for i in range(n):
     x1, y1, x2, y2 = boxes[i]
     c0, c1 = _window(x1, x2, width)

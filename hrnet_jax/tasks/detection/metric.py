@@ -105,17 +105,19 @@ class CocoBoxMetric(Metric):
     return path
 
 
-def mask_rows(outputs: dict, category_ids: Sequence[int]) -> dict[int, list[dict]]:
+def mask_rows(outputs: dict, category_ids: Sequence[int],
+              legacy: bool = False) -> dict[int, list[dict]]:
   """Per valid image of an eval batch (by source index): its detections' masks as COCO `segm`
   results: each 28x28 probability map pasted into its box on the original image
-  (ops.paste_masks, `>= 0.5`) and encoded as RLE, scored as its box."""
+  (ops.paste_masks, `>= 0.5`; legacy: mmdetection v1's paste) and encoded as RLE, scored as its
+  box."""
   from hrnet_jax import ops
   rows = {}
   for i in np.flatnonzero(np.asarray(outputs['valid'])):
     keep = np.asarray(outputs['det_valid'][i], bool)
     h, w = (int(v) for v in outputs['orig_hw'][i])
     pasted = ops.paste_masks(np.asarray(outputs['masks'][i])[keep],
-                             np.asarray(outputs['boxes'][i])[keep], h, w)
+                             np.asarray(outputs['boxes'][i])[keep], h, w, legacy=legacy)
     scores = np.asarray(outputs['scores'][i], np.float64)[keep]
     labels = np.asarray(outputs['labels'][i])[keep]
     image_id = int(outputs['image_id'][i])
@@ -131,13 +133,13 @@ class CocoInstanceMetric(CocoBoxMetric):
   numbers are named `mask_AP`, `mask_AP50`, ..."""
 
   def __init__(self, category_ids: Sequence[int], annotation_file: str | os.PathLike | None,
-               split: str = 'val'):
-    super().__init__(category_ids, annotation_file, split)
+               split: str = 'val', legacy: bool = False):
+    super().__init__(category_ids, annotation_file, split, legacy)
     self.mask_rows: dict[int, list[dict]] = {}
 
   def update(self, outputs: dict) -> None:
     super().update(outputs)
-    self.mask_rows.update(mask_rows(outputs, self.category_ids))
+    self.mask_rows.update(mask_rows(outputs, self.category_ids, self.legacy))
 
   def segmentations(self) -> list[dict]:
     return [d for index in sorted(self.mask_rows) for d in self.mask_rows[index]]

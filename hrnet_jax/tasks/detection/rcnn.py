@@ -185,7 +185,7 @@ class TwoStage(DetectionTask):
     if self.with_mask:
       out = {k: v[:1] for k, v in outputs.items()}
       out.update(valid=np.ones(1, np.int32), index=np.zeros(1, np.int32))
-      rows = metric.mask_rows(out, range(len(self.class_names)))[0]
+      rows = metric.mask_rows(out, range(len(self.class_names)), self.legacy)[0]
       for d, row in zip(found['detections'], rows):
         d['segmentation'] = row['segmentation']
     return found
@@ -195,7 +195,8 @@ class TwoStage(DetectionTask):
       return super().new_metric(source)
     from hrnet_jax.data.sources.coco_detection import CocoDetection
     annotations = source.annotation_file if isinstance(source, CocoDetection) else None
-    return metric.CocoInstanceMetric(self.category_ids, annotations, source.split)
+    return metric.CocoInstanceMetric(self.category_ids, annotations, source.split,
+                                     legacy=self.legacy)
 
   def protocol(self) -> str:
     e, c = self.config.eval, self.settings
@@ -211,7 +212,8 @@ class TwoStage(DetectionTask):
             f'class-wise NMS IoU {e.nms_iou}, {e.max_per_img} boxes per image'
             + masks
             + ('; mmdetection v1 arithmetic (legacy: inclusive boxes, RoIAlign 2x2 samples '
-               'unaligned)' if self.legacy else ''))
+               'unaligned' + (', masks resized into the integer box, > 0.5' if self.with_mask
+                              else '') + ')' if self.legacy else ''))
 
   # --- Export ---------------------------------------------------------------------------------
 
