@@ -180,3 +180,37 @@ def test_stuff_maps_are_read_beside_the_images(tmp_path):
   (root / 'stuffthingmaps' / 'val').rename(root / 'elsewhere')
   with pytest.raises(DataError, match='stuffthingmaps'):
     CocoDetection(root, 'val', semantic=True)
+
+
+def test_the_recipe_batches_carry_the_stuff_labels(det_demo_root):
+  """The HTC recipe's training batches from the trainer's own pipeline on the demo: `semantic`
+  (B, H / 8, W / 8) uint8 beside each canvas, the things' labels where the silhouettes are,
+  255 over the padding, and the task takes them as the model's inputs."""
+  from conftest import recipe
+  from hrnet_jax.data import pipeline
+  from hrnet_jax.tasks import get_task
+  from hrnet_jax.tasks.detection import canvas
+  c = recipe('det_coco_htc', det_demo_root)
+  task = get_task(c)
+  src = task.source(c.data.train_split)
+  batches = pipeline.train_iterator(src, task.train_transform(), batch_size=2, seed=0,
+                                    groups=task.batch_groups(src, train=True))
+  batch = next(batches)
+  pipeline.close_iterator(batches)
+  b, h, w = batch['image'].shape[:3]
+  sem = batch['semantic']
+  assert sem.shape == (b, h // 8, w // 8) and sem.dtype == np.uint8
+  masks = np.unpackbits(batch['masks'], axis=-1, count=w)[..., ::8, ::8]
+  checked = 0
+  for i in range(b):
+    nh, nw = (int(v) for v in batch['image_hw'][i])
+    assert (sem[i, -(-nh // 8):] == canvas.IGNORE_LABEL).all()
+    assert (sem[i, :, -(-nw // 8):] == canvas.IGNORE_LABEL).all()
+    for mask, label, ok in zip(masks[i], batch['labels'][i], batch['box_valid'][i]):
+      inner = mask > 0
+      if ok and inner.sum() > 4:  # things: category_id - 1 (person 0, car 12, ball 36)
+        values, counts = np.unique(sem[i][inner], return_counts=True)
+        assert values[np.argmax(counts)] == {0: 0, 1: 12, 2: 36}[int(label)]
+        checked += 1
+  assert checked >= 2
+  assert set(task.model_inputs(batch)['targets']) == {'boxes', 'labels', 'box_valid', 'masks'}

@@ -299,6 +299,23 @@ def disc_batch():
   return jnp.asarray(x), targets, jnp.asarray([[h, w], [h, w]])
 
 
+def test_mask_samples_caps_the_positives_the_heads_train_on():
+  """`mask_samples` (the demos' speed setting): each stage's mask logits, targets and validity
+  cover the first k sampled slots (where the positives are), not all int(32 * 0.25)."""
+  from conftest import random_variables
+  more = dict(TINY, roi_samples=32, train_pre_nms=200, train_proposals=64, rpn_samples=64)
+  x, targets, hw = disc_batch()
+  for k, want in ((0, 8), (3, 3)):  # 0: all of int(32 * 0.25) positive slots
+    model = zoo.create_model('cascade_mask_rcnn_w18', **dict(more, mask_samples=k))
+    variables = random_variables(model, x)
+    out = jax.eval_shape(lambda v: model.apply(v, x, train=True, image_hw=hw, targets=targets,
+                                               rngs={'sample': jax.random.key(0)},
+                                               mutable=['batch_stats'])[0], variables)
+    for stage in out['stages']:
+      assert stage['mask_logits'].shape == stage['mask_targets'].shape == (2, want, 28, 28)
+      assert stage['mask_valid'].shape == (2, want)
+
+
 @pytest.mark.slow
 def test_mask_training_learns_on_a_fixed_batch():
   """A tiny Mask R-CNN: twenty Adam steps on one batch of discs lower the mask loss (targets

@@ -341,6 +341,7 @@ class TwoStageHead(nn.Module):
   legacy: bool = False
   with_mask: bool = False
   mask_roi_size: int = 14
+  mask_samples: int = 0  # the positives per image the mask heads train on (0: all the slots)
   htc: bool = False  # Hybrid Task Cascade: interleaved training, mask information flow
   semantic_classes: int = 0  # HTC's semantic branch (0: none)
   test_score_thr: float = 0.05  # the test protocol, run here when masks need the detections
@@ -478,6 +479,7 @@ class TwoStageHead(nn.Module):
     come first), each read for its class, the targets cut from its ground-truth mask. HTC: the
     earlier stages' heads run first on the same RoIs, for the information flow."""
     q = int(self.roi_samples * self.roi_pos_fraction)
+    q = min(q, self.mask_samples) if self.mask_samples else q  # a uniform draw: random order
     rois = sample['rois'][:, :q]
     b = rois.shape[0]
     pos = sample['valid'][:, :q] & (sample['labels'][:, :q] < self.num_classes)

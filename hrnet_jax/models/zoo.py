@@ -39,9 +39,9 @@ _TWO_STAGE = dict(upsample='nearest', align_corners=False, bn_momentum=0.9, num_
                   rpn_samples=256, rpn_pos_fraction=0.5, rpn_ious=(0.7, 0.3, 0.3),
                   rpn_nms_iou=0.7, train_pre_nms=2000, test_pre_nms=1000, test_proposals=1000,
                   roi_samples=512, roi_pos_fraction=0.25, legacy=False, with_mask=False,
-                  mask_roi_size=14, htc=False, semantic_classes=0, test_score_thr=0.05,
-                  test_nms_iou=0.5, test_max_per_img=100, test_max_pairs=2000, norm_eval=True,
-                  input_bgr=False)
+                  mask_roi_size=14, mask_samples=0, htc=False, semantic_classes=0,
+                  test_score_thr=0.05, test_nms_iou=0.5, test_max_per_img=100,
+                  test_max_pairs=2000, norm_eval=True, input_bgr=False)
 TWO_STAGE_FIELDS = tuple(k for k in _TWO_STAGE if k not in (
     'upsample', 'align_corners', 'bn_momentum', 'norm_eval', 'input_bgr')) + (
         'num_stages', 'class_agnostic', 'train_proposals')
