@@ -23,6 +23,7 @@ scenes: `make faster-rcnn-demo`); `:runlocal` (a tiny model, 6 steps).
 """
 
 from configs import common
+from hrnet_jax.models import zoo
 
 SCHEDULES = {'1x': (12, (8, 11)), '2x': (24, (16, 22)), '20e': (20, (16, 19))}
 
@@ -43,7 +44,7 @@ def two_stage_config(args, family: str, name: str):
   # R-CNN and HTC) keep the recipe's 1000 / 1000 (their configs).
   if args.legacy:
     c.model.overrides.update(legacy=True)
-    if 'mask' not in family and family != 'htc':
+    if not zoo.TASKS[family]['with_mask']:
       c.model.overrides.update(test_pre_nms=2000, test_proposals=2000)
 
   c.loss.rpn_beta = 0.0  # 0: L1; > 0: smooth L1 with this beta

@@ -390,12 +390,15 @@ class TwoStageHead(nn.Module):
                            else f'roi_head.mask_head.{s}', **dt)
                   for s in range(self.num_stages if self.with_mask else 0)]
 
+    # Every RoIAlign's kernel: v2's (adaptive samples, aligned) or v1's (2 x 2, its own rule).
+    kernel = dict(sampling_ratio=2 if self.legacy else 0, aligned=not self.legacy,
+                  legacy=self.legacy)
+
     def features(rois, size):  # (B, R, 4) -> (B * R, size, size, C)
       r = rois.shape[1]
       batch = jnp.repeat(jnp.arange(b), r)
       return ops.multilevel_roi_align(levels, rois.reshape(-1, 4), batch, ROI_STRIDES, size,
-                                      sampling_ratio=2 if self.legacy else 0,
-                                      aligned=not self.legacy, legacy=self.legacy)
+                                      **kernel)
 
     semantic_logits = embedding = None
     if self.semantic_classes:
@@ -405,9 +408,7 @@ class TwoStageHead(nn.Module):
     def semantic_features(rois):  # the embedding's RoIs, mask_roi_size square, at stride 8
       boxes = jnp.concatenate([jnp.repeat(jnp.arange(b), rois.shape[1])[:, None].astype(
           rois.dtype), rois.reshape(-1, 4)], axis=1)
-      return ops.roi_align(embedding, boxes, self.mask_roi_size, 1.0 / strides[1],
-                           sampling_ratio=2 if self.legacy else 0, aligned=not self.legacy,
-                           legacy=self.legacy)
+      return ops.roi_align(embedding, boxes, self.mask_roi_size, 1.0 / strides[1], **kernel)
 
     def box_features(rois):
       x = features(rois, self.roi_size)
