@@ -282,6 +282,9 @@ def test_the_two_stage_detectors_loops_convert_to_onnx():
                                                   jnp.repeat(jnp.arange(2), 30), (4, 8), 7)
   got = through_onnx(pool, *levels, boxes)[0]
   np.testing.assert_allclose(got, np.asarray(pool(*levels, boxes)), atol=1e-5)
+  separable = lambda a, x: ops.separable_roi_align(a, x, 14, 0.25, 0, True, pool=2)  # HTC's
+  np.testing.assert_allclose(through_onnx(separable, levels[0], boxes)[0],
+                             np.asarray(separable(levels[0], boxes)), atol=1e-5)
   nms = lambda x: ops.greedy_nms(x, jnp.ones(x.shape[:2], bool), 0.5).astype(jnp.int32)
   np.testing.assert_array_equal(through_onnx(nms, boxes)[0], np.asarray(nms(boxes)))
   scores = rng.uniform(0, 1, (2, 30, 3)).astype(np.float32)

@@ -58,6 +58,46 @@ def test_roi_align_gradient_equals_torchvision(roi_case):
   np.testing.assert_allclose(np.asarray(got), x.grad.numpy().transpose(0, 2, 3, 1), atol=1e-5)
 
 
+def per_image(rois):
+  """(K, 5) rows alternating between images 0 and 1 -> (2, K / 2, 4) and the row order of the
+  separable op's (image-major) output."""
+  order = np.argsort(rois[:, 0], kind='stable')
+  return rois[order, 1:].reshape(2, -1, 4), order
+
+
+@pytest.mark.parametrize('aligned,ratio,pool', [(True, 0, 1), (False, 2, 1), (True, 0, 2),
+                                                (False, 0, 2)])
+def test_separable_roi_align_equals_torchvision(roi_case, aligned, ratio, pool):
+  """The same numbers as the sampling loop, edge boxes included; `pool` = the mean of pool x pool
+  blocks of torchvision's bins (HTC's 14x14 semantic RoIs averaged to 7x7)."""
+  features, rois = roi_case
+  boxes, order = per_image(rois)
+  want = torch_roi_align(features, rois, (14, 10), 0.25, ratio, aligned)[order]
+  want = want.reshape(len(rois), 14 // pool, pool, 10 // pool, pool, 3).mean((2, 4))
+  got = ops.separable_roi_align(jnp.asarray(features), jnp.asarray(boxes), (14, 10), 0.25, ratio,
+                                aligned, pool=pool)
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, rtol=0)
+
+
+def test_separable_roi_align_gradient_and_legacy_kernel(roi_case):
+  features, rois = roi_case
+  boxes, order = per_image(rois)
+  cotangent = np.random.default_rng(5).normal(size=(len(rois), 7, 7, 3)).astype(np.float32)
+  x = torch.tensor(features.transpose(0, 3, 1, 2), requires_grad=True)
+  out = torchvision.ops.roi_align(x, torch.tensor(rois[order]), 7, 0.25, 0, True)
+  (out * torch.tensor(cotangent.transpose(0, 3, 1, 2))).sum().backward()
+  loss = lambda f: jnp.sum(ops.separable_roi_align(f, jnp.asarray(boxes), 7, 0.25, 0, True)
+                           * cotangent)
+  got = jax.jit(jax.grad(loss))(jnp.asarray(features))
+  np.testing.assert_allclose(np.asarray(got), x.grad.numpy().transpose(0, 2, 3, 1), atol=1e-5)
+  legacy = ops.separable_roi_align(jnp.asarray(features), jnp.asarray(boxes), 7, 0.25, 2,
+                                   legacy=True)
+  np.testing.assert_allclose(np.asarray(legacy),
+                             numpy_legacy_roi_align(features, rois[order], 7, 0.25), atol=1e-5)
+  with pytest.raises(ValueError, match='multiple of pool 2'):
+    ops.separable_roi_align(jnp.asarray(features), jnp.asarray(boxes), 7, 0.25, pool=2)
+
+
 def test_multilevel_roi_align_pools_each_box_from_its_level():
   """Level = floor(log2(sqrt(wh) / 56 + 1e-6)) clamped to [0, 3] (by hand: sides 50 -> 0,
   112 -> 1, 300 -> 2, 500 and 900 -> 3, 20 x 360 -> 0), each box pooled by torchvision at 1 / its
