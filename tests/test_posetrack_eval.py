@@ -220,3 +220,69 @@ def test_command_line_prints_the_tables_and_writes_json(tmp_path):
                        capture_output=True, text=True, timeout=120)
   assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
       f'error: --gt {tmp_path / "nothing"}: not a directory']
+
+
+# --- the demo videos and the training samples ------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def demo_root(tmp_path_factory):
+  from hrnet_jax.data.demos import write_posetrack_demo
+  return write_posetrack_demo(tmp_path_factory.mktemp('posetrack') / 'demo',
+                              videos={'train': 3, 'val': 1}, frames=6)
+
+
+def test_demo_videos_hold_crossing_tracks(demo_root):
+  """Every frame labelled; ids unique per frame and stable; the first two people swap their
+  left-to-right order within each video (they cross); perfect predictions score 100."""
+  pairs = read_pairs(demo_root / 'annotations' / 'train', demo_root / 'annotations' / 'train')
+  assert len(pairs) == 3
+  for video, _ in pairs:
+    assert len(video.frames) == 6 and all(f.people for f in video.frames)
+    order = []
+    for frame in video.frames:
+      ids = [p.track_id for p in frame.people]
+      assert len(set(ids)) == len(ids) and {0, 1} <= set(ids)
+      x = {p.track_id: p.joints[p.present, 0].mean() for p in frame.people}
+      order.append(x[0] < x[1])
+      assert all(p.head is not None for p in frame.people)
+      assert (demo_root / frame.image).is_file()
+    assert order[0] and not order[-1]
+  result = pm.evaluate(pairs)
+  np.testing.assert_allclose(result['ap']['ap'], 100.0)
+  np.testing.assert_allclose(result['mot']['mota'], 100.0)
+
+
+def test_training_samples_from_either_layout(demo_root, tmp_path):
+  """Boxes = the joints' extent + 15% (worked by hand for one person), the 17 slots (ears
+  empty, head_bottom and head_top not a flip pair), the same samples from a 2017 copy, whose
+  one-joint person is left out and counted."""
+  src = posetrack.PoseTrackKeypoints(demo_root, 'val', aspect_ratio=192 / 256)
+  video = posetrack.read_video(sorted((demo_root / 'annotations' / 'val').glob('*.json'))[0])
+  people = [p for f in video.frames for p in f.people]
+  assert len(src) == len(people) and (1, 2) not in src.FLIP_PAIRS
+  sample = src[0]
+  first = people[0]
+  assert sample['image'].shape == (192, 256, 3)
+  xy = first.joints[first.present]
+  w, h = np.ptp(xy[:, 0]) * 1.15, np.ptp(xy[:, 1]) * 1.15
+  h = max(h, w / (192 / 256))  # widened to the input's aspect, then x1.25, in 200-px units
+  np.testing.assert_allclose(sample['center'], (xy.min(0) + xy.max(0)) / 2, rtol=1e-6)
+  np.testing.assert_allclose(sample['scale'], [h * 192 / 256 * 1.25 / 200, h * 1.25 / 200],
+                             rtol=1e-5)
+  np.testing.assert_array_equal(sample['joints_vis'][[3, 4]], 0)
+  np.testing.assert_allclose(sample['joints'][[0, 1, 2]], first.joints[[13, 12, 14]])
+  np.testing.assert_allclose(sample['joints'][16], first.joints[0])  # right ankle
+  old = tmp_path / 'annotations' / 'val'
+  old.mkdir(parents=True)
+  lone = person(9, 50, 50)
+  lone.present[1:] = False  # one joint: no box
+  video.frames[0].people.append(lone)
+  posetrack.write_video(video, old / f'{video.name}.json', '2017')
+  (tmp_path / 'images').symlink_to(demo_root / 'images')
+  again = posetrack.PoseTrackKeypoints(tmp_path, 'val', aspect_ratio=192 / 256)
+  assert len(again) == len(src)
+  for key in ('joints', 'joints_vis', 'center', 'scale'):
+    np.testing.assert_allclose(again[3][key], src[3][key], err_msg=key)
+  assert 'left out: none' in src.describe()
+  assert 'left out: 1 people whose joints span no area' in again.describe()

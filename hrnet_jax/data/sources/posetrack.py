@@ -9,10 +9,13 @@ slots named by `categories[0].keypoints`; a slot (0, 0, 0) is absent, the ears a
 
 Both become `Video` -> `Frame` -> `Person` with the 15 joints of the evaluation (`JOINTS`, the
 2017 ids), as the official evaluation sees them after its own 2018-to-2017 conversion.
+`PoseTrackKeypoints` serves the labelled people of a split as top-down pose samples in the 17
+slots of PoseTrack2018 (COCO's layout, so a COCO pose head transfers).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -21,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from hrnet_jax.data.sources.reader import DataError
+from hrnet_jax.data.keypoints import box_to_center_scale
+from hrnet_jax.data.sources.reader import DataError, KeypointSource, read_image, require_paths
 
 # The 15 joints of PoseTrack2017 and of the evaluation, by id.
 JOINTS = ('right_ankle', 'right_knee', 'right_hip', 'left_hip', 'left_knee', 'left_ankle',
@@ -277,3 +281,95 @@ def write_video(video: Video, path: str | os.PathLike, layout: str = '2018') -> 
   tmp.write_text(json.dumps(video_to_json(video, layout)))
   os.replace(tmp, path)
   return path
+
+
+# The 17 slots as a pose head sees them: COCO's pairs less the eyes' (head_bottom and head_top
+# are not a left/right pair).
+FLIP_PAIRS = ((3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+UPPER_BODY = tuple(range(11))
+SKELETON = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
+            (6, 8), (7, 9), (8, 10), (1, 5), (1, 6), (1, 0), (0, 2))
+BOX_ENLARGE = 1.15  # training boxes: the joints' extent enlarged by 15% (the paper)
+
+
+def to_slots(person: Person) -> np.ndarray:
+  """(17, 3) x, y, present in PoseTrack2018's slots (the ears empty)."""
+  out = np.zeros((17, 3), np.float32)
+  out[list(SLOT_OF_JOINT), :2] = np.where(person.present[:, None], person.joints, 0)
+  out[list(SLOT_OF_JOINT), 2] = person.present
+  return out
+
+
+def joint_box(joints: np.ndarray, present: np.ndarray,
+              enlarge: float = BOX_ENLARGE) -> list[float] | None:
+  """x y w h: the extent of the present joints, enlarged about its centre; None when it has no
+  area (fewer than two distinct joints)."""
+  xy = joints[present]
+  if len(xy) == 0:
+    return None
+  (x1, y1), (x2, y2) = xy.min(0), xy.max(0)
+  if x2 <= x1 or y2 <= y1:
+    return None
+  w, h = (x2 - x1) * enlarge, (y2 - y1) * enlarge
+  return [float((x1 + x2 - w) / 2), float((y1 + y2 - h) / 2), float(w), float(h)]
+
+
+class PoseTrackKeypoints(KeypointSource):
+  """Top-down samples of the labelled people of PoseTrack (either layout):
+  `{root}/annotations/{split}/<video>.json`, images at `{root}/<the file's image path>`
+  (`images/{split}/<video>/<frame>.jpg` as released). Boxes are the joints' extent enlarged by
+  15%; people whose joints span no area are left out and counted. Samples carry `video` and
+  `frame` besides COCO's keys."""
+  KEYPOINT_NAMES, FLIP_PAIRS, UPPER_BODY, SKELETON = SLOTS_2018, FLIP_PAIRS, UPPER_BODY, SKELETON
+
+  @classmethod
+  def from_config(cls, data: Any, root: str, split: str) -> 'PoseTrackKeypoints':
+    h, w = data.input_size
+    return cls(root, split, aspect_ratio=w / h)
+
+  def __init__(self, root: str | os.PathLike, split: str, *, aspect_ratio: float):
+    self.root, self.split = pathlib.Path(root), split
+    require_paths('PoseTrack', self.root, [f'annotations/{split}'],
+                  'Expected the PoseTrack layout: annotations/{train,val}/<video>.json (2017 or '
+                  '2018 layout) and the images the files name, under the same root.')
+    files = sorted((self.root / 'annotations' / split).glob('*.json'))
+    if not files:
+      raise DataError(f'PoseTrack: no .json files in {self.root / "annotations" / split}')
+    self.skipped = collections.Counter()
+    self.videos = [f.stem for f in files]
+    images, video_index, frame_index, centers, scales, joints = [], [], [], [], [], []
+    for v, path in enumerate(files):
+      for f, frame in enumerate(read_video(path).frames):
+        for person in frame.people:
+          if not person.present.any():
+            continue
+          box = joint_box(person.joints, person.present)
+          if box is None:
+            self.skipped['people whose joints span no area'] += 1
+            continue
+          c, s = box_to_center_scale(box, aspect_ratio)
+          images.append(frame.image)
+          video_index.append(v), frame_index.append(f)
+          centers.append(c), scales.append(s), joints.append(to_slots(person))
+    self.images = images
+    self.names = [f'{self.videos[v]}/{f}' for v, f in zip(video_index, frame_index)]
+    self.video_index = np.asarray(video_index, np.int32)
+    self.frame_index = np.asarray(frame_index, np.int32)
+    self.centers = np.asarray(centers, np.float32).reshape(-1, 2)
+    self.scales = np.asarray(scales, np.float32).reshape(-1, 2)
+    self.joints = np.asarray(joints, np.float32).reshape(-1, 17, 3)
+
+  def describe(self) -> str:
+    left_out = ', '.join(f'{n} {k}' for k, n in sorted(self.skipped.items())) or 'none'
+    return (f'{len(self)} people in {len(self.videos)} videos (boxes from the joints + 15%; '
+            f'left out: {left_out})')
+
+  def __len__(self) -> int:
+    return len(self.images)
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    kpts = self.joints[i]
+    return {'image': read_image(self.root / self.images[i]), 'joints': kpts[:, :2].copy(),
+            'joints_vis': kpts[:, 2].copy(), 'center': self.centers[i], 'scale': self.scales[i],
+            'score': np.float32(1.0), 'image_id': np.int64(self.video_index[i]) * 100000
+            + self.frame_index[i], 'video': self.video_index[i], 'frame': self.frame_index[i]}
