@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo pose-demo face-demo cls-demo det-demo faster-rcnn-demo cascade-rcnn-demo \
+.PHONY: demo pose-demo posetrack-demo face-demo cls-demo det-demo faster-rcnn-demo cascade-rcnn-demo \
 	mask-rcnn-demo cascade-mask-rcnn-demo htc-demo test test-all clean
 
 $(PY):
@@ -24,6 +24,9 @@ demo: $(VENV)/.core
 
 pose-demo: $(VENV)/.core
 	$(PY) train.py --config configs/pose_coco.py:demo --workdir runs/pose_demo
+
+posetrack-demo: $(VENV)/.core
+	$(PY) train.py --config configs/pose_posetrack.py:demo --workdir runs/posetrack_demo
 
 cls-demo: $(VENV)/.core
 	$(PY) train.py --config configs/cls_imagenet.py:demo --workdir runs/cls_demo

@@ -286,3 +286,28 @@ def test_training_samples_from_either_layout(demo_root, tmp_path):
     np.testing.assert_allclose(again[3][key], src[3][key], err_msg=key)
   assert 'left out: none' in src.describe()
   assert 'left out: 1 people whose joints span no area' in again.describe()
+
+
+def test_pose_task_scores_its_estimates_with_the_posetrack_ap(demo_root):
+  """The pose task's PoseTrack metric puts each sample's estimate back into its frame (every
+  joint predicted; those the truth lacks scored 0, so ranked last): the annotated joints score
+  100; one person's joints moved 200 px away (scored 0.5) lose exactly their matches."""
+  from hrnet_jax.tasks.pose import PoseTrackMetric
+  src = posetrack.PoseTrackKeypoints(demo_root, 'val', aspect_ratio=0.75)
+  metric = PoseTrackMetric(src, (24, 32))
+  for i in range(len(src)):
+    metric.predictions.rows[i] = (src.joints[i, :, :2].astype(np.float64),
+                                  src.joints[i, :, 2].astype(np.float64), None, 1.0, 0)
+  result = metric.result()
+  assert result['mAP'] == pytest.approx(100.0) and result['Head'] == pytest.approx(100.0)
+  assert 'PoseTrack AP (6 labelled frames)' in metric.report()
+  metric = PoseTrackMetric(src, (24, 32))
+  for i in range(len(src)):
+    moved = 200.0 * (i == 0)
+    metric.predictions.rows[i] = (src.joints[i, :, :2].astype(np.float64) + moved,
+                                  src.joints[i, :, 2] * (0.5 if moved else 1.0), None, 1.0, 0)
+  ap = metric.result()['ap']
+  present = src.joints[0, list(posetrack.SLOT_OF_JOINT), 2] > 0
+  num_gt = metric.evaluation()['ap']['num_gt']
+  np.testing.assert_allclose(ap[:15], np.where(present, (num_gt - 1) / num_gt * 100, 100.0),
+                             rtol=1e-12)

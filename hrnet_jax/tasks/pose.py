@@ -1,5 +1,6 @@
-"""Top-down human pose estimation (COCO keypoints, MPII): the task object for the shared trainer
-and evaluator, the heatmap loss, flip test, decoding, OKS NMS, COCO AP and MPII PCKh.
+"""Top-down human pose estimation (COCO keypoints, MPII, PoseTrack): the task object for the
+shared trainer and evaluator, the heatmap loss, flip test, decoding, OKS NMS, COCO AP, MPII PCKh
+and PoseTrack's per-joint AP.
 
 Inside jit: heatmaps (flip-averaged) -> argmax + quarter offset in heatmap pixels. On the host:
 back-projection to the image, rescoring, OKS NMS, pycocotools COCOeval / PCKh.
@@ -182,8 +183,9 @@ def pckh(pred: np.ndarray, truth: np.ndarray, annotated: np.ndarray, head_diag: 
 OFFICIAL_MEAN_AT_01_THRESHOLD = float(np.arange(0, 0.5 + 0.01, 0.01)[11])
 
 
-class PCKhMetric(Metric):
-  """MPII PCKh@0.5 (and the mean at 0.1) over a split, matched to the truth by sample index."""
+class _SampleMetric(Metric):
+  """A metric over the split's samples: the estimates kept by sample index, the truth read
+  from the source."""
 
   def __init__(self, source: Any, heatmap_wh: Sequence[int]):
     self.source = source
@@ -193,6 +195,10 @@ class PCKhMetric(Metric):
   def update(self, outputs: dict) -> None:
     self.predictions.update(outputs)
     self._result = None
+
+
+class PCKhMetric(_SampleMetric):
+  """MPII PCKh@0.5 (and the mean at 0.1) over a split, matched to the truth by sample index."""
 
   def result(self) -> dict[str, Any]:
     if self._result is None:
@@ -225,6 +231,52 @@ class PCKhMetric(Metric):
     return f'PCKh@0.5 {r["pckh"]:.2f}, @0.1 {r["pckh@0.1"]:.2f}'
 
 
+class PoseTrackMetric(_SampleMetric):
+  """PoseTrack's per-joint AP (the official rules: hrnet_jax.tracking.posetrack_metrics) of the
+  estimates on the split's people, every joint kept with its heatmap score; the frames written
+  back into their videos."""
+
+  def videos(self) -> list[tuple[Any, Any]]:
+    """(ground truth, prediction) per video; predicted people without track ids."""
+    import dataclasses
+
+    from hrnet_jax.data.sources.posetrack import SLOT_OF_JOINT, Frame, Person
+    truth = self.source.ground_truth()
+    people = collections.defaultdict(list)
+    for index, (xy, scores, *_) in self.predictions.rows.items():
+      slots = list(SLOT_OF_JOINT)
+      people[int(self.source.video_index[index]), int(self.source.frame_index[index])].append(
+          Person(None, np.asarray(xy[slots], np.float64), np.ones(15, bool),
+                 np.asarray(scores[slots], np.float64)))
+    pairs = []
+    for v, video in enumerate(truth):
+      frames = [Frame(f.image, people.get((v, i), [])) for i, f in enumerate(video.frames)]
+      pairs.append((video, dataclasses.replace(video, frames=frames)))
+    return pairs
+
+  def evaluation(self) -> dict[str, Any]:
+    """posetrack_metrics.evaluate's result (AP only)."""
+    if self._result is None:
+      from hrnet_jax.tracking import posetrack_metrics
+      self._result = posetrack_metrics.evaluate(self.videos(), track=False)
+    return self._result
+
+  def result(self) -> dict[str, Any]:
+    """`mAP` (the Total) and each column of the official table, in %; `ap` per joint (16,)."""
+    from hrnet_jax.tracking import posetrack_metrics
+    ap = self.evaluation()['ap']['ap']
+    groups = {name: float(np.mean(ap[list(ids)])) for name, ids in posetrack_metrics.GROUPS}
+    return {'mAP': float(ap[-1]), **groups, 'ap': ap}
+
+  def report(self) -> str:
+    from hrnet_jax.tracking import posetrack_metrics
+    return (f'PoseTrack AP ({self.evaluation()["frames"]} labelled frames)\n'
+            + posetrack_metrics.tables(self.evaluation()).split('\n', 1)[1])
+
+  def summary(self) -> str:
+    return f'mAP {self.result()["mAP"]:.2f}'
+
+
 # --- The task --------------------------------------------------------------------------------
 
 
@@ -239,7 +291,8 @@ class Pose(HeatmapTask):
     self.joint_names, self.flip_pairs = reader.KEYPOINT_NAMES, reader.FLIP_PAIRS
     self.upper_body, self.skeleton = reader.UPPER_BODY, reader.SKELETON
     self.num_points = len(self.joint_names)
-    self.metric_name = 'pckh' if config.data.name == 'mpii' else 'AP'
+    self.metric_name = {'mpii': 'pckh', 'posetrack': 'mAP', 'posetrack_demo': 'mAP'}.get(
+        config.data.name, 'AP')
 
   def train_transform(self) -> Callable:
     d = self.config.data
@@ -268,6 +321,8 @@ class Pose(HeatmapTask):
     """The metric of an evaluation split (its source carries the ground truth)."""
     if self.config.data.name == 'mpii':
       return PCKhMetric(source, self.heatmap_wh)
+    if self.config.data.name in ('posetrack', 'posetrack_demo'):
+      return PoseTrackMetric(source, self.heatmap_wh)
     e = self.config.eval
     return CocoKeypointMetric(source.annotation_file, self.heatmap_wh, in_vis_thre=e.in_vis_thre,
                               oks_thre=e.oks_thre, split=source.split)

@@ -27,6 +27,8 @@ DATASETS: dict[str, tuple[str, str]] = {
     'coco_detection': ('detection', 'coco_detection.CocoDetection'),
     'det_demo': ('detection', 'coco_detection.CocoDetection'),
     'mpii': ('pose', 'mpii.MPII'),
+    'posetrack': ('pose', 'posetrack.PoseTrackKeypoints'),
+    'posetrack_demo': ('pose', 'posetrack.PoseTrackKeypoints'),
     'wflw': ('landmarks', 'faces.WFLW'),
     '300w': ('landmarks', 'faces.Face300W'),
     'cofw': ('landmarks', 'faces.COFW'),
@@ -41,7 +43,8 @@ DATASETS: dict[str, tuple[str, str]] = {
 # is empty (name -> the function there that returns the root).
 DEMO_ROOTS: dict[str, str] = {'cityscapes_demo': 'seg_demo_root', 'coco_demo': 'pose_demo_root',
                               'face_demo': 'face_demo_root', 'imagenet_demo': 'cls_demo_root',
-                              'det_demo': 'det_demo_root'}
+                              'det_demo': 'det_demo_root',
+                              'posetrack_demo': 'posetrack_demo_root'}
 
 
 def reader_class(name: str, task: str) -> type[Source]:

@@ -336,6 +336,7 @@ class PoseTrackKeypoints(KeypointSource):
     if not files:
       raise DataError(f'PoseTrack: no .json files in {self.root / "annotations" / split}')
     self.skipped = collections.Counter()
+    self.files = files
     self.videos = [f.stem for f in files]
     images, video_index, frame_index, centers, scales, joints = [], [], [], [], [], []
     for v, path in enumerate(files):
@@ -358,6 +359,10 @@ class PoseTrackKeypoints(KeypointSource):
     self.centers = np.asarray(centers, np.float32).reshape(-1, 2)
     self.scales = np.asarray(scales, np.float32).reshape(-1, 2)
     self.joints = np.asarray(joints, np.float32).reshape(-1, 17, 3)
+
+  def ground_truth(self) -> list[Video]:
+    """The split's videos as read (the evaluation's ground truth), in sample order."""
+    return [read_video(f) for f in self.files]
 
   def describe(self) -> str:
     left_out = ', '.join(f'{n} {k}' for k, n in sorted(self.skipped.items())) or 'none'
