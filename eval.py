@@ -2,8 +2,11 @@
 
 Prints the task's scores: segmentation mIoU per class; pose COCO keypoint AP (ground-truth boxes,
 detector boxes with --config.data.det_json=FILE, or those of a detector run first with
---detector DET_CONFIG --detector_checkpoint DET_PATH) or MPII PCKh; detection COCO box AP; classification top-1/top-5
-accuracy; facial landmarks NME, failure rate and AUC.
+--detector DET_CONFIG --detector_checkpoint DET_PATH), MPII PCKh or PoseTrack AP; detection COCO
+box AP; classification top-1/top-5 accuracy; facial landmarks NME, failure rate and AUC. With
+--track (a PoseTrack pose config), pose tracking of every video: the official AP and MOTA
+tables, the per-video files in --predictions (boxes from --detector, else the ground-truth
+people's).
 
 PATH is a training workdir or step directory, a `python -m hrnet_jax.convert` directory, or an
 official PyTorch .pth / .safetensors (converted on the fly).
@@ -28,6 +31,8 @@ flags.DEFINE_string('results', None, 'Write the scores as JSON here.')
 flags.DEFINE_string('detector', None, 'COCO pose: a detection config whose person boxes replace '
                     'config.data.det_json (written as person_detections_<split>.json).')
 flags.DEFINE_string('detector_checkpoint', None, 'The detector\'s checkpoint.')
+flags.DEFINE_bool('track', False, 'PoseTrack: track poses through each video (hrnet_jax.tracking) '
+                  'and score AP and MOTA.')
 flags.mark_flags_as_required(['config', 'checkpoint'])
 
 
@@ -41,7 +46,7 @@ def main(argv):
   detector = cli.load_config(f.detector) if f.detector else None
   run(f.config, f.checkpoint, split=f.split, flip=f.flip, multi_scale=f.multi_scale,
       sliding=f.sliding, predictions_dir=f.predictions, results_path=f.results,
-      detector=detector, detector_checkpoint=f.detector_checkpoint)
+      detector=detector, detector_checkpoint=f.detector_checkpoint, track=f.track)
 
 
 if __name__ == '__main__':

@@ -43,16 +43,60 @@ def detect_people(det_config: Any, det_checkpoint: str, json_path: str | os.Path
   return len(found)
 
 
+def run_tracking(config: Any, checkpoint_path: str, *, split: str | None = None,
+                 predictions_dir: str | os.PathLike | None = None,
+                 results_path: str | os.PathLike | None = None, detector: Any = None,
+                 detector_checkpoint: str | None = None) -> dict[str, Any]:
+  """Pose tracking of a PoseTrack split (hrnet_jax.tracking): boxes from the detector (else the
+  ground-truth people's), poses from `checkpoint_path` with the recipe's flip test; prints the
+  official AP and MOTA tables; writes the per-video prediction files into `predictions_dir`."""
+  from hrnet_jax.predict import PersonDetector, Predictor
+  from hrnet_jax.tracking import posetrack_metrics, track_videos
+  from hrnet_jax.tracking.tracker import TrackerSettings
+  if config.task != 'pose' or config.data.name not in ('posetrack', 'posetrack_demo'):
+    raise ConfigError(f'--track: expected a PoseTrack pose config (config.data.name posetrack '
+                      f'or posetrack_demo), got {config.task} on {config.data.name}')
+  settings = TrackerSettings()
+  predictor = Predictor(config, checkpoint_path)
+  boxes = None
+  if detector is not None:
+    boxes = track_videos.detector_boxes(PersonDetector(detector, detector_checkpoint,
+                                                       settings.detection_score))
+  split = split or config.data.eval_split
+  source = predictor.task.source(split)
+  print(f'tracking with {predictor.where} on {config.data.name}/{split} ({source.describe()}); '
+        f'boxes: {"the detector" if boxes else "the ground-truth people"}; '
+        f'{predictor.task.protocol()}', flush=True)
+  result = track_videos.track_split(source, track_videos.model_estimator(predictor), boxes,
+                                    predictions_dir, settings)
+  print(f'{result["videos"]} videos, {result["frames"]} frames with labelled people')
+  print(posetrack_metrics.tables(result), flush=True)
+  scores = posetrack_metrics.to_json(result)
+  if results_path:
+    with open(results_path, 'w') as f:
+      json.dump(scores, f, indent=2)
+  if predictions_dir:
+    print(f'per-video predictions written to {predictions_dir}', flush=True)
+  return scores
+
+
 def run(config: Any, checkpoint_path: str, *, split: str | None = None, flip: bool = False,
         multi_scale: bool = False, sliding: str | None = None,
         predictions_dir: str | os.PathLike | None = None,
         results_path: str | os.PathLike | None = None, detector: Any = None,
-        detector_checkpoint: str | None = None) -> dict[str, Any]:
+        detector_checkpoint: str | None = None, track: bool = False) -> dict[str, Any]:
   """Evaluates `checkpoint_path` and prints the task's table; returns the scores. Top-down pose
   on COCO may take its person boxes from a detector (`detector` config and checkpoint): it runs
   over the split's images first and its boxes replace config.data.det_json (the file is kept
-  in the predictions directory, or beside the results, as `person_detections_<split>.json`)."""
+  in the predictions directory, or beside the results, as `person_detections_<split>.json`).
+  `track`: pose tracking of a PoseTrack split instead (`run_tracking`)."""
   config = config.copy_and_resolve_references()
+  if track:
+    with config.unlocked():
+      config.eval.flip = bool(flip or config.eval.flip)
+    return run_tracking(config, checkpoint_path, split=split, predictions_dir=predictions_dir,
+                        results_path=results_path, detector=detector,
+                        detector_checkpoint=detector_checkpoint)
   if detector is not None:
     if config.task != 'pose' or 'det_json' not in config.data:
       raise ConfigError('--detector: only COCO top-down pose evaluation takes detector boxes')

@@ -10,7 +10,8 @@ from hrnet_jax.data.sources import posetrack
 from hrnet_jax.data.sources.reader import read_image
 from hrnet_jax.tracking import posetrack_metrics as pm
 from hrnet_jax.tracking.flow import DISFlow, move_points
-from hrnet_jax.tracking.tracker import PoseTracker, TrackerSettings, box_iou, joint_box
+from hrnet_jax.tracking.track_videos import ground_truth_boxes
+from hrnet_jax.tracking.tracker import PoseTracker, TrackerSettings, box_iou
 
 
 def test_move_points_samples_the_flow_bilinearly():
@@ -49,7 +50,7 @@ def track_demo(drop_every=0, settings=TrackerSettings()):
     frames = []
     for t, frame in enumerate(video.frames):
       people = [posetrack.to_slots(p) for p in frame.people]
-      boxes = np.asarray([joint_box(k[:, :2], k[:, 2] > 0, 1.15) for k in people])
+      boxes, _ = ground_truth_boxes(frame)
 
       def estimate(image, asked, people=people, boxes=boxes):
         del image
@@ -96,3 +97,32 @@ def test_boxes_moved_by_flow_recover_missed_detections():
   # Misses are counted per joint: at most one dropped person-frame of the 24 stays missed.
   assert counts['num_misses'].sum() <= 15 + 1
   assert result['mot']['mota'][-1] > 99.0
+
+
+@pytest.mark.slow
+def test_eval_track_writes_the_videos_it_scores(tmp_path):
+  """train.py (the tiny recipe, 6 steps) then eval.py --track with the ground-truth people's
+  boxes: one prediction file per validation video in the ground truth's layout, and
+  posetrack_eval on those files prints the tables eval.py printed."""
+  import json
+  import subprocess
+  import sys
+  recipe = ['--config', 'configs/pose_posetrack.py:runlocal']
+  work, pred = tmp_path / 'run', tmp_path / 'pred'
+  subprocess.run([sys.executable, 'train.py', *recipe, '--workdir', str(work)], check=True,
+                 capture_output=True, timeout=600)
+  done = subprocess.run([sys.executable, 'eval.py', *recipe, '--checkpoint', str(work),
+                         '--track', '--predictions', str(pred), '--results',
+                         str(tmp_path / 'scores.json')], capture_output=True, text=True,
+                        timeout=600)
+  assert done.returncode == 0, done.stderr
+  truth = sorted((demos.posetrack_demo_root() / 'annotations' / 'val').glob('*.json'))
+  assert sorted(p.name for p in pred.glob('*.json')) == [p.name for p in truth]
+  again = subprocess.run([sys.executable, '-m', 'hrnet_jax.posetrack_eval', '--gt',
+                          str(truth[0].parent), '--pred', str(pred)], capture_output=True,
+                         text=True, timeout=120)
+  assert again.returncode == 0, again.stderr
+  table = again.stdout.split('Average Precision (AP):')[1]
+  assert table.strip() in done.stdout
+  scores = json.loads((tmp_path / 'scores.json').read_text())
+  assert len(scores['mota']) == 16 and len(scores['ap']) == 16

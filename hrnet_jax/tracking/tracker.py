@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from hrnet_jax.data.sources.posetrack import joint_box
 from hrnet_jax.tracking.flow import Flow, move_points
 
 # (image RGB (H, W, 3), boxes (N, 4) x1 y1 x2 y2) -> joints (N, 17, 2), joint scores (N, 17).
@@ -74,19 +75,15 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def joint_box(joints: np.ndarray, kept: np.ndarray, enlarge: float) -> np.ndarray | None:
-  """x1 y1 x2 y2: the kept joints' extent enlarged about its centre (None: under two joints)."""
-  xy = joints[kept]
-  if len(xy) < 2:
-    return None
-  lo, hi = xy.min(0), xy.max(0)
-  centre, half = (lo + hi) / 2, (hi - lo) * enlarge / 2
-  return np.concatenate([centre - half, centre + half])
+def _box(joints: np.ndarray, kept: np.ndarray, enlarge: float) -> np.ndarray | None:
+  """x1 y1 x2 y2 of the kept joints' extent, enlarged (None: it spans no area)."""
+  box = joint_box(joints, kept, enlarge)
+  return None if box is None else np.asarray([box[0], box[1], box[0] + box[2], box[1] + box[3]])
 
 
 def _area(joints: np.ndarray, kept: np.ndarray) -> float:
   box = joint_box(joints, kept, 1.0)
-  return 0.0 if box is None else float(np.prod(box[2:] - box[:2]))
+  return 0.0 if box is None else box[2] * box[3]
 
 
 class PoseTracker:
@@ -112,7 +109,7 @@ class PoseTracker:
     boxes = []
     for pose in self.previous:
       moved = move_points(pose.joints, flow) if flow is not None else pose.joints
-      box = joint_box(moved, pose.scores > s.joint_score, s.box_enlarge)
+      box = _box(moved, pose.scores > s.joint_score, s.box_enlarge)
       if box is not None:
         boxes.append(box)
     return np.asarray(boxes, np.float64).reshape(-1, 4)
