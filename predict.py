@@ -16,7 +16,9 @@ FILE.json`: {"image.jpg": [[x, y, w, h], ...], "video.mp4": {"0": [[x, y, w, h],
 (keys: file names, or paths as given; a video's boxes keyed by frame index, a frame without
 an entry taken whole). Pose on any image: `--detector configs/det_coco_fcos.py
 --detector_checkpoint DET_PATH` finds the people (class person, score >= --detector_threshold)
-where --boxes gives none. Detection draws its boxes with class and score.
+where --boxes gives none; with --track (videos) the people are tracked, each drawn in its id's
+colour with an 'id N' label and its `track_id` in the JSON lines. Detection draws its boxes
+with class and score.
 An image, video or frame that fails is reported and skipped; the exit status is 1 when any did.
 """
 
@@ -37,6 +39,8 @@ flags.DEFINE_string('detector', None, 'Pose: a detection config (e.g. configs/de
                     'whose person boxes feed the pose model where --boxes gives none.')
 flags.DEFINE_string('detector_checkpoint', None, 'The detector\'s checkpoint (as --checkpoint).')
 flags.DEFINE_float('detector_threshold', 0.5, 'Person boxes scoring below are left out.')
+flags.DEFINE_bool('track', False, 'Pose on videos: track the people (ids kept through the video, '
+                  'drawn in their colour; needs --detector or --boxes).')
 flags.DEFINE_bool('overwrite', False, 'Replace the results of an earlier run in --out (without it, '
                   'an --out that holds predictions.json is an error).')
 flags.mark_flags_as_required(['config', 'checkpoint', 'out'])
@@ -56,7 +60,7 @@ def main(argv):
     detector = PersonDetector(cli.load_config(f.detector), f.detector_checkpoint,
                               f.detector_threshold)
   outcome = run(f.config, f.checkpoint, images, f.out, boxes_path=f.boxes, batch=f.batch,
-                every=f.every, detector=detector, overwrite=f.overwrite)
+                every=f.every, detector=detector, overwrite=f.overwrite, track=f.track)
   sys.exit(1 if outcome.failed else 0)
 
 

@@ -399,15 +399,40 @@ class _Video:
                 frames=self.written, fps=self.fps, size=list(self.size))
 
 
+def _track_frames(video: _Video, path: pathlib.Path, every: int, tracker: Any,
+                  frame_boxes: Any, joint_names: list[str], outcome: Outcome,
+                  progress: Any) -> None:
+  """Pose tracking through one video, frame after frame: `frame_boxes(index, frame)` gives the
+  person boxes ([x, y, w, h], scores); each frame's tracked people are drawn and written."""
+  from hrnet_jax.tracking.track_videos import frame_prediction
+  tracker.reset()
+  for index, frame in _frames(video.capture, every):
+    label = f'{path}#{index}'
+    try:
+      found, scores = frame_boxes(index, frame)
+      found = np.asarray(found, np.float64).reshape(-1, 4)
+      detections = np.concatenate([found[:, :2], found[:, :2] + found[:, 2:],
+                                   np.asarray(scores, np.float64).reshape(-1, 1)], 1)
+      prediction = frame_prediction(tracker.step(frame, detections), joint_names)
+      video.done(_Unit(label, frame, ([], []), frame=index), prediction)
+    except Exception as e:  # pylint: disable=broad-except  (one bad frame must not stop the run)
+      fail(outcome, label, e)
+    progress.update(1)
+
+
 def run(config: Any, checkpoint_path: str, inputs: Sequence[str], out_dir: str | os.PathLike,
         boxes_path: str | None = None, batch: int = 1, every: int = 1,
-        detector: PersonDetector | None = None, overwrite: bool = False) -> Outcome:
+        detector: PersonDetector | None = None, overwrite: bool = False,
+        track: bool = False) -> Outcome:
   """Per image `<name>.png` (the picture) and `<name>.json` (the raw results); per video
   `<name>.<ext>` (annotated, every `every`-th frame) and `<name>.jsonl` (a line per frame); and
   `predictions.json` with all records (names: see `output_names`). Directories are walked for
   images and videos. With `detector` (top-down pose), images and frames without boxes of their
   own get the detector's people (none found: an empty prediction), each person scored with its
-  box's score. An --out holding an earlier run's results is replaced only with `overwrite`."""
+  box's score. `track` (top-down pose, videos only): people tracked through each video
+  (hrnet_jax.tracking), drawn in their id's colour, `track_id` in the JSON lines; the boxes come
+  from `detector`, or from the boxes file. An --out holding an earlier run's results is replaced
+  only with `overwrite`."""
   out = pathlib.Path(out_dir)
   if every < 1:
     raise UserError(f'--every {every}: expected a positive frame step')
@@ -415,6 +440,16 @@ def run(config: Any, checkpoint_path: str, inputs: Sequence[str], out_dir: str |
   paths, missing = expand_inputs(inputs)
   check_out_dir(out, inputs, paths, overwrite)
   predictor = Predictor(config, checkpoint_path, batch)
+  tracker = None
+  if track:
+    if predictor.task.task_name != 'pose':
+      raise UserError(f'--track: tracks people with a pose model; {config.task} cannot')
+    if detector is None and not boxes:
+      raise UserError('--track: give --detector (or --boxes) for the person boxes')
+    from hrnet_jax.tracking.flow import DISFlow
+    from hrnet_jax.tracking.track_videos import model_estimator
+    from hrnet_jax.tracking.tracker import PoseTracker
+    tracker = PoseTracker(model_estimator(predictor), DISFlow())
   names = output_names(paths, predictor.task.prediction_arrays)
   print(f'model: {predictor.where}', flush=True)
   if detector is not None:
@@ -458,6 +493,10 @@ def run(config: Any, checkpoint_path: str, inputs: Sequence[str], out_dir: str |
     return finish
 
   for path, name in zip(paths, names):
+    if not is_video(path) and tracker is not None:
+      fail(done, str(path), UserError('--track: only videos are tracked'))
+      progress.update(1)
+      continue
     if not is_video(path):
       try:
         image = read_image(path)
@@ -475,16 +514,26 @@ def run(config: Any, checkpoint_path: str, inputs: Sequence[str], out_dir: str |
       fail(done, str(path), e)
       continue
     table = _boxes_for(boxes, path, name)
-    for index, frame in _frames(video.capture, every):
-      label = f'{path}#{index}'
-      try:
-        frame_boxes = table.get(index) if isinstance(table, dict) else table
-        unit = _Unit(label, frame, prepare(frame, frame_boxes), frame=index)
-      except Exception as e:  # pylint: disable=broad-except
-        fail(done, label, e)
-        progress.update(1)
-        continue
-      runner.add(unit, video.done)
+    given_for = lambda index, table=table: table.get(index) if isinstance(table, dict) else table
+    if tracker is not None:
+      def frame_boxes(index: int, frame: Any) -> tuple[Any, Any]:
+        given = given_for(index)
+        if given is None and detector is not None:
+          return detector.boxes(frame)
+        given = np.asarray([] if given is None else given, np.float64).reshape(-1, 4)
+        return given, np.ones(len(given))
+      _track_frames(video, path, every, tracker, frame_boxes, list(task.joint_names), done,
+                    progress)
+    else:
+      for index, frame in _frames(video.capture, every):
+        label = f'{path}#{index}'
+        try:
+          unit = _Unit(label, frame, prepare(frame, given_for(index)), frame=index)
+        except Exception as e:  # pylint: disable=broad-except
+          fail(done, label, e)
+          progress.update(1)
+          continue
+        runner.add(unit, video.done)
     runner.flush()
     record = video.close()
     done.records.append(record)

@@ -44,3 +44,9 @@ def beside(picture: np.ndarray, panel: np.ndarray) -> np.ndarray:
 
 def below(picture: np.ndarray, panel: np.ndarray) -> np.ndarray:
   return np.concatenate([picture, panel[:, :picture.shape[1]]], axis=0)
+
+
+def color_of(k: int) -> tuple[int, int, int]:
+  """A fixed mid-bright RGB colour for index k (a class, an instance, a track id)."""
+  rng = np.random.default_rng(k + 11)
+  return tuple(int(v) for v in rng.integers(40, 220, 3))

@@ -100,10 +100,10 @@ def test_boxes_moved_by_flow_recover_missed_detections():
 
 
 @pytest.mark.slow
-def test_eval_track_writes_the_videos_it_scores(tmp_path):
+def test_eval_and_predict_track_with_a_trained_checkpoint(tmp_path):
   """train.py (the tiny recipe, 6 steps) then eval.py --track with the ground-truth people's
   boxes: one prediction file per validation video in the ground truth's layout, and
-  posetrack_eval on those files prints the tables eval.py printed."""
+  posetrack_eval on those files prints the tables eval.py printed; then predict.py --track."""
   import json
   import subprocess
   import sys
@@ -126,3 +126,31 @@ def test_eval_track_writes_the_videos_it_scores(tmp_path):
   assert table.strip() in done.stdout
   scores = json.loads((tmp_path / 'scores.json').read_text())
   assert len(scores['mota']) == 16 and len(scores['ap']) == 16
+
+  # predict.py --track on a clip of the first validation video, the people's boxes given per
+  # frame: a video and a JSON line per frame with the track ids; an image is refused.
+  import cv2
+  video = posetrack.read_video(truth[0])
+  root = demos.posetrack_demo_root()
+  clip = tmp_path / 'clip.mp4'
+  writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*'mp4v'), 10, (256, 192))
+  boxes = {}
+  for i, frame in enumerate(video.frames):
+    writer.write(read_image(root / frame.image)[..., ::-1])
+    xyxy, _ = ground_truth_boxes(frame)
+    boxes[str(i)] = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], 1).tolist()
+  writer.release()
+  (tmp_path / 'boxes.json').write_text(json.dumps({'clip.mp4': boxes}))
+  shown = subprocess.run([sys.executable, 'predict.py', *recipe, '--checkpoint', str(work),
+                          '--track', '--boxes', str(tmp_path / 'boxes.json'), '--out',
+                          str(tmp_path / 'shown'), str(clip), str(root / video.frames[0].image)],
+                         capture_output=True, text=True, timeout=600)
+  assert shown.returncode == 1 and '--track: only videos are tracked' in shown.stderr
+  written = list((tmp_path / 'shown').rglob('clip.jsonl'))  # named under the inputs' common
+  assert len(written) == 1  # folder
+  lines = [json.loads(x) for x in written[0].read_text().splitlines()]
+  assert len(lines) == len(video.frames)
+  for line in lines:
+    ids = [p['track_id'] for p in line['people']]
+    assert len(set(ids)) == len(ids)
+  assert written[0].with_suffix('.mp4').stat().st_size > 0

@@ -371,21 +371,30 @@ class Pose(HeatmapTask):
     return {'joint_names': list(self.joint_names), 'people': people}
 
   def draw(self, image: np.ndarray, prediction: dict) -> np.ndarray:
-    """Boxes, limbs and joints; joints scoring under in_vis_thre are left out."""
+    """Boxes, limbs and joints; joints scoring under in_vis_thre are left out. A tracked person
+    (with a `track_id`) is drawn in its id's colour, labelled 'id N'."""
+    from hrnet_jax.visualize import color_of
     thre = self.config.eval.get('in_vis_thre', 0.2)
     picture = np.ascontiguousarray(image.copy())
     radius = max(2, round(max(image.shape[:2]) / 200))
     for person in prediction['people']:
+      tracked = person.get('track_id') is not None
+      box_color, limb_color, joint_color = ((color_of(person['track_id']),) * 3 if tracked else
+                                            ((255, 255, 0), (0, 255, 0), (255, 0, 0)))
       x, y, w, h = person['box']
-      cv2.rectangle(picture, (round(x), round(y)), (round(x + w), round(y + h)), (255, 255, 0), 1)
+      cv2.rectangle(picture, (round(x), round(y)), (round(x + w), round(y + h)), box_color, 1)
       k = np.asarray(person['keypoints'])
       for a, b in self.skeleton:
         if k[a, 2] >= thre and k[b, 2] >= thre:
           cv2.line(picture, (round(k[a, 0]), round(k[a, 1])), (round(k[b, 0]), round(k[b, 1])),
-                   (0, 255, 0), max(1, radius // 2), cv2.LINE_AA)
-      for x, y, s in k:
+                   limb_color, max(1, radius // 2), cv2.LINE_AA)
+      for px, py, s in k:
         if s >= thre:
-          cv2.circle(picture, (round(x), round(y)), radius, (255, 0, 0), -1, cv2.LINE_AA)
+          cv2.circle(picture, (round(px), round(py)), radius, joint_color, -1, cv2.LINE_AA)
+      if tracked:
+        cv2.putText(picture, f'id {person["track_id"]}', (round(x), max(10, round(y) - 3)),
+                    cv2.FONT_HERSHEY_SIMPLEX, max(0.35, max(image.shape[:2]) / 1200),
+                    box_color, 1, cv2.LINE_AA)
     return picture
 
 

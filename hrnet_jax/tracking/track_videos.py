@@ -65,6 +65,18 @@ def to_person(pose: TrackedPose, joint_score: float) -> posetrack.Person:
   return person
 
 
+def frame_prediction(tracked: list[TrackedPose], joint_names: list[str]) -> dict:
+  """A frame's tracked poses as the pose task's prediction (what predict.py draws and writes):
+  per person its `track_id`, box [x, y, w, h], keypoints [x, y, score] and score (the mean of
+  its joint scores)."""
+  people = [{'track_id': int(p.track_id),
+             'box': [round(float(v), 2) for v in (*p.box[:2], *(p.box[2:] - p.box[:2]))],
+             'keypoints': [[round(float(x), 3), round(float(y), 3), round(float(s), 4)]
+                           for (x, y), s in zip(p.joints, p.scores)],
+             'score': round(float(np.mean(p.scores)), 4)} for p in tracked]
+  return {'joint_names': list(joint_names), 'people': people}
+
+
 def track_video(video: posetrack.Video, root: pathlib.Path, tracker: PoseTracker,
                 boxes: BoxSource | None, progress: Any = None) -> posetrack.Video:
   """Every frame of `video` (images under `root`) through the tracker; `boxes` None: the

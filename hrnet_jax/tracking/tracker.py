@@ -99,82 +99,104 @@ class PoseTracker:
 
   def reset(self) -> None:
     self.tracks: list[_Track] = []
-    self.previous: list[TrackedPose] = []
     self.last_frame: np.ndarray | None = None
     self.next_id = 0
 
-  def _propagated_boxes(self, flow: np.ndarray | None) -> np.ndarray:
-    """The previous frame's people, their kept joints moved by the flow: (M, 4) boxes."""
-    s = self.settings
-    boxes = []
-    for pose in self.previous:
-      moved = move_points(pose.joints, flow) if flow is not None else pose.joints
-      box = _box(moved, pose.scores > s.joint_score, s.box_enlarge)
-      if box is not None:
-        boxes.append(box)
-    return np.asarray(boxes, np.float64).reshape(-1, 4)
+  def _kept(self, scores: np.ndarray) -> np.ndarray:
+    return scores > self.settings.joint_score
 
-  def step(self, frame: np.ndarray, detections: np.ndarray) -> list[TrackedPose]:
-    """`detections` (N, 5): x1 y1 x2 y2 score. Returns the frame's tracked poses."""
-    from hrnet_jax.tasks.pose import oks_iou, oks_nms
-    s = self.settings
-    detections = np.asarray(detections, np.float64).reshape(-1, 5)
-    flow = self.flow(self.last_frame, frame) if self.last_frame is not None else None
-    self.last_frame = frame
-    # 1. Boxes: the detections, and each propagated box that no detection already covers.
-    detections = detections[detections[:, 4] >= s.detection_score]
-    moved = self._propagated_boxes(flow)
-    if len(moved) and len(detections):
-      moved = moved[box_iou(moved, detections[:, :4]).max(1) <= s.box_nms_iou]
-    boxes = np.concatenate([detections[:, :4], moved])
-    # 2. Poses, then OKS NMS.
-    poses = []
-    if len(boxes):
-      joints, scores = self.estimate(frame, boxes)
-      joints, scores = np.asarray(joints, np.float64), np.asarray(scores, np.float64)
-      kept = scores > s.joint_score
-      pose_score = np.asarray([sc[k].mean() if k.any() else 0.0 for sc, k in zip(scores, kept)])
-      areas = np.asarray([_area(j, k) for j, k in zip(joints, kept)])
-      kpts = np.concatenate([joints, scores[..., None]], -1)
-      for i in oks_nms(kpts, pose_score, areas, s.oks_nms, self.sigmas, s.joint_score):
-        poses.append((joints[i], scores[i], boxes[i]))
-    # 3. Ids: live tracks moved to this frame, greedy by OKS.
-    for track in self.tracks:
-      if flow is not None:
-        track.joints = move_points(track.joints, flow)
-      track.age += 1
+  def _oks(self, joints: np.ndarray, scores: np.ndarray, other: np.ndarray,
+           other_scores: np.ndarray) -> float:
+    """OKS of two poses over the joints kept in both, at the mean of their areas."""
+    from hrnet_jax.tasks.pose import oks_iou
+    area = (_area(joints, self._kept(scores)) + _area(other, self._kept(other_scores))) / 2
+    a = np.concatenate([joints, scores[:, None]], -1)
+    b = np.concatenate([other, other_scores[:, None]], -1)[None]
+    return float(oks_iou(a, b, area, np.asarray([area]), self.sigmas,
+                         self.settings.joint_score)[0])
+
+  def _similarity(self, joints: np.ndarray, scores: np.ndarray, track: _Track) -> float:
+    where = (track.joints, track.seen) if self.settings.unmoved_too else (track.joints,)
+    return max(self._oks(joints, scores, w, track.scores) for w in where)
+
+  def _poses(self, frame: np.ndarray, boxes: np.ndarray) -> list[tuple]:
+    """(joints, scores, box) per box, duplicates removed by OKS NMS (best pose first)."""
+    from hrnet_jax.tasks.pose import oks_nms
+    if not len(boxes):
+      return []
+    joints, scores = self.estimate(frame, boxes)
+    joints, scores = np.asarray(joints, np.float64), np.asarray(scores, np.float64)
+    kept = self._kept(scores)
+    score = np.asarray([sc[k].mean() if k.any() else 0.0 for sc, k in zip(scores, kept)])
+    areas = np.asarray([_area(j, k) for j, k in zip(joints, kept)])
+    kpts = np.concatenate([joints, scores[..., None]], -1)
+    keep = oks_nms(kpts, score, areas, self.settings.oks_nms, self.sigmas,
+                   self.settings.joint_score)
+    return [(joints[i], scores[i], boxes[i]) for i in keep]
+
+  def _match(self, poses: list[tuple]) -> dict[int, int]:
+    """pose index -> track index, greedily from the most similar pair above min_similarity."""
     pairs = []
     for p, (joints, scores, _) in enumerate(poses):
-      a = np.concatenate([joints, scores[:, None]], -1)
       for t, track in enumerate(self.tracks):
-        sim = 0.0
-        for where in ((track.joints, track.seen) if s.unmoved_too else (track.joints,)):
-          b = np.concatenate([where, track.scores[:, None]], -1)[None]
-          area = (_area(joints, scores > s.joint_score)
-                  + _area(where, track.scores > s.joint_score)) / 2
-          sim = max(sim, float(oks_iou(a, b, area, np.asarray([area]), self.sigmas,
-                                       s.joint_score)[0]))
-        if sim > s.min_similarity:
+        sim = self._similarity(joints, scores, track)
+        if sim > self.settings.min_similarity:
           pairs.append((sim, p, t))
     pairs.sort(key=lambda x: (-x[0], x[1], x[2]))
     owner: dict[int, int] = {}
-    used: set[int] = set()
     for _, p, t in pairs:
-      if p not in owner and t not in used:
+      if p not in owner and t not in owner.values():
         owner[p] = t
-        used.add(t)
-    out = []
-    for p, (joints, scores, box) in enumerate(poses):
+    return owner
+
+  def step(self, frame: np.ndarray, detections: np.ndarray) -> list[TrackedPose]:
+    """`detections` (N, 5): x1 y1 x2 y2 score. Returns the frame's tracked poses."""
+    s = self.settings
+    detections = np.asarray(detections, np.float64).reshape(-1, 5)
+    detections = detections[detections[:, 4] >= s.detection_score]
+    flow = self.flow(self.last_frame, frame) if self.last_frame is not None else None
+    self.last_frame = frame
+    for track in self.tracks:  # every live track's last pose, moved to this frame
+      if flow is not None:
+        track.joints = move_points(track.joints, flow)
+      track.age += 1
+    # 1. The detected people, matched to the tracks.
+    poses = self._poses(frame, detections[:, :4])
+    owner = self._match(poses)
+    out: list[tuple[_Track, tuple]] = []
+    for p, pose in enumerate(poses):
       if p in owner:
-        track = self.tracks[owner[p]]
-      elif (scores > s.joint_score).sum() >= s.min_joints:
+        out.append((self.tracks[owner[p]], pose))
+    # 2. People of the previous frame that no detection found: a box around their moved pose
+    # (unless a detection covers it), a pose there, kept when it still resembles them and
+    # duplicates nobody already found.
+    missed = [t for i, t in enumerate(self.tracks) if i not in owner.values() and t.age == 1]
+    boxes, sources = [], []
+    for track in missed:
+      box = _box(track.joints, self._kept(track.scores), s.box_enlarge)
+      if box is None or (len(detections) and
+                         box_iou(box[None], detections[:, :4]).max() > s.box_nms_iou):
+        continue
+      boxes.append(box), sources.append(track)
+    if boxes:
+      joints, scores = self.estimate(frame, np.asarray(boxes))
+      for track, j, sc, box in zip(sources, np.asarray(joints, np.float64),
+                                   np.asarray(scores, np.float64), boxes):
+        found = [pose for _, pose in out] + [pose for q, pose in enumerate(poses)
+                                             if q not in owner]
+        if (self._similarity(j, sc, track) > s.min_similarity
+            and all(self._oks(j, sc, f[0], f[1]) <= s.oks_nms for f in found)):
+          out.append((track, (j, sc, box)))
+    # 3. New ids for the detected people left over.
+    for p, (joints, scores, box) in enumerate(poses):
+      if p not in owner and self._kept(scores).sum() >= s.min_joints:
         track = _Track(self.next_id, joints, scores, joints)
         self.next_id += 1
         self.tracks.append(track)
-      else:
-        continue
+        out.append((track, (joints, scores, box)))
+    result = []
+    for track, (joints, scores, box) in out:
       track.joints, track.seen, track.scores, track.age = joints, joints, scores, 0
-      out.append(TrackedPose(track.track_id, joints, scores, box))
+      result.append(TrackedPose(track.track_id, joints, scores, np.asarray(box)))
     self.tracks = [t for t in self.tracks if t.age <= s.memory]
-    self.previous = out
-    return out
+    return result

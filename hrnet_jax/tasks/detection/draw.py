@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from hrnet_jax.visualize import color_of
+
 
 def draw_detections(image: np.ndarray, detections: Sequence[dict],
                     color: tuple[int, int, int] | None = None) -> np.ndarray:
@@ -22,11 +24,11 @@ def draw_detections(image: np.ndarray, detections: Sequence[dict],
     if 'segmentation' in d:
       rle = dict(d['segmentation'], counts=d['segmentation']['counts'].encode('ascii'))
       on = mask_utils.decode(rle).astype(bool)
-      instance_colors[i] = color or _class_color(1000 + i)
+      instance_colors[i] = color or color_of(1000 + i)
       picture[on] = (0.5 * picture[on] + 0.5 * np.asarray(instance_colors[i])).astype(np.uint8)
   for i, d in enumerate(detections):
     x, y, w, h = d['box']
-    c = instance_colors.get(i) or color or _class_color(int(d['class_id']))
+    c = instance_colors.get(i) or color or color_of(int(d['class_id']))
     p1, p2 = (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h)))
     cv2.rectangle(picture, p1, p2, c, max(1, int(round(2 * scale))))
     text = f'{d["class"]} {d["score"]:.2f}'
@@ -37,7 +39,3 @@ def draw_detections(image: np.ndarray, detections: Sequence[dict],
                 (255, 255, 255), 1, cv2.LINE_AA)
   return picture
 
-
-def _class_color(k: int) -> tuple[int, int, int]:
-  rng = np.random.default_rng(k + 11)
-  return tuple(int(v) for v in rng.integers(40, 220, 3))
