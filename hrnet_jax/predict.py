@@ -341,13 +341,14 @@ def _boxes_for(boxes: dict[str, Any], path: pathlib.Path, name: str) -> Any:
   return found[0] if found else None
 
 
-def _frames(capture: Any, every: int) -> Iterator[tuple[int, np.ndarray]]:
-  """(index, RGB frame) of every `every`-th frame of an opened cv2.VideoCapture."""
+def _frames(video: '_Video', every: int) -> Iterator[tuple[int, np.ndarray]]:
+  """(index, RGB frame) of every `every`-th frame of an opened video (counting those read)."""
   index = 0
   while True:
-    ok, frame = capture.read()
+    ok, frame = video.capture.read()
     if not ok:
       return
+    video.decoded += 1
     if index % every == 0:
       yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     index += 1
@@ -359,7 +360,8 @@ class _Video:
 
   def __init__(self, path: pathlib.Path, out: pathlib.Path, name: str, every: int,
                draw: Any):
-    self.path, self.name, self.draw = path, name, draw
+    self.path, self.name, self.draw, self.out = path, name, draw, out
+    self.decoded = 0  # frames read (predicted or not)
     self.capture = cv2.VideoCapture(str(path))
     if not self.capture.isOpened():
       raise UserError(f'cannot open video {path}: missing, unreadable or not a video file')
@@ -392,9 +394,15 @@ class _Video:
     return self.draw(image, prediction)[:h, :w]
 
   def close(self) -> dict:
+    """The video's record; a video of which no frame was decoded leaves no files behind and is
+    an error."""
     self.capture.release()
     self.writer.release()
     self.lines.close()
+    if not self.written and self.decoded == 0:
+      for name in (self.video_file, f'{self.name}.jsonl'):
+        (self.out / name).unlink(missing_ok=True)
+      raise UserError(f'cannot decode video {self.path}: no frame could be read')
     return dict(video=str(self.path), annotated=self.video_file, frames_file=f'{self.name}.jsonl',
                 frames=self.written, fps=self.fps, size=list(self.size))
 
@@ -406,7 +414,7 @@ def _track_frames(video: _Video, path: pathlib.Path, every: int, tracker: Any,
   person boxes ([x, y, w, h], scores); each frame's tracked people are drawn and written."""
   from hrnet_jax.tracking.track_videos import frame_prediction
   tracker.reset()
-  for index, frame in _frames(video.capture, every):
+  for index, frame in _frames(video, every):
     label = f'{path}#{index}'
     try:
       found, scores = frame_boxes(index, frame)
@@ -525,7 +533,7 @@ def run(config: Any, checkpoint_path: str, inputs: Sequence[str], out_dir: str |
       _track_frames(video, path, every, tracker, frame_boxes, list(task.joint_names), done,
                     progress)
     else:
-      for index, frame in _frames(video.capture, every):
+      for index, frame in _frames(video, every):
         label = f'{path}#{index}'
         try:
           unit = _Unit(label, frame, prepare(frame, given_for(index)), frame=index)
@@ -535,7 +543,11 @@ def run(config: Any, checkpoint_path: str, inputs: Sequence[str], out_dir: str |
           continue
         runner.add(unit, video.done)
     runner.flush()
-    record = video.close()
+    try:
+      record = video.close()
+    except UserError as e:
+      fail(done, str(path), e)
+      continue
     done.records.append(record)
     done.frames += record['frames']
     print(f'{path} -> {out / record["annotated"]} ({record["frames"]} frames)', flush=True)

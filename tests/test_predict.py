@@ -225,6 +225,21 @@ def test_a_video_is_annotated_frame_by_frame(pose_model, tmp_path):
   assert json.loads((out / 'predictions.json').read_text()) == outcome.records
 
 
+def test_a_video_without_a_decodable_frame_leaves_nothing(pose_model, tmp_path):
+  """A video whose header opens but whose frames are zeros: one failure line naming it, and
+  no annotated video or JSON lines left behind."""
+  c, model = pose_model
+  video = tmp_path / 'zeros.avi'
+  write_video(video, 5, 10.0)
+  data = bytearray(video.read_bytes())
+  start, end = data.find(b'movi') + 26, data.find(b'idx1')
+  data[start:end] = bytes(end - start)
+  video.write_bytes(bytes(data))
+  outcome = predict.run(c, str(model), [str(video)], tmp_path / 'out')
+  assert outcome.failed == [(str(video), f'cannot decode video {video}: no frame could be read')]
+  assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['predictions.json']
+
+
 def test_boxes_for_videos_are_checked(tmp_path):
   bad = tmp_path / 'b.json'
   bad.write_text(json.dumps({'v.mp4': {'x': [[1, 2, 3, 4]]}}))
