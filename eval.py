@@ -31,6 +31,8 @@ flags.DEFINE_string('results', None, 'Write the scores as JSON here.')
 flags.DEFINE_string('detector', None, 'COCO pose: a detection config whose person boxes replace '
                     'config.data.det_json (written as person_detections_<split>.json).')
 flags.DEFINE_string('detector_checkpoint', None, 'The detector\'s checkpoint.')
+flags.DEFINE_float('detector_threshold', 0.5, '--track: person boxes scoring below are left out '
+                   '(FlowTrack: 0.5).')
 flags.DEFINE_bool('track', False, 'PoseTrack: track poses through each video (hrnet_jax.tracking) '
                   'and score AP and MOTA.')
 flags.mark_flags_as_required(['config', 'checkpoint'])
@@ -46,7 +48,8 @@ def main(argv):
   detector = cli.load_config(f.detector) if f.detector else None
   run(f.config, f.checkpoint, split=f.split, flip=f.flip, multi_scale=f.multi_scale,
       sliding=f.sliding, predictions_dir=f.predictions, results_path=f.results,
-      detector=detector, detector_checkpoint=f.detector_checkpoint, track=f.track)
+      detector=detector, detector_checkpoint=f.detector_checkpoint, track=f.track,
+      detector_threshold=f.detector_threshold)
 
 
 if __name__ == '__main__':

@@ -46,7 +46,8 @@ def detect_people(det_config: Any, det_checkpoint: str, json_path: str | os.Path
 def run_tracking(config: Any, checkpoint_path: str, *, split: str | None = None,
                  predictions_dir: str | os.PathLike | None = None,
                  results_path: str | os.PathLike | None = None, detector: Any = None,
-                 detector_checkpoint: str | None = None) -> dict[str, Any]:
+                 detector_checkpoint: str | None = None,
+                 detector_threshold: float = 0.5) -> dict[str, Any]:
   """Pose tracking of a PoseTrack split (hrnet_jax.tracking): boxes from the detector (else the
   ground-truth people's), poses from `checkpoint_path` with the recipe's flip test; prints the
   official AP and MOTA tables; writes the per-video prediction files into `predictions_dir`."""
@@ -56,7 +57,7 @@ def run_tracking(config: Any, checkpoint_path: str, *, split: str | None = None,
   if config.task != 'pose' or config.data.name not in ('posetrack', 'posetrack_demo'):
     raise ConfigError(f'--track: expected a PoseTrack pose config (config.data.name posetrack '
                       f'or posetrack_demo), got {config.task} on {config.data.name}')
-  settings = TrackerSettings()
+  settings = TrackerSettings(detection_score=detector_threshold)
   predictor = Predictor(config, checkpoint_path)
   boxes = None
   if detector is not None:
@@ -84,19 +85,22 @@ def run(config: Any, checkpoint_path: str, *, split: str | None = None, flip: bo
         multi_scale: bool = False, sliding: str | None = None,
         predictions_dir: str | os.PathLike | None = None,
         results_path: str | os.PathLike | None = None, detector: Any = None,
-        detector_checkpoint: str | None = None, track: bool = False) -> dict[str, Any]:
+        detector_checkpoint: str | None = None, track: bool = False,
+        detector_threshold: float = 0.5) -> dict[str, Any]:
   """Evaluates `checkpoint_path` and prints the task's table; returns the scores. Top-down pose
   on COCO may take its person boxes from a detector (`detector` config and checkpoint): it runs
   over the split's images first and its boxes replace config.data.det_json (the file is kept
   in the predictions directory, or beside the results, as `person_detections_<split>.json`).
-  `track`: pose tracking of a PoseTrack split instead (`run_tracking`)."""
+  `track`: pose tracking of a PoseTrack split instead (`run_tracking`; person boxes from the
+  detector scoring at least `detector_threshold`)."""
   config = config.copy_and_resolve_references()
   if track:
     with config.unlocked():
       config.eval.flip = bool(flip or config.eval.flip)
     return run_tracking(config, checkpoint_path, split=split, predictions_dir=predictions_dir,
                         results_path=results_path, detector=detector,
-                        detector_checkpoint=detector_checkpoint)
+                        detector_checkpoint=detector_checkpoint,
+                        detector_threshold=detector_threshold)
   if detector is not None:
     if config.task != 'pose' or 'det_json' not in config.data:
       raise ConfigError('--detector: only COCO top-down pose evaluation takes detector boxes')
