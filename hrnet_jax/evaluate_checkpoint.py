@@ -54,9 +54,9 @@ def run_tracking(config: Any, checkpoint_path: str, *, split: str | None = None,
   from hrnet_jax.predict import PersonDetector, Predictor
   from hrnet_jax.tracking import posetrack_metrics, track_videos
   from hrnet_jax.tracking.tracker import TrackerSettings
-  if config.task != 'pose' or config.data.name not in ('posetrack', 'posetrack_demo'):
-    raise ConfigError(f'--track: expected a PoseTrack pose config (config.data.name posetrack '
-                      f'or posetrack_demo), got {config.task} on {config.data.name}')
+  if config.task != 'pose' or not get_task(config).videos:
+    raise ConfigError(f'--track: expected a PoseTrack pose config (videos), got '
+                      f'{config.task} on {config.data.name}')
   settings = TrackerSettings(detection_score=detector_threshold)
   predictor = Predictor(config, checkpoint_path)
   boxes = None

@@ -10,7 +10,7 @@ from hrnet_jax.data.sources import posetrack
 from hrnet_jax.data.sources.reader import read_image
 from hrnet_jax.tracking import posetrack_metrics as pm
 from hrnet_jax.tracking.flow import DISFlow, move_points
-from hrnet_jax.tracking.track_videos import ground_truth_boxes
+from hrnet_jax.tracking.track_videos import ground_truth_boxes, to_person
 from hrnet_jax.tracking.tracker import PoseTracker, TrackerSettings, box_iou
 
 
@@ -63,13 +63,8 @@ def track_demo(drop_every=0, settings=TrackerSettings()):
       if drop_every and t % drop_every == drop_every - 1:
         detections = detections[[p.track_id != 0 for p in frame.people]]
         dropped += 1
-      out = []
-      for pose in tracker.step(read_image(root / frame.image), detections):
-        person = posetrack.Person.empty(pose.track_id)
-        slots = list(posetrack.SLOT_OF_JOINT)
-        person.joints, person.scores = pose.joints[slots], pose.scores[slots]
-        person.present = person.scores > settings.joint_score
-        out.append(person)
+      out = [to_person(pose, settings.joint_score)
+             for pose in tracker.step(read_image(root / frame.image), detections)]
       assert len({p.track_id for p in out}) == len(out)  # ids unique within a frame
       frames.append(posetrack.Frame(frame.image, out))
     pairs.append((video, posetrack.Video(video.name, frames, video.layout)))

@@ -291,8 +291,10 @@ class Pose(HeatmapTask):
     self.joint_names, self.flip_pairs = reader.KEYPOINT_NAMES, reader.FLIP_PAIRS
     self.upper_body, self.skeleton = reader.UPPER_BODY, reader.SKELETON
     self.num_points = len(self.joint_names)
-    self.metric_name = {'mpii': 'pckh', 'posetrack': 'mAP', 'posetrack_demo': 'mAP'}.get(
-        config.data.name, 'AP')
+    # PoseTrack's readers (either layout, the demo) are scored by PoseTrack's AP.
+    from hrnet_jax.data.sources.posetrack import PoseTrackKeypoints
+    self.videos = issubclass(reader, PoseTrackKeypoints)
+    self.metric_name = 'mAP' if self.videos else 'pckh' if config.data.name == 'mpii' else 'AP'
 
   def train_transform(self) -> Callable:
     d = self.config.data
@@ -321,7 +323,7 @@ class Pose(HeatmapTask):
     """The metric of an evaluation split (its source carries the ground truth)."""
     if self.config.data.name == 'mpii':
       return PCKhMetric(source, self.heatmap_wh)
-    if self.config.data.name in ('posetrack', 'posetrack_demo'):
+    if self.videos:
       return PoseTrackMetric(source, self.heatmap_wh)
     e = self.config.eval
     return CocoKeypointMetric(source.annotation_file, self.heatmap_wh, in_vis_thre=e.in_vis_thre,
