@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo pose-demo posetrack-demo face-demo cls-demo det-demo faster-rcnn-demo cascade-rcnn-demo \
+.PHONY: demo pose-demo posetrack-demo posetrack-detector-demo face-demo cls-demo det-demo faster-rcnn-demo cascade-rcnn-demo \
 	mask-rcnn-demo cascade-mask-rcnn-demo htc-demo test test-all clean
 
 $(PY):
@@ -27,6 +27,10 @@ pose-demo: $(VENV)/.core
 
 posetrack-demo: $(VENV)/.core
 	$(PY) train.py --config configs/pose_posetrack.py:demo --workdir runs/posetrack_demo
+
+posetrack-detector-demo: $(VENV)/.core
+	$(PY) train.py --config configs/det_coco_faster_rcnn.py:tracking_demo \
+		--workdir runs/posetrack_detector_demo
 
 cls-demo: $(VENV)/.core
 	$(PY) train.py --config configs/cls_imagenet.py:demo --workdir runs/cls_demo

@@ -19,7 +19,10 @@ score > 0.05, class-wise NMS 0.5, 100 boxes per image, COCOeval bbox.
 Variants: `:arch=faster_rcnn_w18` / `faster_rcnn_w40`, `:schedule=2x`; `:legacy` (evaluates the
 HRNet-Object-Detection releases, mmdetection v0.x: their key layout and test arithmetic, RPN
 2000 / NMS 0.7 / 2000 proposals; evaluation only); `:demo` (the embedded shapes-and-people
-scenes: `make faster-rcnn-demo`); `:runlocal` (a tiny model, 6 steps).
+scenes: `make faster-rcnn-demo`); `:tracking_demo` (the same model and schedule trained on the
+pose-tracking demo's people, `posetrack_demo_persons`: the person detector of the tracking demo,
+`make posetrack-detector-demo`: 800 steps, x0.1 at step 672 on its 768 frames); `:runlocal` (a
+tiny model, 6 steps).
 """
 
 from configs import common
@@ -91,5 +94,14 @@ def two_stage_config(args, family: str, name: str):
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, arch='', schedule='1x', legacy=False, demo=False, runlocal=False)
-  return two_stage_config(args, 'faster_rcnn', 'det_coco_faster_rcnn.py')
+  args = common.parse_arg(arg, arch='', schedule='1x', legacy=False, demo=False, runlocal=False,
+                          tracking_demo=False)
+  args.demo = args.demo or args.tracking_demo
+  c = two_stage_config(args, 'faster_rcnn', 'det_coco_faster_rcnn.py')
+  if args.tracking_demo:  # the demo detector does not find the tracking demo's crossing figures
+    c.data.name = 'posetrack_demo_persons'
+    if not args.runlocal:
+      c.total_steps = 800
+      c.eval.every_steps = c.checkpoint.every_steps = 400
+    c.optimizer.boundaries = (7,)
+  return c

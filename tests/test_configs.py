@@ -205,13 +205,14 @@ def test_ctrl_c_in_training_is_one_line_and_exit_130(seg_root, tmp_path):
   assert 'leaked shared_memory' not in err and 'Traceback' not in err
 
 
-@pytest.mark.parametrize('name, images, steps', [('pose_coco', 400, 250),
-                                                 ('cls_imagenet', 400, 160),
-                                                 ('face_300w', 480, 500)])
-def test_demo_boundaries_fall_on_the_stated_steps(name, images, steps):
+@pytest.mark.parametrize('name, variant, images, steps', [
+    ('pose_coco', 'demo', 400, 250), ('cls_imagenet', 'demo', 400, 160),
+    ('face_300w', 'demo', 480, 500), ('det_coco_faster_rcnn', 'tracking_demo', 768, 672),
+    ('pose_posetrack', 'demo', 1932, 1320)])
+def test_demo_boundaries_fall_on_the_stated_steps(name, variant, images, steps):
   """Boundaries are epochs; on each demo's data they land on the step its docstring states."""
   from hrnet_jax.train import optim
-  c = load(name, 'demo')
+  c = load(name, variant)
   per_epoch = images // c.batch_size
   s = optim.make_schedule(c.optimizer, c.total_steps, per_epoch)
   assert float(s(steps - 1)) == pytest.approx(c.optimizer.lr)

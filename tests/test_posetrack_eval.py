@@ -253,6 +253,33 @@ def test_demo_videos_hold_crossing_tracks(demo_root):
   np.testing.assert_allclose(result['mot']['mota'], 100.0)
 
 
+def test_demo_person_boxes_for_a_detector(demo_root):
+  """The instances file the detector trains on: one box per annotated person and frame, each
+  the tight box of the person's drawing: it holds the joints and passes them by no more than
+  the drawing's thickness when all are inside the frame (limbs, hands and feet under 0.06 of
+  the height; the height is the head box's side / 0.12)."""
+  from hrnet_jax.data.sources.coco_detection import CocoDetection
+  src = CocoDetection(demo_root, 'train', train=False)
+  pairs = read_pairs(demo_root / 'annotations' / 'train', demo_root / 'annotations' / 'train')
+  frames = [f for video, _ in pairs for f in video.frames]
+  assert len(src) == len(frames) == 18
+  for i, frame in enumerate(frames):
+    sample = src[i]
+    assert src.names[i] == frame.image.split('/', 2)[2]
+    boxes = sample['boxes']
+    assert len(boxes) == len(frame.people) and (sample['labels'] == 0).all()
+    for person in frame.people:
+      j = person.joints[person.present]
+      extent = np.concatenate([j.min(0), j.max(0)])
+      margin = np.abs(boxes - extent).max(1)
+      box = boxes[margin.argmin()]
+      # (1.5 px: the head circle's centre and radius are drawn rounded to whole pixels)
+      assert ((j >= box[:2] - 1.5) & (j <= box[2:] + 1.5)).all()
+      height = (person.head[2] - person.head[0]) / 0.12
+      if person.present.all():  # (a joint outside the frame is not annotated but drawn)
+        assert margin.min() <= 0.06 * height + 1.5, (frame.image, margin.min(), height)
+
+
 def test_training_samples_from_either_layout(demo_root, tmp_path):
   """Boxes = the joints' extent + 15% (worked by hand for one person), the 17 slots (ears
   empty, head_bottom and head_top not a flip pair), the same samples from a 2017 copy, whose

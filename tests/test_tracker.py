@@ -78,7 +78,7 @@ def test_ids_survive_the_crossings():
   counts = result['mot']['counts']
   assert counts['num_switches'].sum() == 0 and counts['num_misses'].sum() == 0
   assert result['mot']['mota'][-1] == pytest.approx(100.0)
-  flow_only, _ = track_demo(settings=TrackerSettings(unmoved_too=False))
+  flow_only, _ = track_demo(settings=TrackerSettings(velocity_too=False))
   assert flow_only['mot']['counts']['num_switches'].sum() > 0
 
 
@@ -92,6 +92,35 @@ def test_boxes_moved_by_flow_recover_missed_detections():
   # Misses are counted per joint: at most one dropped person-frame of the 24 stays missed.
   assert counts['num_misses'].sum() <= 15 + 1
   assert result['mot']['mota'][-1] > 99.0
+
+
+def test_a_hidden_person_keeps_the_id_by_its_velocity():
+  """A person walking right 12 px a frame, hidden (no detection, no pose) in frames 3 and 4,
+  found again 36 px on from where last seen: compared where its velocity takes it, the id
+  stays; with the flow alone (no motion here) it is a new person."""
+  from hrnet_jax.data.demos.pose_demo import pose_keypoints
+  pose = pose_keypoints(np.random.default_rng(0), 20.0, 10.0, 100.0)
+  frame = np.zeros((160, 200, 3), np.uint8)
+  no_motion = lambda a, b: np.zeros(a.shape[:2] + (2,))
+
+  def ids(settings):
+    tracker, out = PoseTracker(None, no_motion, settings), []
+    for t in range(6):
+      here = pose + [12.0 * t, 0.0]
+      visible = t not in (3, 4)
+
+      def estimate(image, boxes, here=here, visible=visible):
+        del image
+        return (np.repeat(here[None], len(boxes), 0),
+                np.full((len(boxes), 17), 0.9 if visible else 0.0))
+
+      tracker.estimate = estimate
+      box = np.concatenate([here.min(0) - 5, here.max(0) + 5, [1.0]])[None]
+      out.append([p.track_id for p in tracker.step(frame, box if visible else box[:0])])
+    return out
+
+  assert ids(TrackerSettings()) == [[0], [0], [0], [], [], [0]]
+  assert ids(TrackerSettings(velocity_too=False)) == [[0], [0], [0], [], [], [1]]
 
 
 @pytest.mark.slow

@@ -5,7 +5,10 @@ layout with ground-truth tracks, so the real reader, tracker and metrics run on 
 Each person keeps their look (colours, proportions) through a video and moves at a steady
 velocity with swinging limbs; the joints are the figure's (17 PoseTrack slots: nose,
 head_bottom = the neck, head_top = the top of the head circle, empty ears, COCO's body joints);
-the head box is the head circle's square. A joint outside the image is not annotated."""
+the head box is the head circle's square. A joint outside the image is not annotated.
+Beside them, `annotations/instances_{split}.json` holds every person's box in the COCO instances
+layout (the tight box of the figure's drawing, hidden parts included), so a person detector can
+be trained for the tracker on the same scenes (dataset `posetrack_demo_persons`)."""
 
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ import numpy as np
 from hrnet_jax.data.demos.pose_demo import draw_figure, pose_background, pose_keypoints
 from hrnet_jax.data.demos.store import cache_dir, write_once
 
-POSETRACK_VERSION = 1
-SPLITS = {'train': 24, 'val': 8}  # videos per split
+POSETRACK_VERSION = 3  # 3: 64 training videos; 2: the person boxes (instances files); 1: 24
+SPLITS = {'train': 64, 'val': 8}  # videos per split (64: enough backgrounds for a detector)
 FRAMES = 12  # per video
 
 
@@ -75,19 +78,26 @@ def _slots(k: np.ndarray, height: float, w: int, h: int) -> tuple[np.ndarray, li
 
 
 def write_video(folder: pathlib.Path, name: str, split: str, rng: np.random.Generator,
-                size_hw: tuple[int, int], frames: int) -> dict:
-  """Writes the frames of one video as JPEGs under `folder` and returns its 2018 JSON."""
+                size_hw: tuple[int, int], frames: int) -> tuple[dict, list[list]]:
+  """Writes the frames of one video as JPEGs under `folder`; returns its 2018 JSON and per frame
+  the people's drawn boxes [x1, y1, x2, y2]."""
   from hrnet_jax.data.sources.posetrack import SLOTS_2018
   h, w = size_hw
   background = pose_background(rng, h, w)
   people = _walkers(rng, h, w, frames)
   (folder / name).mkdir(parents=True)
-  images, annotations = [], []
+  images, annotations, drawn = [], [], []
   for t in range(frames):
     image = background.copy()
     poses = {p['track_id']: _pose(p, t) for p in people}
+    boxes = []
     for p in sorted(people, key=lambda p: p['depth']):  # far to near
+      before = image.copy()
       draw_figure(image, poses[p['track_id']], p['height'], np.random.default_rng(p['look']))
+      ys, xs = np.nonzero(np.any(before != image, axis=2))
+      if len(xs):
+        boxes.append([float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)])
+    drawn.append(boxes)
     image = image + rng.normal(0, 4, image.shape)
     file_name = f'images/{split}/{name}/{t:06d}.jpg'
     cv2.imwrite(str(folder / name / f'{t:06d}.jpg'),
@@ -106,25 +116,46 @@ def write_video(folder: pathlib.Path, name: str, split: str, rng: np.random.Gene
                           'keypoints': [float(v) for v in keypoints.reshape(-1)]})
   return {'images': images, 'annotations': annotations,
           'categories': [{'id': 1, 'name': 'person', 'supercategory': 'person',
-                          'keypoints': list(SLOTS_2018)}]}
+                          'keypoints': list(SLOTS_2018)}]}, drawn
+
+
+def _instances(videos: list[tuple[str, dict, list[list]]]) -> dict:
+  """A split's person boxes in the COCO instances layout (file names under images/{split})."""
+  images, annotations = [], []
+  for v, (name, data, drawn) in enumerate(videos):
+    for im, boxes in zip(data['images'], drawn):
+      image_id = (v + 1) * 1000 + im['id']
+      images.append({'id': image_id, 'file_name': im['file_name'].split('/', 2)[2],
+                     'height': im['height'], 'width': im['width']})
+      for x1, y1, x2, y2 in boxes:
+        annotations.append({'id': len(annotations) + 1, 'image_id': image_id, 'category_id': 1,
+                            'bbox': [x1, y1, x2 - x1, y2 - y1],
+                            'area': (x2 - x1) * (y2 - y1), 'iscrowd': 0})
+  return {'images': images, 'annotations': annotations,
+          'categories': [{'id': 1, 'name': 'person', 'supercategory': 'person'}]}
 
 
 def write_posetrack_demo(root: str | os.PathLike, videos: dict[str, int] | None = None,
                          frames: int = FRAMES, size_hw: tuple[int, int] = (192, 256),
                          seed: int = 0) -> pathlib.Path:
   """Writes the demo in PoseTrack2018's layout under `root` (atomically):
-  images/{split}/{video}/{frame:06d}.jpg and annotations/{split}/{video}.json."""
+  images/{split}/{video}/{frame:06d}.jpg, annotations/{split}/{video}.json, and the person
+  boxes of each split in annotations/instances_{split}.json."""
   import json
   videos = SPLITS if videos is None else videos
 
   def fill(tmp: pathlib.Path) -> None:
     for split, count in videos.items():
       (tmp / 'annotations' / split).mkdir(parents=True)
+      written = []
       for v in range(count):
         name = f'{v + (0 if split == "train" else 500):06d}_demo_{split}'
         rng = np.random.default_rng([seed, 30, v, len(split)])
-        data = write_video(tmp / 'images' / split, name, split, rng, size_hw, frames)
+        data, drawn = write_video(tmp / 'images' / split, name, split, rng, size_hw, frames)
         (tmp / 'annotations' / split / f'{name}.json').write_text(json.dumps(data))
+        written.append((name, data, drawn))
+      (tmp / 'annotations' / f'instances_{split}.json').write_text(
+          json.dumps(_instances(written)))
 
   return write_once(root, fill, f'hrnet-jax posetrack demo v{POSETRACK_VERSION}')
 

@@ -29,6 +29,7 @@ DATASETS: dict[str, tuple[str, str]] = {
     'mpii': ('pose', 'mpii.MPII'),
     'posetrack': ('pose', 'posetrack.PoseTrackKeypoints'),
     'posetrack_demo': ('pose', 'posetrack.PoseTrackKeypoints'),
+    'posetrack_demo_persons': ('detection', 'coco_detection.CocoDetection'),
     'wflw': ('landmarks', 'faces.WFLW'),
     '300w': ('landmarks', 'faces.Face300W'),
     'cofw': ('landmarks', 'faces.COFW'),
@@ -44,7 +45,8 @@ DATASETS: dict[str, tuple[str, str]] = {
 DEMO_ROOTS: dict[str, str] = {'cityscapes_demo': 'seg_demo_root', 'coco_demo': 'pose_demo_root',
                               'face_demo': 'face_demo_root', 'imagenet_demo': 'cls_demo_root',
                               'det_demo': 'det_demo_root',
-                              'posetrack_demo': 'posetrack_demo_root'}
+                              'posetrack_demo': 'posetrack_demo_root',
+                              'posetrack_demo_persons': 'posetrack_demo_root'}
 
 
 def reader_class(name: str, task: str) -> type[Source]:
