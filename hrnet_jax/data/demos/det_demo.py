@@ -15,7 +15,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from hrnet_jax.data.demos.pose_demo import draw_figure, pose_background, pose_keypoints
+from hrnet_jax.data.demos.pose_demo import (draw_figure, drawn_box, pose_background,
+                                             pose_keypoints)
 from hrnet_jax.data.demos.store import cache_dir, write_coco_image, write_once
 from hrnet_jax.ops.masks import encode_rle
 
@@ -125,14 +126,6 @@ def _det_distractors(image: np.ndarray, rng: np.random.Generator) -> None:
         cv2.line(image, (x, y), q, _rgb(rng), int(rng.integers(1, 3)), cv2.LINE_AA)
 
 
-def _drawn_box(changed: np.ndarray) -> list[float] | None:
-  """[x1, y1, x2, y2] of the pixels that drawing changed (tight, inside the image)."""
-  ys, xs = np.nonzero(changed)
-  if len(xs) == 0:
-    return None
-  return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
-
-
 def _det_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, list[dict]]:
   """One image and its annotations (bbox as x1y1x2y2 here, and the visible `mask`): 1-5 people,
   stop signs and balls of 16-170 pixels, partly overlapping or cut by the border, and now and
@@ -175,7 +168,7 @@ def _det_image(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, li
     else:
       _draw_ball(image, cx, cy, size / 2, rng)
     changed = np.any(before != image, axis=2)
-    box = _drawn_box(changed)
+    box = drawn_box(changed)
     if box is not None:
       for earlier in annotations:  # drawn over: no longer visible there
         earlier['mask'] &= ~changed

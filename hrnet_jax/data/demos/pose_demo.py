@@ -62,6 +62,14 @@ def pose_keypoints(rng: np.random.Generator, cx: float, top: float, height: floa
   return k
 
 
+def drawn_box(changed: np.ndarray) -> list[float] | None:
+  """[x1, y1, x2, y2] of the pixels that drawing changed (tight, inside the image)."""
+  ys, xs = np.nonzero(changed)
+  if len(xs) == 0:
+    return None
+  return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
 def draw_figure(image: np.ndarray, k: np.ndarray, height: float,
                  rng: np.random.Generator) -> None:
   u = height

@@ -18,7 +18,8 @@ import pathlib
 import cv2
 import numpy as np
 
-from hrnet_jax.data.demos.pose_demo import draw_figure, pose_background, pose_keypoints
+from hrnet_jax.data.demos.pose_demo import (draw_figure, drawn_box, pose_background,
+                                             pose_keypoints)
 from hrnet_jax.data.demos.store import cache_dir, write_once
 
 POSETRACK_VERSION = 3  # 3: 64 training videos; 2: the person boxes (instances files); 1: 24
@@ -94,9 +95,9 @@ def write_video(folder: pathlib.Path, name: str, split: str, rng: np.random.Gene
     for p in sorted(people, key=lambda p: p['depth']):  # far to near
       before = image.copy()
       draw_figure(image, poses[p['track_id']], p['height'], np.random.default_rng(p['look']))
-      ys, xs = np.nonzero(np.any(before != image, axis=2))
-      if len(xs):
-        boxes.append([float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)])
+      box = drawn_box(np.any(before != image, axis=2))
+      if box is not None:
+        boxes.append(box)
     drawn.append(boxes)
     image = image + rng.normal(0, 4, image.shape)
     file_name = f'images/{split}/{name}/{t:06d}.jpg'
