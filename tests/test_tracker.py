@@ -123,6 +123,40 @@ def test_a_hidden_person_keeps_the_id_by_its_velocity():
   assert ids(TrackerSettings(velocity_too=False)) == [[0], [0], [0], [], [], [1]]
 
 
+def test_a_pose_of_few_joints_neither_takes_a_track_nor_starts_one():
+  """Frame 1 has no detection of the person of frame 0, only two small false boxes whose poses
+  keep 5 joints: one on the person's head (its joints exactly there), one elsewhere. With
+  min_joints 8 both are dropped and the person is found by the box moved from frame 0 (all 17
+  joints, id 0); with 3 the head pose takes id 0 and the other starts id 1."""
+  from hrnet_jax.data.demos.pose_demo import pose_keypoints
+  pose = pose_keypoints(np.random.default_rng(0), 60.0, 10.0, 100.0)
+  frame = np.zeros((160, 200, 3), np.uint8)
+  no_motion = lambda a, b: np.zeros(a.shape[:2] + (2,))
+  head = np.concatenate([pose[:5].min(0) - 2, pose[:5].max(0) + 2])
+  far = head + [100, 40, 100, 40]
+  partial = np.where(np.arange(17)[:, None] < 5, 1.0, 0.0)
+
+  def estimate(image, boxes):
+    del image
+    joints, scores = [], []
+    for box in boxes:
+      shift = [100, 40] if np.allclose(box, far) else [0, 0]
+      few = np.allclose(box, head) or np.allclose(box, far)
+      joints.append(pose + shift)
+      scores.append(np.where(partial[:, 0] > 0, 0.9, 0.1) if few else np.full(17, 0.9))
+    return np.asarray(joints), np.asarray(scores)
+
+  def run(settings):
+    tracker = PoseTracker(estimate, no_motion, settings)
+    full = np.concatenate([pose.min(0) - 5, pose.max(0) + 5, [1.0]])[None]
+    first = tracker.step(frame, full)
+    second = tracker.step(frame, np.asarray([[*head, 0.9], [*far, 0.9]]))
+    return [[(p.track_id, int((p.scores > 0.4).sum())) for p in f] for f in (first, second)]
+
+  assert run(TrackerSettings()) == [[(0, 17)], [(0, 17)]]
+  assert run(TrackerSettings(min_joints=3)) == [[(0, 17)], [(0, 5), (1, 5)]]
+
+
 @pytest.mark.slow
 def test_eval_and_predict_track_with_a_trained_checkpoint(tmp_path):
   """train.py (the tiny recipe, 6 steps) then eval.py --track with the ground-truth people's
