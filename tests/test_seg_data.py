@@ -9,6 +9,7 @@ import time
 import zipfile
 
 import cv2
+import jax
 import numpy as np
 import pytest
 
@@ -134,6 +135,27 @@ def test_train_iterator_is_deterministic_and_resumes_exactly(demo_root):
     np.testing.assert_array_equal(x['label'], y['label'])
   c = take(pipeline.train_iterator(src, tf, batch_size=4, seed=4), 1)
   assert not np.array_equal(a[0]['image'], c[0]['image'])
+
+
+def test_device_feed_hands_the_same_batches_and_resumes_at_the_first_unused(demo_root):
+  """Batches read ahead onto the devices come out in the iterator's order, and the state saved
+  after 3 steps (the host iterator being 2 batches further) resumes at the 4th."""
+  from hrnet_jax.train import parallel
+  from hrnet_jax.train.device_feed import DeviceFeed
+  src = cityscapes.CityscapesFolder(demo_root, 'train')
+  it = lambda: pipeline.train_iterator(src, transforms_partial(), batch_size=4, seed=3)
+  plain = take(it(), 6)
+  mesh = parallel.make_mesh()
+  feed = DeviceFeed(it(), mesh, depth=2)
+  first = take(feed, 3)
+  assert len(feed._ahead) == 2  # read ahead, not yet used
+  resumed = DeviceFeed(it(), mesh, depth=2)
+  resumed.set_state(feed.get_state())
+  for x, y in zip(plain, first + take(resumed, 3)):
+    assert isinstance(y['image'], jax.Array)
+    np.testing.assert_array_equal(x['image'], np.asarray(y['image']))
+    np.testing.assert_array_equal(x['label'], np.asarray(y['label']))
+  assert feed.take_waited() > 0 and feed.take_waited() == 0
 
 
 def test_worker_processes_give_the_same_batches(demo_root):

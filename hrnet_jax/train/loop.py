@@ -32,6 +32,7 @@ from hrnet_jax.tasks import get_task
 from hrnet_jax.tasks.base import Task
 from hrnet_jax.train import checkpoint, optim, parallel
 from hrnet_jax.train import workdir as workdir_lib
+from hrnet_jax.train.device_feed import DeviceFeed
 from hrnet_jax.train.evaluator import evaluate, make_eval_step
 from hrnet_jax.train.log import Logger
 from hrnet_jax.train.precision import compute_dtype
@@ -332,9 +333,11 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
     manager = checkpoint.make_manager(workdir, c.keep, c.keep_best, task.metric_name,
                                       async_save=c.async_save, mode=task.metric_mode)
 
+    feed = DeviceFeed(data_iter, mesh, config.data.get('device_prefetch', 2))
+
     # --- State: resumed, or fresh (with init_from) ----------------------------------------------
     state, start = create_train_state(config, task, mesh, tx, manager=manager,
-                                      data_iter=data_iter, log=logger.info)
+                                      data_iter=feed, log=logger.info)
 
     # --- Compiled steps -------------------------------------------------------------------------
     sharding = shardings_of(state)
@@ -358,7 +361,7 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
     stops = StopSignals(c.preemption_check_every)
     while step < end:
       # (No name holds the batch: its host memory is released as soon as the step has used it.)
-      state, metrics = step_fn(state, parallel.to_global(next(data_iter), mesh))
+      state, metrics = step_fn(state, next(feed))
       step += 1
       losses.push(step, metrics)
       for hook in hooks:
@@ -369,7 +372,8 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
         now = time.time()
         step_time = (now - last_time) / max(1, step - last_step)
         figures = {'loss': float(np.mean(losses.take())), 'lr': float(metrics['lr']),
-                   'img/s': config.batch_size / step_time, 's/step': step_time}
+                   'img/s': config.batch_size / step_time, 's/step': step_time,
+                   'input_wait': 100 * feed.take_waited() / max(now - last_time, 1e-9)}
         figures.update({k: float(v) for k, v in metrics.items() if k not in ('loss', 'lr')})
         logger.progress(step, figures, first_step=start)
         logger.scalars(step, {f'train/{k}': v for k, v in figures.items()})
@@ -386,7 +390,7 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
           scores = {task.metric_name: results[task.metric_name]}
           logger.scalars(step, {f'eval/{k}': v for k, v in results.items() if np.ndim(v) == 0})
         losses.check_state(step, state)
-        checkpoint.save(manager, step, state, data_iter, config, scores)
+        checkpoint.save(manager, step, state, feed, config, scores)
 
       if stops.should_stop(step):
         losses.flush()
@@ -397,7 +401,7 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
         losses.flush()
         if not (is_eval or is_save):
           losses.check_state(step, state)
-          checkpoint.save(manager, step, state, data_iter, config)
+          checkpoint.save(manager, step, state, feed, config)
         logger.info(f'SIGTERM: saved the checkpoint of step {step}; stopping. Run the same '
                     'command to resume.')
         results = {'preempted_at': step}
