@@ -128,3 +128,24 @@ def test_distinct_kernels_counts_each_fused_computation_once():
   r = distinct_kernels(f.lower(xs).compile().as_text())
   assert r['fusion_calls'] == 3 and r['distinct'] == 2
   assert r['by_kind'] == {'generated': 2} and r['by_origin'] == {'other': 2}
+
+
+@pytest.mark.slow
+def test_pipeline_benchmark_times_ours_and_names_a_missing_official_checkout(tmp_path):
+  """benchmarks/pipeline.py on the pose files it writes: our loader's figure in the JSON; an
+  --official directory without the checkout is one message naming the repository."""
+  import subprocess
+  import sys
+  root = __import__('pathlib').Path(__file__).resolve().parents[1]
+  cmd = [sys.executable, 'benchmarks/pipeline.py', '--tasks', 'pose', '--workers', '1',
+         '--batches', '1', '--data', str(tmp_path / 'files')]
+  run = subprocess.run(cmd + ['--json', str(tmp_path / 'p.json')], cwd=root,
+                       capture_output=True, text=True)
+  assert run.returncode == 0, run.stderr[-2000:]
+  pose = json.loads((tmp_path / 'p.json').read_text())['tasks']['pose']
+  assert pose['files'].startswith('24 images 640x480 JPEG') and '72 people' in pose['files']
+  assert pose['runs'][0]['ours'] > 0 and pose['runs'][0]['official'] is None
+  run = subprocess.run(cmd + ['--official', str(tmp_path / 'none')], cwd=root,
+                       capture_output=True, text=True)
+  assert run.returncode != 0
+  assert f'expected a checkout of deep-high-resolution-net.pytorch at {tmp_path}' in run.stderr
