@@ -88,6 +88,7 @@ def base_config(task: str, arch: str) -> ml_collections.ConfigDict:
   c.data.eval_split = 'val'
   c.data.num_workers = 8  # processes running the transforms; 0: threads in this process
   c.data.device_prefetch = 2  # global batches kept on the devices ahead of the step
+  c.data.benchmark = 0  # > 0: train.py times this many batches of the input alone and stops
   c.data.mean = IMAGENET_MEAN
   c.data.std = IMAGENET_STD
 

@@ -101,6 +101,8 @@ def test_gpu_check_dry_run(tmp_path):
     for phase in ('infer', 'train'):
       assert c[phase]['ratio'] > 0 and c[phase]['jax']['compile_s'] > 0
   assert '| seg_w48 | train | 64x64 b2 bf16 |' in run.stdout
+  pipeline = json.loads((tmp_path / 'gpu_pipeline.json').read_text())
+  assert pipeline['tasks']['pose']['runs'][0]['ours'] > 0
 
 
 def test_gpu_check_rejects_unknown_options():

@@ -466,3 +466,12 @@ def test_a_restart_compiles_nothing_it_compiled_before(seg_root, tmp_path):
   first = train('a')
   assert len(first) >= 2  # at least the train and eval steps
   assert train('b') == first
+
+
+def test_data_benchmark_times_the_input_alone_and_writes_no_checkpoint(seg_root, tmp_path):
+  c = config(seg_root)
+  c.data.benchmark = 3
+  out = train_and_evaluate(c, str(tmp_path))
+  assert out['input_img_per_s'] > 0
+  assert out['input_s_per_batch'] == pytest.approx(c.batch_size / out['input_img_per_s'])
+  assert not (tmp_path / 'checkpoints').exists()

@@ -292,10 +292,27 @@ def where_stopped(manager: Any, step: int) -> str:
   return f'stopped at step {step}; the last checkpoint is {kept}'
 
 
+def time_input(feed: DeviceFeed, steps: int, batch_size: int, num_workers: int,
+               log: Callable[[str], None] = print) -> dict[str, float]:
+  """The input pipeline alone through the training loop's device feed, no model: the rate the
+  devices would be offered. Start-up and what the workers buffered meanwhile are not timed."""
+  for _ in range(3 + 2 * num_workers):
+    jax.block_until_ready(next(feed))
+  start = time.perf_counter()
+  for _ in range(steps):
+    jax.block_until_ready(next(feed))
+  seconds = time.perf_counter() - start
+  rate = steps * batch_size / seconds
+  log(f'input pipeline alone: {steps} batches of {batch_size} in {seconds:.2f} s: '
+      f'{rate:.1f} img/s, {seconds / steps:.3f} s per batch ({num_workers} workers)')
+  return {'input_img_per_s': rate, 'input_s_per_batch': seconds / steps}
+
+
 def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
                        hooks: Sequence[Callable[[int], None]] = ()) -> dict[str, Any]:
   """Trains (resuming from the workdir's newest checkpoint), evaluates periodically, returns the
-  last evaluation's results. `stop_at` ends this run early at that step with a checkpoint, as a
+  last evaluation's results (`config.data.benchmark` > 0: times that many batches of the input
+  alone instead, `time_input`, and returns its rate). `stop_at` ends this run early at that step with a checkpoint, as a
   preemption would; each of `hooks` is called with the step number after every step."""
   # --- Setup -------------------------------------------------------------------------------------
   existed = workdir_lib.check_workdir(workdir)
@@ -330,10 +347,12 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
         train_source, task.train_transform(), batch_size=local_batch, seed=config.seed,
         num_workers=config.data.num_workers, process_index=jax.process_index(),
         process_count=jax.process_count(), groups=task.batch_groups(train_source, train=True))
+    feed = DeviceFeed(data_iter, mesh, config.data.get('device_prefetch', 2))
+    if config.data.get('benchmark', 0) > 0:
+      return time_input(feed, int(config.data.benchmark), config.batch_size,
+                        config.data.num_workers, logger.info)
     manager = checkpoint.make_manager(workdir, c.keep, c.keep_best, task.metric_name,
                                       async_save=c.async_save, mode=task.metric_mode)
-
-    feed = DeviceFeed(data_iter, mesh, config.data.get('device_prefetch', 2))
 
     # --- State: resumed, or fresh (with init_from) ----------------------------------------------
     state, start = create_train_state(config, task, mesh, tx, manager=manager,
