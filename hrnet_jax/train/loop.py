@@ -312,8 +312,9 @@ def train_and_evaluate(config: Any, workdir: str, stop_at: int | None = None,
                        hooks: Sequence[Callable[[int], None]] = ()) -> dict[str, Any]:
   """Trains (resuming from the workdir's newest checkpoint), evaluates periodically, returns the
   last evaluation's results (`config.data.benchmark` > 0: times that many batches of the input
-  alone instead, `time_input`, and returns its rate). `stop_at` ends this run early at that step with a checkpoint, as a
-  preemption would; each of `hooks` is called with the step number after every step."""
+  alone instead, `time_input`, and returns its rate). `stop_at` ends this run early at that
+  step with a checkpoint, as a preemption would; each of `hooks` is called with the step number
+  after every step."""
   # --- Setup -------------------------------------------------------------------------------------
   existed = workdir_lib.check_workdir(workdir)
   task = get_task(config)
