@@ -96,18 +96,24 @@ def write_seg(root: pathlib.Path, n: int) -> str:
   return f'{n} images 2048x1024 PNG ({size:.1f} MB each) with labelIds'
 
 
-def write_pose(root: pathlib.Path, n: int) -> str:
+def _coco_image(root: pathlib.Path, image_id: int, h: int, w: int,
+                rng: np.random.Generator) -> dict:
+  """Writes images/train2017/<id as 12 digits>.jpg (COCO's naming); returns its record."""
   import cv2
+  name = f'{image_id:012d}.jpg'
+  folder = root / 'images' / 'train2017'
+  folder.mkdir(parents=True, exist_ok=True)
+  cv2.imwrite(str(folder / name), _photo(rng, h, w, 16), [cv2.IMWRITE_JPEG_QUALITY, 90])
+  return {'id': image_id, 'file_name': name, 'width': w, 'height': h}
+
+
+def write_pose(root: pathlib.Path, n: int) -> str:
   rng = np.random.default_rng(0)
-  (root / 'images' / 'train2017').mkdir(parents=True, exist_ok=True)
   (root / 'annotations').mkdir(parents=True, exist_ok=True)
   images, annotations = [], []
   for i in range(n):
     image_id = 1000 + i
-    name = f'{image_id:012d}.jpg'
-    cv2.imwrite(str(root / 'images' / 'train2017' / name), _photo(rng, 480, 640, 16),
-                [cv2.IMWRITE_JPEG_QUALITY, 90])
-    images.append({'id': image_id, 'file_name': name, 'width': 640, 'height': 480})
+    images.append(_coco_image(root, image_id, 480, 640, rng))
     for _ in range(3):
       w, h = rng.uniform(60, 200), rng.uniform(120, 400)
       x, y = rng.uniform(0, 640 - w), rng.uniform(0, 480 - h)
@@ -166,18 +172,13 @@ def write_face(root: pathlib.Path, n: int) -> str:
 
 def write_det(root: pathlib.Path, n: int) -> str:
   """COCO instances: 640x480 JPEG (every third portrait), 7 boxes of 3 categories each."""
-  import cv2
   rng = np.random.default_rng(0)
-  (root / 'images' / 'train2017').mkdir(parents=True, exist_ok=True)
   (root / 'annotations').mkdir(parents=True, exist_ok=True)
   images, annotations = [], []
   for i in range(n):
     image_id = 2000 + i
-    name = f'{image_id:012d}.jpg'
     h, w = (480, 640) if i % 3 else (640, 480)
-    cv2.imwrite(str(root / 'images' / 'train2017' / name), _photo(rng, h, w, 16),
-                [cv2.IMWRITE_JPEG_QUALITY, 90])
-    images.append({'id': image_id, 'file_name': name, 'width': w, 'height': h})
+    images.append(_coco_image(root, image_id, h, w, rng))
     for _ in range(7):
       bw, bh = rng.uniform(20, w / 2), rng.uniform(20, h / 2)
       x, y = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
