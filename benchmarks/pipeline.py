@@ -233,9 +233,11 @@ def run_ours(task_name: str, root: str, workers: int, batches: int) -> float:
 
 def _shim_official() -> None:
   """Today's packages for code written against numpy 1.1x with a GPU (see the docstring)."""
+  import math
   import types
   import torch
-  for name, value in (('int', int), ('float', float), ('bool', bool), ('object', object)):
+  for name, value in (('int', int), ('float', float), ('bool', bool), ('object', object),
+                      ('math', math)):
     if name not in vars(np):
       setattr(np, name, value)
   torch.Tensor.cuda = lambda self, *a, **k: self
@@ -316,8 +318,6 @@ def _scipy_misc_image_functions() -> None:
 
 def official_face(checkout: pathlib.Path, root: str) -> object:
   _scipy_misc_image_functions()
-  import math
-  np.math = math  # numpy 2 removed the alias
   sys.path.insert(0, str(checkout))
   from lib.config import config  # the official repository's (yacs)
   from lib.datasets import Face300W
