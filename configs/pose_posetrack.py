@@ -18,6 +18,7 @@ the files name (`images/{train,val}/<video>/<frame>.jpg`). Variants: `:arch=pose
 """
 
 from configs import common, pose_coco
+from hrnet_jax.tracking.tracker import tracking_config
 
 
 def get_config(arg=None):
@@ -30,6 +31,8 @@ def get_config(arg=None):
   c.data.name = 'posetrack_demo' if demo else 'posetrack'
   c.data.train_split, c.data.eval_split = 'train', 'val'
   del c.data['det_json'], c.data['image_thre']
+  c.tracking = tracking_config()  # eval.py / predict.py --track: each value and why, in
+  # hrnet_jax/tracking/tracker.py (TrackerSettings)
   if demo:  # the pose demo's model; 1932 people in 64 videos: 120 steps per epoch
     if not args.runlocal:
       c.total_steps = 1500  # 6m00s alone on 2 cores (AMD EPYC): mAP 78.6

@@ -53,11 +53,11 @@ def run_tracking(config: Any, checkpoint_path: str, *, split: str | None = None,
   official AP and MOTA tables; writes the per-video prediction files into `predictions_dir`."""
   from hrnet_jax.predict import PersonDetector, Predictor
   from hrnet_jax.tracking import posetrack_metrics, track_videos
-  from hrnet_jax.tracking.tracker import TrackerSettings
+  from hrnet_jax.tracking.tracker import tracker_settings
   if config.task != 'pose' or not get_task(config).videos:
     raise ConfigError(f'--track: expected a PoseTrack pose config (videos), got '
                       f'{config.task} on {config.data.name}')
-  settings = TrackerSettings(detection_score=detector_threshold)
+  settings = tracker_settings(config, detector_threshold)
   predictor = Predictor(config, checkpoint_path)
   boxes = None
   if detector is not None:

@@ -456,8 +456,9 @@ def run(config: Any, checkpoint_path: str, inputs: Sequence[str], out_dir: str |
       raise UserError('--track: give --detector (or --boxes) for the person boxes')
     from hrnet_jax.tracking.flow import DISFlow
     from hrnet_jax.tracking.track_videos import model_estimator
-    from hrnet_jax.tracking.tracker import PoseTracker
-    tracker = PoseTracker(model_estimator(predictor), DISFlow())
+    from hrnet_jax.tracking.tracker import PoseTracker, TrackerSettings, tracker_settings
+    tracker = PoseTracker(model_estimator(predictor), DISFlow(), tracker_settings(
+        config, TrackerSettings.detection_score if detector is None else detector.threshold))
   names = output_names(paths, predictor.task.prediction_arrays)
   print(f'model: {predictor.where}', flush=True)
   if detector is not None:

@@ -72,14 +72,17 @@ def track_demo(drop_every=0, settings=TrackerSettings()):
 
 
 def test_ids_survive_the_crossings():
-  """With every person detected: no id switch, nothing missed (MOTA 100). The flow-only
-  comparison (FlowTrack's) loses an id where the small person walks behind a crossing one."""
+  """With every person detected: no id switch, nothing missed (MOTA 100). FlowTrack's rule
+  (flow-moved poses alone, no colours) loses an id where the small person walks behind a
+  crossing one; the flow and the colours keep it."""
   result, _ = track_demo()
   counts = result['mot']['counts']
   assert counts['num_switches'].sum() == 0 and counts['num_misses'].sum() == 0
   assert result['mot']['mota'][-1] == pytest.approx(100.0)
-  flow_only, _ = track_demo(settings=TrackerSettings(velocity_too=False))
-  assert flow_only['mot']['counts']['num_switches'].sum() > 0
+  flowtrack, _ = track_demo(settings=TrackerSettings(velocity_too=False, appearance=0.0))
+  assert flowtrack['mot']['counts']['num_switches'].sum() > 0
+  coloured, _ = track_demo(settings=TrackerSettings(velocity_too=False))
+  assert coloured['mot']['counts']['num_switches'].sum() == 0
 
 
 def test_boxes_moved_by_flow_recover_missed_detections():
@@ -155,6 +158,92 @@ def test_a_pose_of_few_joints_neither_takes_a_track_nor_starts_one():
 
   assert run(TrackerSettings()) == [[(0, 17)], [(0, 17)]]
   assert run(TrackerSettings(min_joints=3)) == [[(0, 17)], [(0, 5), (1, 5)]]
+
+
+def test_pose_look_is_the_median_colour_along_each_part():
+  """Joints on a painted frame: each part's colour is the median of 5 pixels at 20-80% along
+  its segments (left and right arms together); parts without kept joints are NaN."""
+  from hrnet_jax.data.demos.pose_demo import pose_keypoints
+  from hrnet_jax.tracking.tracker import look_similarity, pose_look
+  joints = pose_keypoints(np.random.default_rng(0), 60.0, 10.0, 100.0)
+  assert (joints.min(0) >= 0).all() and (joints.max(0) < [200, 160]).all()
+  frame = np.zeros((160, 200, 3), np.uint8)
+  frame[..., 0] = np.arange(200)[None, :]  # red = x, green = y: a pixel's colour is its place
+  frame[..., 1] = np.arange(160)[:, None]
+  kept = np.ones(17, bool)
+  kept[[13, 15]] = False  # the left shin and thigh: only the right side is seen
+
+  def expected(segments):
+    at = np.linspace(0.2, 0.8, 5)[:, None]
+    points = np.concatenate([np.rint(a * (1 - at) + b * at) for a, b in segments])
+    return np.median(np.stack([points[:, 0], points[:, 1], 0 * points[:, 0]], 1), 0)
+
+  look = pose_look(frame, joints, kept)
+  neck, hips = joints[[5, 6]].mean(0), joints[[11, 12]].mean(0)
+  np.testing.assert_allclose(look[0], expected([(joints[0], neck)]))
+  np.testing.assert_allclose(look[1], expected([(neck, hips)]))
+  np.testing.assert_allclose(look[2], expected([(joints[5], joints[7]), (joints[6], joints[8])]))
+  np.testing.assert_allclose(look[4], expected([(joints[12], joints[14])]))
+  np.testing.assert_allclose(look[5], expected([(joints[14], joints[16])]))
+  kept[[14, 16]] = False
+  assert np.isnan(pose_look(frame, joints, kept)[5]).all()
+  # Similarity: the mean of exp(-d^2 / 2 sigma^2) over the parts seen in both.
+  a = np.full((6, 3), np.nan)
+  b = a.copy()
+  a[0], b[0] = [10, 20, 30], [13, 24, 30]  # d = 5
+  a[1], b[1] = [0, 0, 0], [0, 0, 0]  # d = 0
+  a[2] = [1, 1, 1]  # seen in one only
+  assert look_similarity(a, b, 5.0) == pytest.approx((np.exp(-0.5) + 1) / 2)
+  assert look_similarity(a, np.full((6, 3), np.nan), 5.0) == 0.0
+
+
+def test_a_hidden_person_found_off_the_path_keeps_the_id_by_colour():
+  """A person seen in frame 0 and hidden in frame 1 is found in frame 2 shifted so far that the
+  pose alone is too unlike (OKS between 0.05 and 0.3): by the paper's pose-only rule
+  (appearance 0) a new id; with the colours along the limbs the same id, and a person dressed
+  otherwise at the same place still a new one."""
+  from hrnet_jax.data.demos.pose_demo import pose_keypoints
+  from hrnet_jax.tracking.tracker import _Track
+  pose = pose_keypoints(np.random.default_rng(0), 40.0, 10.0, 100.0)
+  shifted = pose + [16.0, 6.0]
+  no_motion = lambda a, b: np.zeros(a.shape[:2] + (2,))
+  kept = np.full(17, 0.9)
+  oks = PoseTracker(None, no_motion)._similarity(shifted, kept, None, _Track(0, pose, kept, pose))
+  assert 0.05 < oks < 0.3
+
+  def ids(settings, second_colour):
+    tracker, out = PoseTracker(None, no_motion, settings), []
+    for t, (here, colour) in enumerate(((pose, (200, 40, 40)), (None, None),
+                                        (shifted, second_colour))):
+      frame = np.zeros((160, 200, 3), np.uint8)
+      if here is not None:
+        frame[:] = colour  # the person's colours are all the frame shows
+      seen = pose if here is None else here  # hidden: the estimate finds no joint
+      tracker.estimate = lambda image, boxes, seen=seen, score=0.0 if here is None else 0.9: (
+          np.repeat(seen[None], len(boxes), 0), np.full((len(boxes), 17), score))
+      box = (np.concatenate([here.min(0) - 5, here.max(0) + 5, [1.0]])[None]
+             if here is not None else np.zeros((0, 5)))
+      out.append([p.track_id for p in tracker.step(frame, box)])
+    return out
+
+  no_velocity = dict(velocity_too=False)  # still: no motion to find it by
+  assert ids(TrackerSettings(**no_velocity), (200, 40, 40)) == [[0], [], [0]]
+  assert ids(TrackerSettings(**no_velocity, appearance=0.0), (200, 40, 40)) == [[0], [], [1]]
+  assert ids(TrackerSettings(**no_velocity), (40, 40, 200)) == [[0], [], [1]]
+
+
+def test_tracker_settings_from_the_config():
+  """config.tracking overrides the defaults; a misspelt key is one line naming it."""
+  import ml_collections
+  from hrnet_jax.errors import ConfigError
+  from hrnet_jax.tracking.tracker import tracker_settings, tracking_config
+  config = ml_collections.ConfigDict({'tracking': tracking_config()})
+  config.tracking.appearance = 0.0
+  assert tracker_settings(config, 0.3) == TrackerSettings(detection_score=0.3, appearance=0.0)
+  assert tracker_settings(ml_collections.ConfigDict(), 0.5) == TrackerSettings()
+  config.tracking.apperance = 1.0
+  with pytest.raises(ConfigError, match='config.tracking.apperance: not a tracker setting'):
+    tracker_settings(config, 0.5)
 
 
 @pytest.mark.slow

@@ -3,8 +3,9 @@
 Per frame: (1) the detector's person boxes (score >= `detection_score`), a pose in each (the
 caller's estimator, e.g. the pose model with flip test), OKS NMS; (2) ids: every live track's
 last pose, moved by optical flow to this frame (and, with `velocity_too`, moved on at the
-track's own velocity), is compared with each pose by OKS over the joints kept in both; pairs
-are taken greedily from the most similar, above `min_similarity`; (3) a person of the previous
+track's own velocity), is compared with each pose by OKS over the joints kept in both, plus
+`appearance` x the similarity of their colours along the limbs (ours); pairs are taken greedily
+from the most similar, above `min_similarity`; (3) a person of the previous
 frame whom no detection found: a box around the moved pose (its kept joints' extent + 15%),
 unless a detection overlaps it by IoU > `box_nms_iou`, and the pose there kept under the same
 id when it still resembles the track and duplicates nobody; (4) a detected pose left over
@@ -18,7 +19,7 @@ chosen and why. Everything runs on the host, per video.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -55,6 +56,39 @@ class TrackerSettings:
   # moves its pose away, and a person hidden for a few frames reappears further along its way.
   # Ours, not FlowTrack's: on the demo videos (demo models) flow alone changed 1 / 11 people's
   # ids (ground-truth boxes / the detector's), this way 0 / 6
+  appearance: float = 0.5  # ours, not FlowTrack's (0: its pose-only rule): a pair's similarity
+  # is OKS + this x their colour similarity (0-1: head, torso, upper arms, forearms, thighs,
+  # shins; `pose_look`). Where two people overlap the poses alone are ambiguous and a hidden
+  # person's moved pose drifts with the one in front, so the person reappears far from it. On
+  # the demo videos (1600-step demo detector, 2-core AMD EPYC): people whose id after their
+  # crossing differs from their first: 5 -> 0 of 19; joint id switches 71 -> 37; 0.3: 4; 0.7: as 0.5
+  appearance_sigma: float = 25.0  # colour distance (RGB 0-255) at which a part's similarity is
+  # exp(-1/2): the same clothes under JPEG noise and blur stay within ~10 (15 and 25 gave the
+  # same ids, 40 two later ids changed)
+  appearance_min_oks: float = 0.05  # colour counts only between poses at least this similar,
+  # i.e. near each other: two people dressed alike elsewhere in the frame stay apart (0 and 0.05
+  # the same on the demo; 0.1 and 0.15 left a reappearing person a new id)
+
+
+def tracker_settings(config: Any, detection_score: float) -> TrackerSettings:
+  """The settings of a pose config's `tracking` block (every field but `detection_score`,
+  which is the detector flag's threshold); the defaults where the config has no block."""
+  from hrnet_jax.errors import ConfigError
+  block = dict(config.get('tracking') or {})
+  fields = {f.name for f in dataclasses.fields(TrackerSettings)} - {'detection_score'}
+  unknown = sorted(set(block) - fields)
+  if unknown:
+    raise ConfigError(f'config.tracking.{unknown[0]}: not a tracker setting; expected one of '
+                      f'{", ".join(sorted(fields))}')
+  return TrackerSettings(detection_score=detection_score, **block)
+
+
+def tracking_config() -> dict[str, Any]:
+  """The default settings as a config block (`config.tracking`), overridable from the
+  command line (`--config.tracking.appearance=0`)."""
+  block = dataclasses.asdict(TrackerSettings())
+  del block['detection_score']
+  return block
 
 
 @dataclasses.dataclass
@@ -73,6 +107,7 @@ class _Track:
   seen: np.ndarray  # the last pose where it was estimated
   age: int = 0  # frames since it was last matched
   velocity: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(2))  # px / frame
+  look: np.ndarray | None = None  # (6, 3) part colours (pose_look), NaN: not seen yet
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,6 +124,47 @@ def _box(joints: np.ndarray, kept: np.ndarray, enlarge: float) -> np.ndarray | N
   """x1 y1 x2 y2 of the kept joints' extent, enlarged (None: it spans no area)."""
   box = joint_box(joints, kept, enlarge)
   return None if box is None else np.asarray([box[0], box[1], box[0] + box[2], box[1] + box[3]])
+
+
+# The parts whose colours describe a person (COCO joints; left and right together, so that a
+# pose with its sides swapped looks the same): upper arms, forearms, thighs, shins.
+_LIMBS = (((5, 7), (6, 8)), ((7, 9), (8, 10)), ((11, 13), (12, 14)), ((13, 15), (14, 16)))
+
+
+def pose_look(image: np.ndarray, joints: np.ndarray, kept: np.ndarray) -> np.ndarray:
+  """(6, 3) colours of head (nose to neck), torso (neck to mid-hip), upper arms, forearms,
+  thighs, shins: the median of the pixels at 20-80% along each segment between kept joints (the
+  ends are often background); NaN where a part's joints are not kept."""
+  h, w = image.shape[:2]
+  along = np.linspace(0.2, 0.8, 5)[:, None]
+
+  def pixels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    points = np.rint(a * (1 - along) + b * along).astype(np.int64)
+    return image[np.clip(points[:, 1], 0, h - 1), np.clip(points[:, 0], 0, w - 1)]
+
+  neck, hips = joints[[5, 6]].mean(0), joints[[11, 12]].mean(0)
+  segments: list[list[np.ndarray]] = [[] for _ in range(6)]
+  if kept[[0, 5, 6]].all():
+    segments[0].append(pixels(joints[0], neck))
+  if kept[[5, 6, 11, 12]].all():
+    segments[1].append(pixels(neck, hips))
+  for part, sides in enumerate(_LIMBS):
+    segments[2 + part] += [pixels(joints[a], joints[b]) for a, b in sides if kept[a] and kept[b]]
+  look = np.full((6, 3), np.nan)
+  for part, seen in enumerate(segments):
+    if seen:
+      look[part] = np.median(np.concatenate(seen).astype(np.float64), 0)
+  return look
+
+
+def look_similarity(a: np.ndarray, b: np.ndarray, sigma: float) -> float:
+  """Mean over the parts seen in both looks of exp(-d^2 / 2 sigma^2), d their RGB distance;
+  0 when no part is seen in both."""
+  both = ~np.isnan(a[:, 0]) & ~np.isnan(b[:, 0])
+  if not both.any():
+    return 0.0
+  d2 = ((a[both] - b[both]) ** 2).sum(-1)
+  return float(np.exp(-d2 / (2 * sigma ** 2)).mean())
 
 
 def _area(joints: np.ndarray, kept: np.ndarray) -> float:
@@ -125,15 +201,20 @@ class PoseTracker:
     return float(oks_iou(a, b, area, np.asarray([area]), self.sigmas,
                          self.settings.joint_score)[0])
 
-  def _similarity(self, joints: np.ndarray, scores: np.ndarray, track: _Track) -> float:
+  def _similarity(self, joints: np.ndarray, scores: np.ndarray, look: np.ndarray | None,
+                  track: _Track) -> float:
+    s = self.settings
     where = [track.joints]
-    if self.settings.velocity_too:
+    if s.velocity_too:
       where.append(track.seen + track.velocity * track.age)
-    return max(self._oks(joints, scores, w, track.scores) for w in where)
+    oks = max(self._oks(joints, scores, w, track.scores) for w in where)
+    if look is None or track.look is None or oks <= s.appearance_min_oks:
+      return oks
+    return oks + s.appearance * look_similarity(look, track.look, s.appearance_sigma)
 
   def _poses(self, frame: np.ndarray, boxes: np.ndarray) -> list[tuple]:
-    """(joints, scores, box) per box with `min_joints` kept joints, duplicates removed by OKS
-    NMS (best pose first)."""
+    """(joints, scores, box, look) per box with `min_joints` kept joints, duplicates removed by
+    OKS NMS (best pose first)."""
     from hrnet_jax.tasks.pose import oks_nms
     if not len(boxes):
       return []
@@ -147,14 +228,18 @@ class PoseTracker:
     kpts = np.concatenate([joints, scores[..., None]], -1)
     keep = oks_nms(kpts, score, areas, self.settings.oks_nms, self.sigmas,
                    self.settings.joint_score)
-    return [(joints[i], scores[i], boxes[i]) for i in keep]
+    return [(joints[i], scores[i], boxes[i], self._look(frame, joints[i], scores[i]))
+            for i in keep]
+
+  def _look(self, frame: np.ndarray, joints: np.ndarray, scores: np.ndarray) -> np.ndarray | None:
+    return pose_look(frame, joints, self._kept(scores)) if self.settings.appearance else None
 
   def _match(self, poses: list[tuple]) -> dict[int, int]:
     """pose index -> track index, greedily from the most similar pair above min_similarity."""
     pairs = []
-    for p, (joints, scores, _) in enumerate(poses):
+    for p, (joints, scores, _, look) in enumerate(poses):
       for t, track in enumerate(self.tracks):
-        sim = self._similarity(joints, scores, track)
+        sim = self._similarity(joints, scores, look, track)
         if sim > self.settings.min_similarity:
           pairs.append((sim, p, t))
     pairs.sort(key=lambda x: (-x[0], x[1], x[2]))
@@ -178,7 +263,7 @@ class PoseTracker:
     # 1. The detected people, matched to the tracks.
     poses = self._poses(frame, detections[:, :4])
     owner = self._match(poses)
-    out: list[tuple[_Track, tuple]] = []
+    out: list[tuple[_Track, tuple]] = []  # (track, (joints, scores, box, look or None))
     for p, pose in enumerate(poses):
       if p in owner:
         out.append((self.tracks[owner[p]], pose))
@@ -199,21 +284,25 @@ class PoseTracker:
                                    np.asarray(scores, np.float64), boxes):
         found = [pose for _, pose in out] + [pose for q, pose in enumerate(poses)
                                              if q not in owner]
-        if (self._similarity(j, sc, track) > s.min_similarity
+        if (self._similarity(j, sc, self._look(frame, j, sc), track) > s.min_similarity
             and all(self._oks(j, sc, f[0], f[1]) <= s.oks_nms for f in found)):
-          out.append((track, (j, sc, box)))
+          out.append((track, (j, sc, box, None)))  # a pose in a box we placed: look not kept
     # 3. New ids for the detected people left over.
-    for p, (joints, scores, box) in enumerate(poses):
+    for p, pose in enumerate(poses):
       if p not in owner:
-        track = _Track(self.next_id, joints, scores, joints)
+        track = _Track(self.next_id, pose[0], pose[1], pose[0])
         self.next_id += 1
         self.tracks.append(track)
-        out.append((track, (joints, scores, box)))
+        out.append((track, pose))
     result = []
-    for track, (joints, scores, box) in out:
+    for track, (joints, scores, box, look) in out:
       both = self._kept(scores) & self._kept(track.scores)
       if track.age and both.any():
         track.velocity = (joints[both] - track.seen[both]).mean(0) / track.age
+      if look is not None:  # a detected pose: the track's colours move halfway to its own
+        track.look = look if track.look is None else np.where(
+            np.isnan(track.look), look, np.where(np.isnan(look), track.look,
+                                                 (track.look + look) / 2))
       track.joints, track.seen, track.scores, track.age = joints, joints, scores, 0
       result.append(TrackedPose(track.track_id, joints, scores, np.asarray(box)))
     self.tracks = [t for t in self.tracks if t.age <= s.memory]
