@@ -39,9 +39,9 @@ export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$HOME/.cache/hrne
 # with as many workers as a GPU host gives a trainer: written beside the JSON as *_pipeline.json.
 pipeline() {
   if [ ${#dry[@]} -gt 0 ]; then
-    "$PY" benchmarks/pipeline.py --tasks pose --workers 1 --batches 1 --json "${out%.json}_pipeline.json"
+    "$PY" benchmarks/pipeline.py --tasks pose --workers 1 --batches 1 --repeats 1 --json "${out%.json}_pipeline.json"
   else
-    "$PY" benchmarks/pipeline.py --workers 1 4 8 --batches 8 --json "${out%.json}_pipeline.json"
+    "$PY" benchmarks/pipeline.py --workers 1 4 8 --batches 40 --repeats 1 --json "${out%.json}_pipeline.json"
   fi
 }
 model_cases=()

@@ -1,15 +1,17 @@
 """Input-pipeline throughput: our grain pipelines against the official repositories' datasets.
 
     python benchmarks/pipeline.py [--official DIR] [--tasks seg pose cls face det] \
-        [--workers 1 2] [--batches 8] [--data DIR] [--json OUT]
+        [--workers 1 2] [--batches 40] [--repeats 3] [--data DIR] [--json OUT]
 
 Per task the benchmark writes the same files in the real layout (a temporary directory, or
 --data DIR, kept and reused), then times training batches of our pipeline (the recipe's source
 and train transform through `hrnet_jax.data.pipeline.train_iterator`, N worker processes) and,
 with --official, of the official repository's dataset class with its own transforms through
 torch's DataLoader with the same N workers, batch size and files. Each run is a fresh process;
-the start-up and the batches the workers buffer meanwhile are not timed. Reported: samples/s,
-samples/s per worker and ours / official.
+the start-up and the batches the workers buffer meanwhile are not timed; `--repeats` runs per
+side, ours and official alternated, and the median reported (on a shared 2-core VM single runs
+of a second or two varied by up to 25%). Reported: samples/s, samples/s per worker and
+ours / official.
 
 DIR holds checkouts of the official repositories under their repository names
 (HRNet-Semantic-Segmentation, deep-high-resolution-net.pytorch, HRNet-Image-Classification,
@@ -53,7 +55,11 @@ CONFIGS = {'seg': 'configs/seg_cityscapes.py', 'pose': 'configs/pose_coco.py',
            'cls': 'configs/cls_imagenet.py', 'face': 'configs/face_300w.py',
            'det': 'configs/det_coco_faster_rcnn.py'}
 BATCH = {'seg': 4, 'pose': 16, 'cls': 16, 'face': 16, 'det': 2}
-FILES = {'seg': 12, 'pose': 24, 'cls': 48, 'face': 24, 'det': 24}
+# Images per task (file names), and how many distinct ones behind them (the rest hard links): a
+# split of realistic length for the samplers (grain's index shuffle costs 400 us per index over
+# 72 samples, 15 us over 2400, 4 us over COCO's 150k people), few bytes on disk.
+FILES = {'seg': 600, 'pose': 800, 'cls': 2400, 'face': 2400, 'det': 1200}
+DISTINCT = {'seg': 12, 'pose': 24, 'cls': 48, 'face': 24, 'det': 24}
 
 
 # --- Files in the real layouts ------------------------------------------------------------------
@@ -74,46 +80,56 @@ def _photo(rng: np.random.Generator, h: int, w: int, noise: float) -> np.ndarray
   return np.clip(image, 0, 255).astype(np.uint8)
 
 
+def _file(path: pathlib.Path, key: object, write, written: dict) -> None:
+  """`write(path)` the first time `key` comes; later `path` is a hard link to that file."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  if key in written:
+    os.link(written[key], path)
+  else:
+    write(path)
+    written[key] = path
+
+
 def write_seg(root: pathlib.Path, n: int) -> str:
   import cv2
   rng = np.random.default_rng(0)
-  lines = []
+  lines, written = [], {}
   for i in range(n):
     city = f'city{i % 3}'
     name = f'{city}_{i:06d}_000019'
     img = root / 'leftImg8bit' / 'train' / city / f'{name}_leftImg8bit.png'
     lab = root / 'gtFine' / 'train' / city / f'{name}_gtFine_labelIds.png'
-    img.parent.mkdir(parents=True, exist_ok=True)
-    lab.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(img), _photo(rng, 1024, 2048, 1.5))
-    ids = cv2.resize(rng.integers(0, 34, (16, 32)).astype(np.uint8), (2048, 1024),
-                     interpolation=cv2.INTER_NEAREST)
-    cv2.imwrite(str(lab), ids)
+    k = i % DISTINCT['seg']
+    _file(img, ('img', k), lambda p: cv2.imwrite(str(p), _photo(rng, 1024, 2048, 1.5)), written)
+    _file(lab, ('lab', k), lambda p: cv2.imwrite(str(p), cv2.resize(
+        rng.integers(0, 34, (16, 32)).astype(np.uint8), (2048, 1024),
+        interpolation=cv2.INTER_NEAREST)), written)
     lines.append(f'{img.relative_to(root)} {lab.relative_to(root)}')
   (root / 'list').mkdir(exist_ok=True)
   (root / 'list' / 'train.lst').write_text('\n'.join(lines) + '\n')
   size = sum(p.stat().st_size for p in (root / 'leftImg8bit').rglob('*.png')) / n / 1e6
-  return f'{n} images 2048x1024 PNG ({size:.1f} MB each) with labelIds'
+  return (f'{n} images 2048x1024 PNG ({size:.1f} MB each) with labelIds '
+          f'({DISTINCT["seg"]} distinct)')
 
 
-def _coco_image(root: pathlib.Path, image_id: int, h: int, w: int,
-                rng: np.random.Generator) -> dict:
-  """Writes images/train2017/<id as 12 digits>.jpg (COCO's naming); returns its record."""
+def _coco_image(root: pathlib.Path, image_id: int, h: int, w: int, rng: np.random.Generator,
+                key: object, written: dict) -> dict:
+  """Writes images/train2017/<id as 12 digits>.jpg (COCO's naming; a link for a `key` seen
+  before); returns its record."""
   import cv2
   name = f'{image_id:012d}.jpg'
-  folder = root / 'images' / 'train2017'
-  folder.mkdir(parents=True, exist_ok=True)
-  cv2.imwrite(str(folder / name), _photo(rng, h, w, 16), [cv2.IMWRITE_JPEG_QUALITY, 90])
+  _file(root / 'images' / 'train2017' / name, key, lambda p: cv2.imwrite(
+      str(p), _photo(rng, h, w, 16), [cv2.IMWRITE_JPEG_QUALITY, 90]), written)
   return {'id': image_id, 'file_name': name, 'width': w, 'height': h}
 
 
 def write_pose(root: pathlib.Path, n: int) -> str:
   rng = np.random.default_rng(0)
   (root / 'annotations').mkdir(parents=True, exist_ok=True)
-  images, annotations = [], []
+  images, annotations, written = [], [], {}
   for i in range(n):
     image_id = 1000 + i
-    images.append(_coco_image(root, image_id, 480, 640, rng))
+    images.append(_coco_image(root, image_id, 480, 640, rng, i % DISTINCT['pose'], written))
     for _ in range(3):
       w, h = rng.uniform(60, 200), rng.uniform(120, 400)
       x, y = rng.uniform(0, 640 - w), rng.uniform(0, 480 - h)
@@ -131,20 +147,22 @@ def write_pose(root: pathlib.Path, n: int) -> str:
                           'skeleton': [[a + 1, b + 1] for a, b in SKELETON]}]}
   (root / 'annotations' / 'person_keypoints_train2017.json').write_text(json.dumps(data))
   size = sum(p.stat().st_size for p in (root / 'images').rglob('*.jpg')) / n / 1e3
-  return f'{n} images 640x480 JPEG ({size:.0f} kB each), {len(annotations)} people'
+  return (f'{n} images 640x480 JPEG ({size:.0f} kB each; {DISTINCT["pose"]} distinct), '
+          f'{len(annotations)} people')
 
 
 def write_cls(root: pathlib.Path, n: int) -> str:
   import cv2
   rng = np.random.default_rng(0)
+  written = {}
   for i in range(n):
-    folder = root / 'train' / f'n{i % 4:08d}'
-    folder.mkdir(parents=True, exist_ok=True)
-    h, w = (375, 500) if i % 3 else (500, 375)  # ImageNet's most common sizes
-    cv2.imwrite(str(folder / f'img_{i:05d}.JPEG'), _photo(rng, h, w, 16),
-                [cv2.IMWRITE_JPEG_QUALITY, 90])
+    k = i % DISTINCT['cls']
+    h, w = (375, 500) if k % 3 else (500, 375)  # ImageNet's most common sizes
+    _file(root / 'train' / f'n{i % 4:08d}' / f'img_{i:05d}.JPEG', k, lambda p: cv2.imwrite(
+        str(p), _photo(rng, h, w, 16), [cv2.IMWRITE_JPEG_QUALITY, 90]), written)
   size = sum(p.stat().st_size for p in (root / 'train').rglob('*.JPEG')) / n / 1e3
-  return f'{n} images 500x375 / 375x500 JPEG ({size:.0f} kB each) in 4 class folders'
+  return (f'{n} images 500x375 / 375x500 JPEG ({size:.0f} kB each; {DISTINCT["cls"]} '
+          f'distinct) in 4 class folders')
 
 
 def write_face(root: pathlib.Path, n: int) -> str:
@@ -154,11 +172,11 @@ def write_face(root: pathlib.Path, n: int) -> str:
   (root / 'images').mkdir(parents=True, exist_ok=True)
   header = ['image_name', 'scale', 'center_w', 'center_h']
   header += [f'{a}{i}' for i in range(68) for a in 'xy']
-  rows = [','.join(header)]
+  rows, written = [','.join(header)], {}
   for i in range(n):
     name = f'face_{i:04d}.jpg'
-    cv2.imwrite(str(root / 'images' / name), _photo(rng, 480, 640, 16),
-                [cv2.IMWRITE_JPEG_QUALITY, 90])
+    _file(root / 'images' / name, i % DISTINCT['face'], lambda p: cv2.imwrite(
+        str(p), _photo(rng, 480, 640, 16), [cv2.IMWRITE_JPEG_QUALITY, 90]), written)
     scale = rng.uniform(1.0, 2.0)  # face size / 200 px, as 300W's
     cx, cy = rng.uniform(220, 420), rng.uniform(200, 280)
     pts = np.stack([rng.uniform(cx - 70 * scale, cx + 70 * scale, 68),
@@ -167,18 +185,20 @@ def write_face(root: pathlib.Path, n: int) -> str:
                          + [f'{v:.3f}' for v in pts.reshape(-1)]))
   (root / 'face_landmarks_300w_train.csv').write_text('\n'.join(rows) + '\n')
   size = sum(p.stat().st_size for p in (root / 'images').rglob('*.jpg')) / n / 1e3
-  return f'{n} images 640x480 JPEG ({size:.0f} kB each), one face of 68 points each'
+  return (f'{n} images 640x480 JPEG ({size:.0f} kB each; {DISTINCT["face"]} distinct), one '
+          f'face of 68 points each')
 
 
 def write_det(root: pathlib.Path, n: int) -> str:
   """COCO instances: 640x480 JPEG (every third portrait), 7 boxes of 3 categories each."""
   rng = np.random.default_rng(0)
   (root / 'annotations').mkdir(parents=True, exist_ok=True)
-  images, annotations = [], []
+  images, annotations, written = [], [], {}
   for i in range(n):
     image_id = 2000 + i
-    h, w = (480, 640) if i % 3 else (640, 480)
-    images.append(_coco_image(root, image_id, h, w, rng))
+    k = i % DISTINCT['det']
+    h, w = (480, 640) if k % 3 else (640, 480)
+    images.append(_coco_image(root, image_id, h, w, rng, k, written))
     for _ in range(7):
       bw, bh = rng.uniform(20, w / 2), rng.uniform(20, h / 2)
       x, y = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
@@ -190,7 +210,8 @@ def write_det(root: pathlib.Path, n: int) -> str:
                          {'id': 18, 'name': 'dog'}]}
   (root / 'annotations' / 'instances_train2017.json').write_text(json.dumps(data))
   size = sum(p.stat().st_size for p in (root / 'images').rglob('*.jpg')) / n / 1e3
-  return f'{n} images 640x480 / 480x640 JPEG ({size:.0f} kB each), {len(annotations)} boxes'
+  return (f'{n} images 640x480 / 480x640 JPEG ({size:.0f} kB each; {DISTINCT["det"]} '
+          f'distinct), {len(annotations)} boxes')
 
 
 WRITERS = {'seg': write_seg, 'pose': write_pose, 'cls': write_cls, 'face': write_face,
@@ -412,7 +433,9 @@ def main() -> None:
   p.add_argument('--official', help='directory of official repository checkouts')
   p.add_argument('--tasks', nargs='+', default=list(WRITERS), choices=list(WRITERS))
   p.add_argument('--workers', nargs='+', type=int, default=[1, 2])
-  p.add_argument('--batches', type=int, default=8, help='timed batches per run')
+  p.add_argument('--batches', type=int, default=40, help='timed batches per run')
+  p.add_argument('--repeats', type=int, default=3,
+                 help='runs per side and worker count (fresh processes); the median is reported')
   p.add_argument('--data', help='write (or reuse) the files here instead of a temporary dir')
   p.add_argument('--json', help='write the figures here')
   p.add_argument('--_child', nargs=6, help=argparse.SUPPRESS)
@@ -436,11 +459,17 @@ def main() -> None:
     rows = []
     for w in args.workers:
       n = args.batches * BATCH[name]
-      ours = n / child('ours', name, str(root), w, args.batches, None)
-      off = (n / child('official', name, str(root), w, args.batches, args.official)
-             if args.official else None)
+      ours_runs, off_runs = [], []
+      for _ in range(args.repeats):  # alternated, so a slow spell of the machine hits both
+        ours_runs.append(n / child('ours', name, str(root), w, args.batches, None))
+        if args.official:
+          off_runs.append(n / child('official', name, str(root), w, args.batches,
+                                    args.official))
+      ours = float(np.median(ours_runs))
+      off = float(np.median(off_runs)) if off_runs else None
       rows.append({'workers': w, 'ours': ours, 'official': off,
-                   'ratio': ours / off if off else None})
+                   'ratio': ours / off if off else None,
+                   'ours_runs': ours_runs, 'official_runs': off_runs})
       print(f'{name:6} {w:7d} {ours:8.2f} {ours / w:8.2f} '
             + (f'{off:10.2f} {off / w:8.2f} {ours / off:7.2f}x' if off else ''), flush=True)
     results['tasks'][name] = {'files': (root / '.written').read_text(), 'batch': BATCH[name],

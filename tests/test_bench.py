@@ -140,12 +140,12 @@ def test_pipeline_benchmark_times_ours_and_names_a_missing_official_checkout(tmp
   import sys
   root = __import__('pathlib').Path(__file__).resolve().parents[1]
   cmd = [sys.executable, 'benchmarks/pipeline.py', '--tasks', 'pose', '--workers', '1',
-         '--batches', '1', '--data', str(tmp_path / 'files')]
+         '--batches', '1', '--repeats', '1', '--data', str(tmp_path / 'files')]
   run = subprocess.run(cmd + ['--json', str(tmp_path / 'p.json')], cwd=root,
                        capture_output=True, text=True)
   assert run.returncode == 0, run.stderr[-2000:]
   pose = json.loads((tmp_path / 'p.json').read_text())['tasks']['pose']
-  assert pose['files'].startswith('24 images 640x480 JPEG') and '72 people' in pose['files']
+  assert pose['files'].startswith('800 images 640x480 JPEG') and '2400 people' in pose['files']
   assert pose['runs'][0]['ours'] > 0 and pose['runs'][0]['official'] is None
   run = subprocess.run(cmd + ['--official', str(tmp_path / 'none')], cwd=root,
                        capture_output=True, text=True)

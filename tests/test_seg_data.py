@@ -323,3 +323,48 @@ def test_workers_exit_when_the_trainer_is_killed(demo_root, tmp_path):
     assert not [p for p in workers if _running(p)]
   finally:
     parent.kill()
+
+
+def test_read_image_gives_opencvs_pixels(tmp_path):
+  """The readers' decode (libjpeg-turbo to RGB for JPEGs) equals OpenCV's imread, BGR -> RGB,
+  pixel for pixel: baseline 4:2:0 at an odd size, 4:4:4, progressive, grayscale, CMYK, EXIF
+  orientations (OpenCV turns those), PNG; a truncated or missing file is the one-line error."""
+  import io
+
+  from PIL import Image
+
+  from hrnet_jax.data.sources.reader import _tiff_orientation, read_image
+  rng = np.random.default_rng(0)
+  rgb = cv2.GaussianBlur(rng.uniform(0, 255, (61, 83, 3)).astype(np.uint8), (5, 5), 2)
+  files = {}
+
+  def pil(name, image, **kw):
+    buffer = io.BytesIO()
+    image.save(buffer, 'JPEG', **kw)
+    files[name] = buffer.getvalue()
+
+  files['baseline.jpg'] = cv2.imencode('.jpg', rgb[..., ::-1])[1].tobytes()
+  pil('444.jpg', Image.fromarray(rgb), subsampling=0, quality=95)
+  pil('progressive.jpg', Image.fromarray(rgb), progressive=True)
+  pil('gray.jpg', Image.fromarray(rgb).convert('L'))
+  pil('cmyk.jpg', Image.fromarray(rgb).convert('CMYK'))
+  for orientation in (1, 3, 6, 8):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    pil(f'exif{orientation}.jpg', Image.fromarray(rgb), exif=exif)
+  files['image.png'] = cv2.imencode('.png', rgb[..., ::-1])[1].tobytes()
+  for name, data in files.items():
+    (tmp_path / name).write_bytes(data)
+    expected = cv2.cvtColor(cv2.imread(str(tmp_path / name), cv2.IMREAD_COLOR),
+                            cv2.COLOR_BGR2RGB)
+    got = read_image(tmp_path / name)
+    assert got.dtype == np.uint8 and np.array_equal(got, expected), name
+  assert read_image(tmp_path / 'exif6.jpg').shape == (83, 61, 3)  # turned
+  # Big-endian EXIF (hand-written IFD0: one entry, Orientation SHORT 6) and an unreadable one.
+  tiff = (b'MM\x00\x2a\x00\x00\x00\x08' + b'\x00\x01'  # header, IFD0 at 8 with 1 entry
+          + b'\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00')  # tag, SHORT, count 1, 6
+  assert _tiff_orientation(tiff) == 6 and _tiff_orientation(b'XX\x00\x2a') == 0
+  (tmp_path / 'cut.jpg').write_bytes(files['baseline.jpg'][:300])
+  for name in ('cut.jpg', 'missing.jpg'):
+    with pytest.raises(DataError, match=f'cannot read image .*{name}: missing, unreadable'):
+      read_image(tmp_path / name)

@@ -132,8 +132,9 @@ def gaussian_targets(joints: np.ndarray, weights: np.ndarray, image_wh: Sequence
   dy = np.arange(h)[None, :] - mu[:, 1:]  # (K, H)
   gx = np.where(np.abs(dx) <= radius, np.exp(-dx**2 / (2 * sigma**2)), 0.0)
   gy = np.where(np.abs(dy) <= radius, np.exp(-dy**2 / (2 * sigma**2)), 0.0)
-  maps = gy[:, :, None] * gx[:, None, :] * (weights > 0.5)[:, None, None]
-  return np.ascontiguousarray(maps.transpose(1, 2, 0), np.float32), weights
+  gx = gx * (weights > 0.5)[:, None]  # times 0 or 1: exact
+  maps = gy.T[:, None, :] * gx.T[None, :, :]  # (H, W, K) at once, no transposed copy
+  return maps.astype(np.float32, order='C'), weights
 
 
 def random_top_down(sample: dict, rng: np.random.Generator, *, input_wh: Sequence[int],
