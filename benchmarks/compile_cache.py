@@ -1,4 +1,5 @@
-"""Compile times cold and warm: each case's inference program and training step, first in a fresh
+"""Compile times cold and warm: each case's initializer (as train.py runs it at a fresh start),
+inference program and training step, first in a fresh
 process with an empty persistent compilation cache, then in a second fresh process that finds
 them in the cache (what a restart, a resume or a second eval.py sees; train.py, eval.py and
 predict.py turn the cache on by default, `config.compile_cache`).
@@ -24,13 +25,15 @@ sys.path.insert(0, str(ROOT))
 
 
 def measure(name: str, batch: int, cache: str) -> dict:
-  """In this process: {'infer_s', 'train_s'} for one case with the cache in `cache`."""
+  """In this process: {'init_s', 'infer_s', 'train_s'} for one case with the cache in
+  `cache`."""
   import jax
   import jax.numpy as jnp
 
   from benchmarks import vs_pytorch
   from hrnet_jax import cli
   from hrnet_jax.models import zoo
+  from hrnet_jax.train.loop import init_variables
   cli.enable_compile_cache(cache)
   case = vs_pytorch.case_of(name)
   gpu = jax.default_backend() == 'gpu'
@@ -38,6 +41,9 @@ def measure(name: str, batch: int, cache: str) -> dict:
   infer_hw = case.infer_hw if gpu else case.cpu_infer_hw
 
   model = zoo.create_model(case.arch)
+  t = time.perf_counter()
+  jax.jit(lambda: init_variables(model, 0)).lower().compile()
+  init_s = time.perf_counter() - t
   images = jax.ShapeDtypeStruct((batch, *infer_hw, 3), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), images)
   t = time.perf_counter()
@@ -48,7 +54,7 @@ def measure(name: str, batch: int, cache: str) -> dict:
   data = jax.device_put(vs_pytorch.case_batch(case, batch, train_hw))
   t = time.perf_counter()
   step.lower(state, data).compile()
-  return {'infer_s': infer_s, 'train_s': time.perf_counter() - t,
+  return {'init_s': init_s, 'infer_s': infer_s, 'train_s': time.perf_counter() - t,
           'infer_hw': list(infer_hw), 'train_hw': list(train_hw)}
 
 
@@ -81,9 +87,10 @@ def main() -> None:
       cold = child(name, a.batch, cache)
       warm = child(name, a.batch, cache)
     results.append({'case': name, 'batch': a.batch, 'cold': cold, 'warm': warm})
-    for phase in ('infer', 'train'):
-      hw = cold[f'{phase}_hw']
-      print(f'{name:>9} {phase:>6} {f"{hw[0]}x{hw[1]} b{a.batch}":>12} | '
+    for phase in ('init', 'infer', 'train'):
+      hw = cold.get(f'{phase}_hw')
+      size = f'{hw[0]}x{hw[1]} b{a.batch}' if hw else '-'
+      print(f'{name:>9} {phase:>6} {size:>12} | '
             f'{cold[f"{phase}_s"]:7.1f} {warm[f"{phase}_s"]:7.1f}', flush=True)
   if a.json:
     pathlib.Path(a.json).write_text(json.dumps(results, indent=1))

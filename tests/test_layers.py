@@ -62,3 +62,28 @@ def test_batchnorm_bf16_keeps_float32_statistics():
   assert updates['batch_stats']['var'].dtype == jnp.float32
   ref = (x - x.mean((0, 1, 2))) / np.sqrt(x.var((0, 1, 2)) + 1e-5)
   assert relative_error(np.asarray(y, np.float32), ref) < 2e-2
+
+
+def test_initializers_equal_jax_nn_initializers_under_jit_and_vmap():
+  """Our initializers draw each parameter at a shared power-of-two length and slice it; under
+  jit (as train.py initializes) and vmap (the scanned stages' stacked parameters) the values
+  equal jax.nn.initializers' bit for bit, for every initializer the models use."""
+  from hrnet_jax.models import initializers as ours
+  theirs = jax.nn.initializers
+  pairs = [(ours.he_normal_fan_out, theirs.variance_scaling(2.0, 'fan_out', 'normal')),
+           (ours.lecun_normal, theirs.lecun_normal()),
+           (ours.xavier_uniform, theirs.xavier_uniform()),
+           (ours.normal(0.001), theirs.normal(0.001)), (ours.normal(0.01), theirs.normal(0.01))]
+  shapes = [(3, 3, 18, 36), (1, 1, 256, 17), (2048, 1000), (3, 3, 3, 64)]
+  keys = jax.random.split(jax.random.key(7), 3)
+
+  def draw(inits):
+    return [[jax.vmap(lambda k, s=s: init(k, s, jnp.float32))(keys) for s in shapes]
+            for init in inits]
+
+  got, want = jax.jit(lambda: draw([p[0] for p in pairs]))(), jax.jit(
+      lambda: draw([p[1] for p in pairs]))()
+  for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+    assert g.shape == w.shape and np.array_equal(g, w)
+  with pytest.raises(ValueError, match="mode 'fan_max'"):
+    ours.variance_scaling(1.0, 'fan_max', 'normal')

@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hrnet_jax.models import initializers
 from hrnet_jax.models.backbone import Streams
 from hrnet_jax.models.layers import (Array, Bottleneck, ConvBN, Dtype, GroupNorm, conv1x1, conv3x3,
                                      make_conv, make_norm, resize_bilinear)
@@ -34,7 +35,7 @@ class PoseHead(nn.Module):
     # Initial heatmaps near zero (std 0.001, as the official release initializes): training then
     # starts at the all-zero loss and spends its first steps on the peaks, not on the noise.
     return conv1x1(conv, self.num_joints, use_bias=True, name='final_layer',
-                   kernel_init=nn.initializers.normal(0.001))(streams[0])
+                   kernel_init=initializers.normal(0.001))(streams[0])
 
 
 class SegHead(nn.Module):
@@ -81,7 +82,7 @@ class ClsHead(nn.Module):
     y = ConvBN(conv, norm, 2048, kernel=1, use_bias=True, name='final_layer')(y)
     y = jnp.mean(y, axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                    name='classifier')(y)
+                    kernel_init=initializers.lecun_normal, name='classifier')(y)
 
 
 class ObjectAttention(nn.Module):
@@ -212,7 +213,7 @@ class FCOSHead(nn.Module):
   def __call__(self, levels: tuple[Array, ...], train: bool = False
                ) -> tuple[tuple[Array, ...], tuple[Array, ...], tuple[Array, ...]]:
     dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    init = nn.initializers.normal(0.01)  # mmdetection's head init (std 0.01, zero bias)
+    init = initializers.normal(0.01)  # mmdetection's head init (std 0.01, zero bias)
     conv = functools.partial(nn.Conv, kernel_size=(3, 3), padding=((1, 1), (1, 1)),
                              kernel_init=init, **dt)
 

@@ -15,12 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
+from hrnet_jax.models import initializers
+
 Array = jax.Array
 Dtype = Any
 ModuleDef = Callable[..., nn.Module]
 
 # He-normal (fan_out), the usual choice for ReLU networks trained from scratch.
-conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+conv_init = initializers.he_normal_fan_out
 
 
 def _conv(x: Array, w: Array, stride: int, pad: int) -> Array:

@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from hrnet_jax import ops
+from hrnet_jax.models import initializers
 from hrnet_jax.models.backbone import Streams
 from hrnet_jax.models.heads import PyramidNeck
 from hrnet_jax.models.layers import Array, Dtype, resize_bilinear
@@ -67,7 +68,7 @@ class RPNHead(nn.Module):
 
   @nn.compact
   def __call__(self, levels: Sequence[Array]) -> tuple[tuple[Array, ...], tuple[Array, ...]]:
-    conv = functools.partial(nn.Conv, kernel_init=nn.initializers.normal(0.01),
+    conv = functools.partial(nn.Conv, kernel_init=initializers.normal(0.01),
                              dtype=self.dtype, param_dtype=self.param_dtype)
     shared = conv(self.feat_channels, (3, 3), padding=((1, 1), (1, 1)), name='rpn_conv')
     cls = conv(self.num_anchors, (1, 1), name='rpn_cls')
@@ -97,12 +98,12 @@ class BoxHead(nn.Module):
     dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
     x = x.reshape(x.shape[0], -1)
     for i in range(2):
-      x = nn.relu(dense(self.fc_channels, kernel_init=nn.initializers.xavier_uniform(),
+      x = nn.relu(dense(self.fc_channels, kernel_init=initializers.xavier_uniform,
                         name=f'shared_fcs.{i}')(x))
-    logits = dense(self.num_classes + 1, kernel_init=nn.initializers.normal(0.01),
+    logits = dense(self.num_classes + 1, kernel_init=initializers.normal(0.01),
                    name='fc_cls')(x)
     deltas = dense(4 if self.class_agnostic else 4 * self.num_classes,
-                   kernel_init=nn.initializers.normal(0.001), name='fc_reg')(x)
+                   kernel_init=initializers.normal(0.001), name='fc_reg')(x)
     return logits, deltas
 
 
@@ -116,7 +117,7 @@ class Upsample2x(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    kernel = self.param('kernel', nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+    kernel = self.param('kernel', initializers.he_normal_fan_out,
                         (2, 2, x.shape[-1], self.features), self.param_dtype)
     bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
     y = jnp.einsum('nhwc,abco->nhawbo', x.astype(self.dtype), kernel.astype(self.dtype))
@@ -124,7 +125,7 @@ class Upsample2x(nn.Module):
     return y.reshape(n, 2 * h, 2 * w, o) + bias.astype(self.dtype)
 
 
-_KAIMING = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')  # mmcv's conv init
+_KAIMING = initializers.he_normal_fan_out  # mmcv's conv init
 
 
 class MaskHead(nn.Module):
