@@ -332,3 +332,47 @@ def test_legacy_anchors_by_hand():
   got = ops.base_anchors(4, legacy=True)
   np.testing.assert_array_equal(got[1], [-14., -14., 17., 17.])
   np.testing.assert_array_equal(got[0], [-21., -9., 24., 12.])
+
+
+# --- CornerNet / CenterNet directional pools -------------------------------------------------
+
+
+def torch_directional_pool(x, axis, reverse):
+  """torch.cummax along `axis` of an NHWC tensor, on the flipped map when the pool looks
+  towards the start (the authors' top and left pools)."""
+  if reverse:
+    return torch.cummax(x.flip(axis), dim=axis).values.flip(axis)
+  return torch.cummax(x, dim=axis).values
+
+
+@pytest.mark.parametrize('name,axis,reverse', [('top_pool', 1, True), ('bottom_pool', 1, False),
+                                               ('left_pool', 2, True), ('right_pool', 2, False)])
+def test_directional_pools_equal_torch_cummax_forward_and_backward(name, axis, reverse):
+  """Values and gradients (random cotangent; continuous features, so no ties) equal torch's
+  cummax on the same maps (flipped for the top and left pools); by hand on a column: a top
+  pool gathers from below, a bottom pool from above."""
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(2, 9, 13, 4)).astype(np.float32)
+  cotangent = rng.normal(size=x.shape).astype(np.float32)
+  pool = getattr(ops, name)
+  xt = torch.tensor(x, requires_grad=True)
+  want = torch_directional_pool(xt, axis, reverse)
+  (want * torch.tensor(cotangent)).sum().backward()
+  got, vjp = jax.vjp(jax.jit(pool), jnp.asarray(x))
+  np.testing.assert_array_equal(np.asarray(got), want.detach().numpy())
+  # A maximum's gradient sums the cotangents of every position it reaches: summation order apart.
+  np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(cotangent))[0]), xt.grad.numpy(),
+                             rtol=1e-5, atol=1e-6)
+  column = jnp.asarray([3.0, 1.0, 4.0, 1.0, 5.0, 0.0]).reshape(1, 6, 1, 1)
+  if name == 'top_pool':
+    np.testing.assert_array_equal(np.asarray(pool(column)).ravel(), [5, 5, 5, 5, 5, 0])
+  if name == 'bottom_pool':
+    np.testing.assert_array_equal(np.asarray(pool(column)).ravel(), [3, 3, 4, 4, 5, 5])
+
+
+def test_centre_pooling_takes_whole_row_and_column_maxima():
+  x = np.random.default_rng(4).normal(size=(2, 7, 5, 3)).astype(np.float32)
+  np.testing.assert_array_equal(np.asarray(ops.column_max(jnp.asarray(x))),
+                                np.broadcast_to(x.max(axis=1, keepdims=True), x.shape))
+  np.testing.assert_array_equal(np.asarray(ops.row_max(jnp.asarray(x))),
+                                np.broadcast_to(x.max(axis=2, keepdims=True), x.shape))
