@@ -1,0 +1,108 @@
+"""CenterNet's branches: the cascade corner pooling and centre pooling modules against a PyTorch
+forward written from the authors' modules (their `pool` and `pool_cross`), with the same random
+weights and BatchNorm statistics."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hrnet_jax.models import centernet, layers
+
+torch = pytest.importorskip('torch')
+F = torch.nn.functional
+
+
+def _cummax(x, dim, reverse):
+  if reverse:
+    return torch.cummax(x.flip(dim), dim=dim).values.flip(dim)
+  return torch.cummax(x, dim=dim).values
+
+
+POOLS = {'top': lambda x: _cummax(x, 2, True), 'bottom': lambda x: _cummax(x, 2, False),
+         'left': lambda x: _cummax(x, 3, True), 'right': lambda x: _cummax(x, 3, False)}
+
+
+def _t(a):
+  return torch.tensor(np.asarray(a))
+
+
+def torch_conv(x, p, bias=False):
+  k = _t(p['kernel']).permute(3, 2, 0, 1)
+  return F.conv2d(x, k, _t(p['bias']) if bias else None, padding=k.shape[-1] // 2)
+
+
+def torch_bn(x, p, s):
+  return F.batch_norm(x, _t(s['mean']), _t(s['var']), _t(p['scale']), _t(p['bias']),
+                      training=False, eps=1e-5)
+
+
+def torch_unit(x, p, s):  # the authors' `convolution`: conv (no bias) -> BN -> ReLU
+  return F.relu(torch_bn(torch_conv(x, p['0']), p['1'], s['1']))
+
+
+def torch_tail(x, pooled, p, s):  # p_conv1 -> p_bn1, + bn1(conv1(x)), ReLU, conv2
+  y = torch_bn(torch_conv(pooled, p['p_conv1']), p['p_bn1'], s['p_bn1'])
+  z = torch_bn(torch_conv(x, p['conv1']), p['bn1'], s['bn1'])
+  return torch_unit(F.relu(y + z), p['conv2'], s['conv2'])
+
+
+def torch_corner_pool(x, p, s, pool1, pool2):
+  """The authors' `pool(dim, pool1, pool2)` forward."""
+  look_right = pool2(torch_unit(x, p['look_conv1'], s['look_conv1']))
+  pooled1 = pool1(torch_conv(torch_unit(x, p['p1_conv1'], s['p1_conv1']) + look_right,
+                             p['P1_look_conv']))
+  look_down = pool1(torch_unit(x, p['look_conv2'], s['look_conv2']))
+  pooled2 = pool2(torch_conv(torch_unit(x, p['p2_conv1'], s['p2_conv1']) + look_down,
+                             p['P2_look_conv']))
+  return torch_tail(x, pooled1 + pooled2, p, s)
+
+
+def torch_center_pool(x, p, s):
+  """The authors' `pool_cross(dim, TopPool, LeftPool, BottomPool, RightPool)` forward."""
+  pooled1 = POOLS['bottom'](POOLS['top'](torch_unit(x, p['p1_conv1'], s['p1_conv1'])))
+  pooled2 = POOLS['right'](POOLS['left'](torch_unit(x, p['p2_conv1'], s['p2_conv1'])))
+  return torch_tail(x, pooled1 + pooled2, p, s)
+
+
+def randomized(variables, seed):
+  """Random weights (He-scaled), BN scales, biases, means and positive variances."""
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = jax.tree_util.keystr(path)
+    if 'kernel' in name:
+      fan_in = np.prod(leaf.shape[:-1])
+      return rng.normal(0, np.sqrt(2 / fan_in), leaf.shape).astype(np.float32)
+    if "'var'" in name:
+      return rng.uniform(0.5, 2.0, leaf.shape).astype(np.float32)
+    if "'scale'" in name:
+      return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
+    return rng.normal(0, 0.2, leaf.shape).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, variables)
+
+
+@pytest.mark.parametrize('kind', ['top_left', 'bottom_right', 'center'])
+def test_pool_modules_equal_the_authors_structure_in_torch(kind):
+  conv = layers.make_conv()
+  norm = layers.make_norm(train=False, momentum=0.9)
+  make = {'top_left': functools.partial(centernet.top_left_pool, name='tl'),
+          'bottom_right': functools.partial(centernet.bottom_right_pool, name='br'),
+          'center': lambda c, n, f: centernet.CenterPool(c, n, f, name='ct')}[kind]
+  module = make(conv, norm, 32)
+  x = np.random.default_rng(0).normal(size=(2, 12, 10, 32)).astype(np.float32)
+  variables = randomized(module.init(jax.random.key(0), jnp.asarray(x)), 1)
+  got = np.asarray(jax.jit(module.apply)(variables, jnp.asarray(x)))
+  p, s = variables['params'], variables['batch_stats']
+  xt = _t(x).permute(0, 3, 1, 2)
+  with torch.no_grad():
+    if kind == 'center':
+      want = torch_center_pool(xt, p, s)
+    else:
+      first, second = ('top', 'left') if kind == 'top_left' else ('bottom', 'right')
+      want = torch_corner_pool(xt, p, s, POOLS[first], POOLS[second])
+  assert got.shape == (2, 12, 10, 32)
+  np.testing.assert_allclose(got, want.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-4)
