@@ -106,3 +106,42 @@ def test_pool_modules_equal_the_authors_structure_in_torch(kind):
       want = torch_corner_pool(xt, p, s, POOLS[first], POOLS[second])
   assert got.shape == (2, 12, 10, 32)
   np.testing.assert_allclose(got, want.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def torch_keypoint_head(x, p):
+  """The authors' `make_kp_layer`: conv 3x3 with bias, ReLU, conv 1x1 with bias."""
+  return torch_conv(F.relu(torch_conv(x, p['0'], bias=True)), p['1'], bias=True)
+
+
+def test_head_equals_a_torch_forward_of_the_branches():
+  """The whole head on four random streams: the streams resized bilinearly to stride 4 and
+  concatenated, the cnv layer, the three branches and their eight outputs, against the same in
+  PyTorch; the heatmaps' last biases start at -2.19."""
+  rng = np.random.default_rng(5)
+  streams = tuple(rng.normal(size=(1, 16 >> i, 12 >> i, 4 << i)).astype(np.float32)
+                  for i in range(4))
+  head = centernet.CenterNetHead(num_classes=5, cnv_channels=16, head_channels=8)
+  variables = head.init(jax.random.key(0), tuple(map(jnp.asarray, streams)))
+  assert np.all(np.asarray(variables['params']['ct_heat']['1']['bias']) == np.float32(-2.19))
+  variables = randomized(variables, 6)
+  got = jax.jit(head.apply)(variables, tuple(map(jnp.asarray, streams)))
+  p, s = variables['params'], variables['batch_stats']
+  with torch.no_grad():
+    ts = [_t(x).permute(0, 3, 1, 2) for x in streams]
+    x = torch.cat([ts[0]] + [F.interpolate(t, size=ts[0].shape[2:], mode='bilinear',
+                                           align_corners=False) for t in ts[1:]], 1)
+    cnv = torch_unit(x, p['cnv'], s['cnv'])
+    branches = {'tl': torch_corner_pool(cnv, p['tl_cnv'], s['tl_cnv'], POOLS['top'],
+                                        POOLS['left']),
+                'br': torch_corner_pool(cnv, p['br_cnv'], s['br_cnv'], POOLS['bottom'],
+                                        POOLS['right']),
+                'ct': torch_center_pool(cnv, p['ct_cnv'], s['ct_cnv'])}
+  assert sorted(got) == sorted(['tl_heat', 'br_heat', 'ct_heat', 'tl_tag', 'br_tag', 'tl_regr',
+                                'br_regr', 'ct_regr'])
+  channels = {'heat': 5, 'tag': 1, 'regr': 2}
+  for name, value in got.items():
+    branch, what = name.split('_')
+    with torch.no_grad():
+      want = torch_keypoint_head(branches[branch], p[name]).permute(0, 2, 3, 1).numpy()
+    assert value.shape == (1, 16, 12, channels[what])
+    np.testing.assert_allclose(np.asarray(value), want, rtol=1e-4, atol=1e-4, err_msg=name)

@@ -14,9 +14,13 @@ from __future__ import annotations
 from typing import Callable
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from hrnet_jax import ops
-from hrnet_jax.models.layers import Array, ConvBN, ModuleDef, conv1x1, conv3x3
+from hrnet_jax.models.backbone import Streams
+from hrnet_jax.models.heads import concat_streams
+from hrnet_jax.models.layers import (Array, ConvBN, Dtype, ModuleDef, conv1x1, conv3x3, make_conv,
+                                     make_norm)
 
 Pool = Callable[[Array], Array]
 POOL_CHANNELS = 128  # the authors' width inside the pooling modules
@@ -74,3 +78,58 @@ def top_left_pool(conv: ModuleDef, norm: ModuleDef, features: int, name: str) ->
 
 def bottom_right_pool(conv: ModuleDef, norm: ModuleDef, features: int, name: str) -> CornerPool:
   return CornerPool(conv, norm, features, ops.bottom_pool, ops.right_pool, name=name)
+
+
+class KeypointHead(nn.Module):
+  """One output of a branch (the authors' `make_kp_layer`): conv 3x3 with bias -> ReLU -> conv
+  1x1 to `outputs` channels."""
+  conv: ModuleDef
+  features: int
+  outputs: int
+  bias: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    x = nn.relu(conv3x3(self.conv, self.features, use_bias=True, name='0')(x))
+    return conv1x1(self.conv, self.outputs, use_bias=True,
+                   bias_init=nn.initializers.constant(self.bias), name='1')(x)
+
+
+HEAT_BIAS = -2.19  # the heatmaps' last bias, as the authors fill it: probabilities start near 0.1
+
+
+class CenterNetHead(nn.Module):
+  """The HRNetV2 representation (the four streams resized to stride 4 and concatenated) through
+  the authors' `cnv` layer (conv-BN-ReLU to `cnv_channels`), then the top-left, bottom-right
+  and centre branches. Returns NHWC maps at stride 4: `{tl,br,ct}_heat` (class logits),
+  `{tl,br}_tag` (1-d embeddings), `{tl,br,ct}_regr` (x, y offsets).
+
+  Ours, as no HRNet variant was released: the `cnv` layer reads the concatenated streams (15x
+  the width in channels) where the authors' reads the hourglass output (256), and the heads'
+  hidden width is the authors' 256 (their `curr_dim`)."""
+  num_classes: int = 80
+  cnv_channels: int = 256
+  head_channels: int = 256
+  bn_momentum: float = 0.9
+  align_corners: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, streams: Streams, train: bool = False) -> dict[str, Array]:
+    conv = make_conv(self.dtype, self.param_dtype)
+    norm = make_norm(train, self.bn_momentum, self.dtype, self.param_dtype)
+    cnv = ConvBN(conv, norm, self.cnv_channels, name='cnv')(
+        concat_streams(streams, self.align_corners))
+    branches = {'tl': top_left_pool(conv, norm, self.cnv_channels, name='tl_cnv')(cnv),
+                'br': bottom_right_pool(conv, norm, self.cnv_channels, name='br_cnv')(cnv),
+                'ct': CenterPool(conv, norm, self.cnv_channels, name='ct_cnv')(cnv)}
+    out = {}
+    for b, y in branches.items():
+      head = lambda n, what, bias=0.0: KeypointHead(conv, self.head_channels, n, bias,
+                                                    name=f'{b}_{what}')(y)
+      out[f'{b}_heat'] = head(self.num_classes, 'heat', HEAT_BIAS)
+      if b != 'ct':
+        out[f'{b}_tag'] = head(1, 'tag')
+      out[f'{b}_regr'] = head(2, 'regr')
+    return out
