@@ -28,10 +28,11 @@ def test_parameter_count_equals_official(arch):
 
 def test_list_models_covers_every_task_and_variant():
   names = hrnet_jax.list_models()
-  assert len(names) == len(zoo.TASKS) * len(zoo.VARIANTS) == 117
+  assert len(names) == len(zoo.TASKS) * len(zoo.VARIANTS) == 126
   assert {'seg_w48', 'pose_w32', 'cls_w18_small_v1', 'seg_ocr_w48', 'face_w18', 'det_w40',
           'fcos_w32', 'faster_rcnn_w18', 'cascade_rcnn_w40', 'mask_rcnn_w32',
-          'cascade_mask_rcnn_w40', 'htc_w32', 'htc_without_semantic_w18'} <= set(names)
+          'cascade_mask_rcnn_w40', 'htc_w32', 'htc_without_semantic_w18',
+          'centernet_w48'} <= set(names)
 
 
 @pytest.mark.parametrize('arch,hw,expected', [
@@ -49,6 +50,9 @@ def test_list_models_covers_every_task_and_variant():
     # Two-stage: 1000 proposals, (deltas, logits, rois, valid); Faster's deltas per class.
     ('faster_rcnn_w32', (800, 1344), [(2, 1000, 320), (2, 1000, 81), (2, 1000, 4), (2, 1000)]),
     ('cascade_rcnn_w18', (800, 1344), [(2, 1000, 4), (2, 1000, 81), (2, 1000, 4), (2, 1000)]),
+    # CenterNet at the authors' 511x511 (padded to 512): 128x128 maps, as the Hourglass version;
+    # leaves in key order: br_{heat,regr,tag}, ct_{heat,regr}, tl_{heat,regr,tag}.
+    ('centernet_w48', (511, 511), [(2, 128, 128, c) for c in (80, 2, 1, 80, 2, 80, 2, 1)]),
 ])
 def test_output_shapes(arch, hw, expected):
   model = hrnet_jax.create_model(arch)

@@ -351,6 +351,8 @@ def infer_arch(tensors: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
   head_overrides = {}
   if 'bbox_head.conv_centerness.weight' in keys and 'bbox_head.conv_cls.weight' in keys:
     task, head_key, head_overrides = 'fcos', None, _fcos_head(tensors)
+  elif 'tl_heat.1.weight' in keys and 'ct_heat.1.weight' in keys:
+    task, head_key = 'centernet', 'tl_heat.1.weight'
   elif 'rpn_head.rpn_conv.weight' in keys:
     task, head_key, head_overrides = _two_stage_head(tensors)
   elif any(k.startswith('neck.') for k in keys):
@@ -368,7 +370,7 @@ def infer_arch(tensors: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
   else:
     raise ValueError('cannot infer the arch: no known head found (expected one of classifier.*, '
                      'last_layer.*, head.*, cls_head.* + aux_head.*, final_layer.*, neck.*, '
-                     'bbox_head.conv_centerness.*)')
+                     'bbox_head.conv_centerness.*, tl_heat.* + ct_heat.*)')
   if task in ('det', 'fcos') or task in zoo.TWO_STAGE_TASKS:  # keys carry mmdet's prefixes
     keys = {k[len('backbone.'):] for k in keys if k.startswith('backbone.')}
     shape = lambda k: tuple(tensors['backbone.' + k].shape)

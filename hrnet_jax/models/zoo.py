@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from hrnet_jax.errors import ConfigError
-from hrnet_jax.models import heads, rcnn
+from hrnet_jax.models import centernet, heads, rcnn
 from hrnet_jax.models.backbone import HRNet
 
 
@@ -76,6 +76,11 @@ TASKS: dict[str, dict[str, Any]] = {
     'htc_without_semantic': dict(_TWO_STAGE, num_stages=3, class_agnostic=True,
                                  train_proposals=2000, with_mask=True, htc=True,
                                  test_score_thr=0.001),
+    # CenterNet (keypoint triplets) on the HRNetV2 representation at stride 4 (models/
+    # centernet.py; never released for HRNet): the authors' 256 channels in the branches and
+    # heads; nearest fusion, as the ImageNet backbones it starts from.
+    'centernet': dict(upsample='nearest', align_corners=False, bn_momentum=0.9, num_classes=80,
+                      cnv_channels=256, head_channels=256),
 }
 TWO_STAGE_TASKS = ('faster_rcnn', 'cascade_rcnn', 'mask_rcnn', 'cascade_mask_rcnn', 'htc',
                    'htc_without_semantic')
@@ -180,7 +185,9 @@ def create_model(arch: str, **overrides: Any) -> HRNetModel:
   (aux, out) at 1/4 (seg_ocr), a tuple of 5 pyramid levels (det), and for fcos (class logits,
   box distances, centerness logits), each a tuple of 5 levels (strides 8..128); fcos takes
   RGB images and feeds them to its weights as BGR (`input_bgr`, as released); faster_rcnn and
-  cascade_rcnn return the dict of models/rcnn.TwoStageHead (proposals and box-head outputs).
+  cascade_rcnn return the dict of models/rcnn.TwoStageHead (proposals and box-head outputs);
+  centernet the dict of models/centernet.CenterNetHead (corner and centre heatmaps, embeddings,
+  offsets at stride 4).
 
   Any input size runs: bilinear-fusion models (seg, face) natively, as the official networks
   do; nearest-fusion models (pose, cls, det, fcos) pad to a multiple of 32 (`HRNetModel.pad_to`),
@@ -210,6 +217,9 @@ def create_model(arch: str, **overrides: Any) -> HRNetModel:
     head = heads.PoseHead(c['num_joints'], **dt)
   elif task in TWO_STAGE_TASKS:
     head = rcnn.TwoStageHead(**{k: c[k] for k in TWO_STAGE_FIELDS}, **dt)
+  elif task == 'centernet':
+    head = centernet.CenterNetHead(c['num_classes'], c['cnv_channels'], c['head_channels'],
+                                   c['bn_momentum'], c['align_corners'], **dt)
   elif task == 'fcos':
     head = heads.FCOS(c['num_classes'], c['out_channels'], c['num_levels'], c['neck_stride'],
                       c['stacked_convs'], c['gn_groups'], c['centerness_on_reg'], **dt)
