@@ -145,3 +145,78 @@ def test_head_equals_a_torch_forward_of_the_branches():
       want = torch_keypoint_head(branches[branch], p[name]).permute(0, 2, 3, 1).numpy()
     assert value.shape == (1, 16, 12, channels[what])
     np.testing.assert_allclose(np.asarray(value), want, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+# --- Targets ---------------------------------------------------------------------------------
+
+
+def test_gaussian_radius_by_hand():
+  """10 x 10 cells at overlap 0.3: the three bounds (b + sqrt(b^2 - 4ac)) / 2 with (a, b, c) =
+  (1, 20, 70 / 1.3), (4, 40, 70), (1.2, -12, -70) are 16.79, 30.95, 4.95: the least wins.
+  2 x 18 cells: (1.2, -12, -25.2) gives (-12 + sqrt(264.96)) / 2 = 2.139."""
+  from hrnet_jax.tasks.detection.centernet_targets import gaussian_radius
+  assert float(gaussian_radius(jnp.float32(10), jnp.float32(10))) == pytest.approx(
+      (-12 + np.sqrt(144 + 4 * 1.2 * 70)) / 2, rel=1e-6)
+  assert (-12 + np.sqrt(480)) / 2 == pytest.approx(4.954, abs=1e-3)
+  assert float(gaussian_radius(jnp.float32(2), jnp.float32(18))) == pytest.approx(
+      (-12 + np.sqrt(264.96)) / 2, rel=1e-6)
+
+
+def numpy_targets(boxes, labels, num_classes, out_hw, ratio):
+  """The authors' sampler for one image, written out in float64: int() cells, ceil'd sizes,
+  their radius, gaussian2D windows (with its eps cut) maxed into each class's map."""
+  h, w = out_hw
+  ry, rx = ratio
+  heats = {k: np.zeros((num_classes, h, w)) for k in ('tl', 'br', 'ct')}
+  regrs, inds = {k: [] for k in heats}, {k: [] for k in heats}
+  for (x1, y1, x2, y2), c in zip(boxes, labels):
+    pts = {'tl': (x1 * rx, y1 * ry), 'br': (x2 * rx, y2 * ry),
+           'ct': ((x1 + x2) / 2 * rx, (y1 + y2) / 2 * ry)}
+    bw, bh = np.ceil((x2 - x1) * rx), np.ceil((y2 - y1) * ry)
+    o = 0.3
+    r = min((bh + bw + np.sqrt((bh + bw) ** 2 - 4 * bw * bh * (1 - o) / (1 + o))) / 2,
+            (2 * (bh + bw) + np.sqrt(4 * (bh + bw) ** 2 - 16 * (1 - o) * bw * bh)) / 2,
+            (-2 * o * (bh + bw) + np.sqrt(4 * o * o * (bh + bw) ** 2
+                                          - 16 * o * (o - 1) * bw * bh)) / 2)
+    r = max(0, int(r))
+    for k, (fx, fy) in pts.items():
+      x, y = int(fx), int(fy)
+      d = 2 * r + 1
+      sigma = d / (5 if k == 'ct' else 6)
+      yy, xx = np.ogrid[-r:r + 1, -r:r + 1]
+      g = np.exp(-(xx * xx + yy * yy) / (2 * sigma * sigma))
+      g[g < np.finfo(g.dtype).eps * g.max()] = 0
+      left, right = min(x, r), min(w - x, r + 1)
+      top, bottom = min(y, r), min(h - y, r + 1)
+      window = heats[k][c, y - top:y + bottom, x - left:x + right]
+      np.maximum(window, g[r - top:r + bottom, r - left:r + right], out=window)
+      regrs[k].append((fx - x, fy - y))
+      inds[k].append(y * w + x)
+  return heats, regrs, inds
+
+
+def test_targets_equal_the_authors_sampler_written_in_numpy():
+  """Random boxes of 3 classes on a 511 x 511 input, 128 x 128 maps, padded to 12 with 3 empty
+  rows: heatmaps (float32 of the float64 reference), offsets and cell indices agree, padding
+  contributes nothing; by hand, the top-left cell of a box holds 1."""
+  from hrnet_jax.tasks.detection.centernet_targets import centernet_targets
+  rng = np.random.default_rng(0)
+  n, size, out = 9, 511, 128
+  xy = rng.uniform(0, 400, (n, 2))
+  boxes = np.concatenate([xy, np.minimum(xy + rng.uniform(8, 200, (n, 2)), size - 1)], 1)
+  labels = rng.integers(0, 3, n)
+  ratio = (out / size, out / size)
+  pad = lambda a: np.concatenate([a, np.zeros((3,) + a.shape[1:], a.dtype)])
+  got = jax.jit(centernet_targets, static_argnums=(3, 4, 5))(
+      jnp.asarray(pad(boxes), jnp.float32), jnp.asarray(pad(labels)),
+      jnp.asarray(pad(np.ones(n, bool))), 3, (out, out), ratio)
+  heats, regrs, inds = numpy_targets(boxes, labels, 3, (out, out), ratio)
+  for k in ('tl', 'br', 'ct'):
+    np.testing.assert_allclose(np.asarray(got[f'{k}_heat']), heats[k].transpose(1, 2, 0),
+                               atol=2e-6, err_msg=k)
+    np.testing.assert_allclose(np.asarray(got[f'{k}_regr'])[:n], regrs[k], atol=1e-4)
+    assert np.asarray(got[f'{k}_regr'])[n:].max() == 0 and np.all(got[f'{k}_ind'][n:] == 0)
+    np.testing.assert_array_equal(np.asarray(got[f'{k}_ind'])[:n], inds[k])
+  x, y = int(boxes[0, 0] * ratio[1]), int(boxes[0, 1] * ratio[0])
+  assert float(got['tl_heat'][y, x, labels[0]]) == 1.0
+  np.testing.assert_array_equal(np.asarray(got['mask']), [1] * n + [0] * 3)
