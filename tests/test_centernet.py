@@ -154,7 +154,7 @@ def test_gaussian_radius_by_hand():
   """10 x 10 cells at overlap 0.3: the three bounds (b + sqrt(b^2 - 4ac)) / 2 with (a, b, c) =
   (1, 20, 70 / 1.3), (4, 40, 70), (1.2, -12, -70) are 16.79, 30.95, 4.95: the least wins.
   2 x 18 cells: (1.2, -12, -25.2) gives (-12 + sqrt(264.96)) / 2 = 2.139."""
-  from hrnet_jax.tasks.detection.centernet_targets import gaussian_radius
+  from hrnet_jax.tasks.detection.keypoint_triplets import gaussian_radius
   assert float(gaussian_radius(jnp.float32(10), jnp.float32(10))) == pytest.approx(
       (-12 + np.sqrt(144 + 4 * 1.2 * 70)) / 2, rel=1e-6)
   assert (-12 + np.sqrt(480)) / 2 == pytest.approx(4.954, abs=1e-3)
@@ -199,7 +199,7 @@ def test_targets_equal_the_authors_sampler_written_in_numpy():
   """Random boxes of 3 classes on a 511 x 511 input, 128 x 128 maps, padded to 12 with 3 empty
   rows: heatmaps (float32 of the float64 reference), offsets and cell indices agree, padding
   contributes nothing; by hand, the top-left cell of a box holds 1."""
-  from hrnet_jax.tasks.detection.centernet_targets import centernet_targets
+  from hrnet_jax.tasks.detection.keypoint_triplets import centernet_targets
   rng = np.random.default_rng(0)
   n, size, out = 9, 511, 128
   xy = rng.uniform(0, 400, (n, 2))
@@ -220,3 +220,82 @@ def test_targets_equal_the_authors_sampler_written_in_numpy():
   x, y = int(boxes[0, 0] * ratio[1]), int(boxes[0, 1] * ratio[0])
   assert float(got['tl_heat'][y, x, labels[0]]) == 1.0
   np.testing.assert_array_equal(np.asarray(got['mask']), [1] * n + [0] * 3)
+
+
+def test_losses_equal_the_authors_formulas_written_as_loops():
+  """Focal, pull/push and offset losses on random outputs and targets (2 images, 5 objects
+  padded, the second image with 2), against the authors' formulas written element by element."""
+  from hrnet_jax.tasks.detection import keypoint_triplets as kt
+  rng = np.random.default_rng(1)
+  b, h, w, c, n = 2, 6, 5, 3, 5
+  logits = rng.normal(0, 2, (b, h, w, c)).astype(np.float32)
+  target = rng.uniform(0, 1, (b, h, w, c)).astype(np.float32) ** 3
+  target[0, 1, 2, 0] = target[1, 4, 4, 2] = target[1, 0, 0, 1] = 1.0
+  p = np.clip(1 / (1 + np.exp(-logits.astype(np.float64))), 1e-4, 1 - 1e-4)
+  pos = neg = 0.0
+  for idx in np.ndindex(target.shape):
+    if target[idx] == 1:
+      pos += np.log(p[idx]) * (1 - p[idx]) ** 2
+    else:
+      neg += np.log(1 - p[idx]) * p[idx] ** 2 * (1 - target[idx]) ** 4
+  assert float(kt.focal_loss(logits, target)) == pytest.approx(-(pos + neg) / 3, rel=1e-5)
+  assert float(kt.focal_loss(logits, target * 0.5)) == pytest.approx(
+      -sum(np.log(1 - p[i]) * p[i] ** 2 * (1 - target[i] * 0.5) ** 4
+           for i in np.ndindex(target.shape)), rel=1e-5)  # no positive: negatives alone
+
+  tl, br = rng.normal(0, 1, (b, n)).astype(np.float32), rng.normal(0, 1, (b, n)).astype(np.float32)
+  mask = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], np.float32)
+  pull = push = 0.0
+  for i in range(b):
+    m = int(mask[i].sum())
+    e = (tl[i] + br[i]) / 2
+    for k in range(m):
+      pull += ((tl[i, k] - e[k]) ** 2 + (br[i, k] - e[k]) ** 2) / (m + 1e-4)
+      for j in range(m):
+        push += (max(0.0, 1 - abs(e[k] - e[j])) - 1 / (m + 1e-4)) / ((m - 1) * m + 1e-4)
+  got_pull, got_push = kt.embedding_losses(tl, br, mask)
+  assert float(got_pull) == pytest.approx(pull, rel=1e-5)
+  assert float(got_push) == pytest.approx(push, rel=1e-4, abs=1e-6)
+
+  pred, gt = rng.normal(0, 1, (b, n, 2)), rng.uniform(0, 1, (b, n, 2))
+  l1 = lambda d: 0.5 * d * d if abs(d) < 1 else abs(d) - 0.5
+  want = sum(l1(pred[i, k, a] - gt[i, k, a]) for i in range(b) for k in range(n) for a in (0, 1)
+             if mask[i, k]) / (mask.sum() + 1e-4)
+  assert float(kt.offset_loss(jnp.asarray(pred), jnp.asarray(gt), mask)) == pytest.approx(
+      want, rel=1e-5)
+  maps = rng.normal(size=(b, h, w, 2)).astype(np.float32)
+  ind = rng.integers(0, h * w, (b, n))
+  np.testing.assert_array_equal(np.asarray(kt.gather_cells(maps, ind)),
+                                maps.reshape(b, h * w, 2)[np.arange(b)[:, None], ind])
+
+
+def test_loss_reads_embeddings_and_offsets_at_each_objects_cells():
+  """Outputs that hold, at every object's corner cells, its own embedding (objects 2 apart) and
+  the target offsets leave pull, push and the offset losses at 0; the same embeddings with the
+  bottom-right ones rolled by an object do not."""
+  from hrnet_jax.tasks.detection import keypoint_triplets as kt
+  boxes = np.array([[[10, 20, 200, 300], [250, 40, 480, 210], [60, 330, 300, 500], [0, 0, 0, 0]]],
+                   np.float32)
+  valid = np.array([[1, 1, 1, 0]], bool)
+  targets = jax.jit(jax.vmap(lambda bx, v: kt.centernet_targets(bx, jnp.zeros(4, jnp.int32), v, 2,
+                                                        (32, 32), (32 / 511, 32 / 511))))(
+      jnp.asarray(boxes), jnp.asarray(valid))
+
+  def outputs(br_shift):
+    out = {f'{k}_heat': jnp.zeros((1, 32, 32, 2)) for k in ('tl', 'br', 'ct')}
+    for k in ('tl', 'br', 'ct'):
+      regr = np.zeros((1, 32 * 32, 2), np.float32)
+      regr[0, np.asarray(targets[f'{k}_ind'][0, :3])] = np.asarray(targets[f'{k}_regr'][0, :3])
+      out[f'{k}_regr'] = jnp.asarray(regr.reshape(1, 32, 32, 2))
+    for k, shift in (('tl', 0), ('br', br_shift)):
+      tag = np.zeros((1, 32 * 32, 1), np.float32)
+      tag[0, np.asarray(targets[f'{k}_ind'][0, :3]), 0] = np.roll([0.0, 2.0, 4.0], shift)
+      out[f'{k}_tag'] = jnp.asarray(tag.reshape(1, 32, 32, 1))
+    return out
+
+  loss = jax.jit(kt.centernet_loss)
+  good = loss(outputs(0), targets)
+  assert abs(float(good['pull'])) < 1e-6 and abs(float(good['push'])) < 1e-3
+  assert abs(float(good['offsets'])) < 1e-6 and float(good['focal']) > 0
+  bad = loss(outputs(1), targets)
+  assert float(bad['pull']) > 1.0

@@ -1,4 +1,5 @@
-"""CenterNet's training targets, as the authors' sampler builds them, in jit with fixed shapes.
+"""CenterNet's keypoint triplets in jit with fixed shapes: the training targets as the authors'
+sampler builds them, and their losses.
 
 Per object (boxes x1y1x2y2 in input pixels, padded to a fixed count with a `valid` mask): its
 top-left, bottom-right and centre points scaled to the output map (`ratio`, 128/511 at the
@@ -80,3 +81,63 @@ def centernet_targets(boxes: Array, labels: Array, valid: Array, num_classes: in
     out[f'{name}_ind'] = jnp.where(valid, cells[:, 1] * w + cells[:, 0], 0)
   return out
 
+
+
+# --- Losses (the authors' AELoss with their weights) -----------------------------------------
+
+PULL_WEIGHT = PUSH_WEIGHT = 0.1  # the authors' AELoss(pull_weight=1e-1, push_weight=1e-1)
+
+
+def focal_loss(logits: Array, target: Array) -> Array:
+  """CornerNet's penalty-reduced focal loss over a batch of heatmaps: probabilities clipped to
+  [1e-4, 1 - 1e-4]; at cells where the target is 1, log(p) (1 - p)^2; elsewhere
+  log(1 - p) p^2 (1 - target)^4; negated and divided by the number of 1-cells in the batch
+  (the negatives alone when there is none)."""
+  p = jnp.clip(jax.nn.sigmoid(logits.astype(jnp.float32)), 1e-4, 1 - 1e-4)
+  pos = target == 1
+  pos_loss = jnp.sum(jnp.where(pos, jnp.log(p) * (1 - p) ** 2, 0.0))
+  neg_loss = jnp.sum(jnp.where(pos, 0.0, jnp.log(1 - p) * p ** 2 * (1 - target) ** 4))
+  num_pos = jnp.sum(pos)
+  return jnp.where(num_pos > 0, -(pos_loss + neg_loss) / jnp.maximum(num_pos, 1), -neg_loss)
+
+
+def gather_cells(maps: Array, ind: Array) -> Array:
+  """(B, H, W, C) maps read at flat cell indices (B, N) -> (B, N, C)."""
+  b, h, w, c = maps.shape
+  return jnp.take_along_axis(maps.reshape(b, h * w, c), ind[..., None], axis=1)
+
+
+def embedding_losses(tl_tag: Array, br_tag: Array, mask: Array) -> tuple[Array, Array]:
+  """(pull, push) of the corners' 1-d embeddings (B, N) of the objects in `mask` (B, N): pull
+  draws each pair to their mean, push drives the means of different objects at least 1
+  apart, each normalized per image as the authors do (with their 1e-4s), summed over images."""
+  mask = mask.astype(jnp.float32)
+  num = jnp.sum(mask, axis=1, keepdims=True)
+  mean = (tl_tag + br_tag) / 2
+  pull = jnp.sum(((tl_tag - mean) ** 2 + (br_tag - mean) ** 2) / (num + 1e-4) * mask)
+  both = mask[:, None, :] * mask[:, :, None]
+  dist = jax.nn.relu(1 - jnp.abs(mean[:, None, :] - mean[:, :, None]))
+  dist = (dist - 1 / (num[..., None] + 1e-4)) / ((num[..., None] - 1) * num[..., None] + 1e-4)
+  return pull, jnp.sum(dist * both)
+
+
+def offset_loss(pred: Array, target: Array, mask: Array) -> Array:
+  """Smooth L1 (beta 1) of the offsets (B, N, 2) of the objects in `mask`, summed, over the
+  number of objects in the batch (+ 1e-4)."""
+  d = jnp.abs(pred - target)
+  l1 = jnp.where(d < 1, 0.5 * d * d, d - 0.5)
+  return jnp.sum(l1 * mask[..., None]) / (jnp.sum(mask) + 1e-4)
+
+
+def centernet_loss(outputs: dict[str, Array], targets: dict[str, Array]) -> dict[str, Array]:
+  """The authors' training loss for one stack of outputs (`CenterNetHead`, (B, H, W, .) maps)
+  and batched targets (`centernet_targets` under vmap): focal losses of the three heatmaps,
+  0.1 x pull + 0.1 x push of the corner embeddings, the three offset losses."""
+  mask = targets['mask']
+  focal = sum(focal_loss(outputs[f'{k}_heat'], targets[f'{k}_heat']) for k in ('tl', 'br', 'ct'))
+  tags = [gather_cells(outputs[f'{k}_tag'], targets[f'{k}_ind'])[..., 0] for k in ('tl', 'br')]
+  pull, push = embedding_losses(*tags, mask)
+  offsets = sum(offset_loss(gather_cells(outputs[f'{k}_regr'], targets[f'{k}_ind']),
+                            targets[f'{k}_regr'], mask) for k in ('tl', 'br', 'ct'))
+  total = focal + PULL_WEIGHT * pull + PUSH_WEIGHT * push + offsets
+  return {'loss': total, 'focal': focal, 'pull': pull, 'push': push, 'offsets': offsets}
