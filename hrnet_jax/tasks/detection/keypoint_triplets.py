@@ -141,3 +141,53 @@ def centernet_loss(outputs: dict[str, Array], targets: dict[str, Array]) -> dict
                             targets[f'{k}_regr'], mask) for k in ('tl', 'br', 'ct'))
   total = focal + PULL_WEIGHT * pull + PUSH_WEIGHT * push + offsets
   return {'loss': total, 'focal': focal, 'pull': pull, 'push': push, 'offsets': offsets}
+
+
+# --- Decoding (the authors' `_decode`, per image) ---------------------------------------------
+
+TOP_K, AE_THRESHOLD, NMS_KERNEL, NUM_DETS = 70, 0.5, 3, 1000  # the authors' test settings
+
+
+def _peaks(logits: Array, kernel: int) -> Array:
+  """Sigmoid probabilities kept only where they are the maximum of their kernel x kernel
+  neighbourhood (the heatmaps' NMS); (H, W, C)."""
+  heat = jax.nn.sigmoid(logits.astype(jnp.float32))
+  pad = (kernel - 1) // 2
+  hmax = jax.lax.reduce_window(heat, -jnp.inf, jax.lax.max, (kernel, kernel, 1), (1, 1, 1),
+                               ((pad, pad), (pad, pad), (0, 0)))
+  return jnp.where(hmax == heat, heat, 0.0)
+
+
+def _top_points(heat: Array, offsets: Array, k: int) -> tuple[Array, ...]:
+  """The k best (class, cell) of a (H, W, C) map, ranked over classes and cells together:
+  scores, flat cells, classes, x and y (the cell plus its predicted offset)."""
+  h, w, c = heat.shape
+  scores, idx = jax.lax.top_k(heat.transpose(2, 0, 1).reshape(-1), k)  # class-major, as NCHW
+  cells, classes = idx % (h * w), idx // (h * w)
+  off = offsets.reshape(h * w, 2)[cells]
+  return scores, cells, classes, (cells % w) + off[:, 0], (cells // w) + off[:, 1]
+
+
+def decode_triplets(out: dict[str, Array], k: int = TOP_K, ae_threshold: float = AE_THRESHOLD,
+                    kernel: int = NMS_KERNEL, num_dets: int = NUM_DETS) -> tuple[Array, Array]:
+  """One image's outputs ((H, W, .) maps) -> (detections (num_dets, 8): x1, y1, x2, y2 in output
+  cells, score, top-left score, bottom-right score, class; centres (k, 4): x, y, class, score).
+  Every pair of the k best top-left and bottom-right corners is a box scored by the mean of the
+  two, or -1 when their classes differ, their embeddings are more than `ae_threshold` apart or
+  the box is inverted; the `num_dets` best pairs are returned."""
+  tl = _top_points(_peaks(out['tl_heat'], kernel), out['tl_regr'], k)
+  br = _top_points(_peaks(out['br_heat'], kernel), out['br_regr'], k)
+  ct = _top_points(_peaks(out['ct_heat'], kernel), out['ct_regr'], k)
+  tl_tag = out['tl_tag'].reshape(-1)[tl[1]]
+  br_tag = out['br_tag'].reshape(-1)[br[1]]
+  scores = (tl[0][:, None] + br[0][None, :]) / 2
+  reject = ((tl[2][:, None] != br[2][None, :])
+            | (jnp.abs(tl_tag[:, None] - br_tag[None, :]) > ae_threshold)
+            | (br[3][None, :] < tl[3][:, None]) | (br[4][None, :] < tl[4][:, None]))
+  scores = jnp.where(reject, -1.0, scores).reshape(-1)
+  best, pairs = jax.lax.top_k(scores, num_dets)
+  i, j = pairs // k, pairs % k
+  dets = jnp.stack([tl[3][i], tl[4][i], br[3][j], br[4][j], best, tl[0][i], br[0][j],
+                    tl[2][i].astype(jnp.float32)], axis=1)
+  centres = jnp.stack([ct[3], ct[4], ct[2].astype(jnp.float32), ct[0]], axis=1)
+  return dets, centres
