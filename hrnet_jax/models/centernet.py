@@ -26,6 +26,14 @@ Pool = Callable[[Array], Array]
 POOL_CHANNELS = 128  # the authors' width inside the pooling modules
 
 
+def _merge(conv: ModuleDef, norm: ModuleDef, features: int, x: Array, pooled: Array) -> Array:
+  """What both pooling modules end with (submodules of the calling module): the pooled maps
+  convolved and normalized, plus a 1x1 projection of the input, ReLU, a last conv-BN-ReLU."""
+  pooled = norm(name='p_bn1')(conv3x3(conv, features, name='p_conv1')(pooled))
+  skip = norm(name='bn1')(conv1x1(conv, features, name='conv1')(x))
+  return ConvBN(conv, norm, features, name='conv2')(nn.relu(pooled + skip))
+
+
 class CornerPool(nn.Module):
   """Cascade corner pooling of one corner: `first` pools along columns (top_pool for the
   top-left corner, bottom_pool for the bottom-right), `second` along rows (left_pool /
@@ -47,10 +55,7 @@ class CornerPool(nn.Module):
     look2 = self.first(unit('look_conv2')(x))
     pool2 = self.second(conv3x3(self.conv, POOL_CHANNELS, name='P2_look_conv')(
         unit('p2_conv1')(x) + look2))
-    pooled = self.norm(name='p_bn1')(conv3x3(self.conv, self.features, name='p_conv1')(
-        pool1 + pool2))
-    skip = self.norm(name='bn1')(conv1x1(self.conv, self.features, name='conv1')(x))
-    return ConvBN(self.conv, self.norm, self.features, name='conv2')(nn.relu(pooled + skip))
+    return _merge(self.conv, self.norm, self.features, x, pool1 + pool2)
 
 
 class CenterPool(nn.Module):
@@ -66,10 +71,7 @@ class CenterPool(nn.Module):
     unit = lambda name: ConvBN(self.conv, self.norm, POOL_CHANNELS, name=name)
     pool1 = ops.column_max(unit('p1_conv1')(x))
     pool2 = ops.row_max(unit('p2_conv1')(x))
-    pooled = self.norm(name='p_bn1')(conv3x3(self.conv, self.features, name='p_conv1')(
-        pool1 + pool2))
-    skip = self.norm(name='bn1')(conv1x1(self.conv, self.features, name='conv1')(x))
-    return ConvBN(self.conv, self.norm, self.features, name='conv2')(nn.relu(pooled + skip))
+    return _merge(self.conv, self.norm, self.features, x, pool1 + pool2)
 
 
 def top_left_pool(conv: ModuleDef, norm: ModuleDef, features: int, name: str) -> CornerPool:
