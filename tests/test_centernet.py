@@ -354,3 +354,21 @@ def test_decode_equals_the_authors_decode_written_in_numpy():
   order = lambda a: a[np.lexsort((a[:, 3], a[:, 2], a[:, 1], a[:, 0], -a[:, 4]))]
   np.testing.assert_allclose(order(kept), order(want_kept), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(np.asarray(centres), want_centres, rtol=1e-5, atol=1e-5)
+
+
+def test_center_check_by_hand():
+  """A small box (100 x 60: its central third is x 133.3-166.7, y 40-60) with a centre of its
+  class inside keeps its pair, scored (2 x 0.6 + 0.9) / 3 = 0.7; the same centre of another
+  class does not count; a large box (300 x 200: central fifth x 220-280, y 180-220) whose only
+  centre sits at x 215 (inside its third, outside its fifth) is dropped, as is a rejected pair."""
+  from hrnet_jax.tasks.detection.keypoint_triplets import center_check
+  dets = np.array([[100, 20, 200, 80, 0.6, 0.7, 0.5, 1],
+                   [100, 100, 400, 300, 0.8, 0.8, 0.8, 2],
+                   [0, 0, 50, 50, -1, 0.1, 0.1, 1]], np.float64)
+  centres = np.array([[150, 50, 0, 0.95], [150, 50, 1, 0.9], [215, 200, 2, 0.99]], np.float64)
+  kept = center_check(dets, centres)
+  assert kept.shape == (1, 8) and kept[0, 4] == pytest.approx(0.7)
+  np.testing.assert_array_equal(kept[0, [0, 1, 2, 3, 7]], [100, 20, 200, 80, 1])
+  centres[2, 0] = 225  # now inside the large box's fifth: kept, (1.6 + 0.99) / 3
+  kept = center_check(dets, centres)
+  np.testing.assert_allclose(kept[:, 4], [(1.6 + 0.99) / 3, 0.7])

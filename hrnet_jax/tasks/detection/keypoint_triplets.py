@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 GAUSSIAN_IOU = 0.3  # the authors' `gaussian_iou`: corners within this overlap of the box
@@ -191,3 +192,33 @@ def decode_triplets(out: dict[str, Array], k: int = TOP_K, ae_threshold: float =
                     tl[2][i].astype(jnp.float32)], axis=1)
   centres = jnp.stack([ct[3], ct[4], ct[2].astype(jnp.float32), ct[0]], axis=1)
   return dets, centres
+
+
+# --- The centre check (host, in image pixels) ---------------------------------------------------
+
+SMALL_AREA = 22500.0  # boxes up to 150 x 150 pixels take the central third, larger the fifth
+
+
+def center_check(detections: np.ndarray, centres: np.ndarray) -> np.ndarray:
+  """The authors' test-time check of corner pairs (both in image pixels): a box keeps its pair
+  only when a centre keypoint of its class lies strictly inside its central region (the middle
+  third of each side for boxes up to 150 x 150 pixels, the middle fifth above), its score then
+  (2 x pair score + that centre's score) / 3, the first such centre in the centres' order
+  (best first). `detections` (M, 8) as `decode_triplets` gives them (score -1: no pair),
+  `centres` (K, 4) x, y, class, score. Returns the kept rows, best first."""
+  dets = detections[detections[:, 4] > -1].copy()
+  x1, y1, x2, y2 = dets[:, 0], dets[:, 1], dets[:, 2], dets[:, 3]
+  small = (x2 - x1) * (y2 - y1) <= SMALL_AREA
+  n = np.where(small, 3.0, 5.0)
+  near = np.where(small, 2.0, 3.0)  # weights of the near side: (2a + b) / 3, (3a + 2b) / 5
+  far = n - near
+  left, right = (near * x1 + far * x2) / n, (far * x1 + near * x2) / n
+  top, bottom = (near * y1 + far * y2) / n, (far * y1 + near * y2) / n
+  cx, cy, cls = centres[:, :1], centres[:, 1:2], centres[:, 2:3]
+  inside = ((cx > left) & (cx < right) & (cy > top) & (cy < bottom)
+            & (cls == dets[:, 7][None, :]))  # (K, M)
+  found = inside.any(axis=0)
+  first = inside.argmax(axis=0)
+  dets[:, 4] = np.where(found, (2 * dets[:, 4] + centres[first, 3]) / 3, -1)
+  dets = dets[found]
+  return dets[np.argsort(-dets[:, 4], kind='stable')]
