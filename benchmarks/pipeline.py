@@ -90,6 +90,12 @@ def _file(path: pathlib.Path, key: object, write, written: dict) -> None:
     written[key] = path
 
 
+def _jpeg(rng: np.random.Generator, h: int, w: int):
+  """A writer of one h x w photo as a quality-90 JPEG (drawn from `rng` when called)."""
+  import cv2
+  return lambda path: cv2.imwrite(str(path), _photo(rng, h, w, 16), [cv2.IMWRITE_JPEG_QUALITY, 90])
+
+
 def write_seg(root: pathlib.Path, n: int) -> str:
   import cv2
   rng = np.random.default_rng(0)
@@ -116,10 +122,8 @@ def _coco_image(root: pathlib.Path, image_id: int, h: int, w: int, rng: np.rando
                 key: object, written: dict) -> dict:
   """Writes images/train2017/<id as 12 digits>.jpg (COCO's naming; a link for a `key` seen
   before); returns its record."""
-  import cv2
   name = f'{image_id:012d}.jpg'
-  _file(root / 'images' / 'train2017' / name, key, lambda p: cv2.imwrite(
-      str(p), _photo(rng, h, w, 16), [cv2.IMWRITE_JPEG_QUALITY, 90]), written)
+  _file(root / 'images' / 'train2017' / name, key, _jpeg(rng, h, w), written)
   return {'id': image_id, 'file_name': name, 'width': w, 'height': h}
 
 
@@ -152,14 +156,12 @@ def write_pose(root: pathlib.Path, n: int) -> str:
 
 
 def write_cls(root: pathlib.Path, n: int) -> str:
-  import cv2
   rng = np.random.default_rng(0)
   written = {}
   for i in range(n):
     k = i % DISTINCT['cls']
     h, w = (375, 500) if k % 3 else (500, 375)  # ImageNet's most common sizes
-    _file(root / 'train' / f'n{i % 4:08d}' / f'img_{i:05d}.JPEG', k, lambda p: cv2.imwrite(
-        str(p), _photo(rng, h, w, 16), [cv2.IMWRITE_JPEG_QUALITY, 90]), written)
+    _file(root / 'train' / f'n{i % 4:08d}' / f'img_{i:05d}.JPEG', k, _jpeg(rng, h, w), written)
   size = sum(p.stat().st_size for p in (root / 'train').rglob('*.JPEG')) / n / 1e3
   return (f'{n} images 500x375 / 375x500 JPEG ({size:.0f} kB each; {DISTINCT["cls"]} '
           f'distinct) in 4 class folders')
@@ -167,7 +169,6 @@ def write_cls(root: pathlib.Path, n: int) -> str:
 
 def write_face(root: pathlib.Path, n: int) -> str:
   """300W: images and the official CSV (image_name, scale, center_w, center_h, 68 x,y)."""
-  import cv2
   rng = np.random.default_rng(0)
   (root / 'images').mkdir(parents=True, exist_ok=True)
   header = ['image_name', 'scale', 'center_w', 'center_h']
@@ -175,8 +176,7 @@ def write_face(root: pathlib.Path, n: int) -> str:
   rows, written = [','.join(header)], {}
   for i in range(n):
     name = f'face_{i:04d}.jpg'
-    _file(root / 'images' / name, i % DISTINCT['face'], lambda p: cv2.imwrite(
-        str(p), _photo(rng, 480, 640, 16), [cv2.IMWRITE_JPEG_QUALITY, 90]), written)
+    _file(root / 'images' / name, i % DISTINCT['face'], _jpeg(rng, 480, 640), written)
     scale = rng.uniform(1.0, 2.0)  # face size / 200 px, as 300W's
     cx, cy = rng.uniform(220, 420), rng.uniform(200, 280)
     pts = np.stack([rng.uniform(cx - 70 * scale, cx + 70 * scale, 68),
