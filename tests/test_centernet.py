@@ -155,14 +155,18 @@ def test_gaussian_radius_by_hand():
   (1, 20, 70 / 1.3), (4, 40, 70), (1.2, -12, -70) are 16.79, 30.95, 4.95: the least wins.
   2 x 18 cells: (1.2, -12, -25.2) gives (-12 + sqrt(264.96)) / 2 = 2.139."""
   from hrnet_jax.tasks.detection.keypoint_triplets import gaussian_radius
-  assert float(gaussian_radius(jnp.float32(10), jnp.float32(10))) == pytest.approx(
+  assert float(gaussian_radius(jnp.float32(10), jnp.float32(10), 0.3)) == pytest.approx(
       (-12 + np.sqrt(144 + 4 * 1.2 * 70)) / 2, rel=1e-6)
   assert (-12 + np.sqrt(480)) / 2 == pytest.approx(4.954, abs=1e-3)
-  assert float(gaussian_radius(jnp.float32(2), jnp.float32(18))) == pytest.approx(
+  assert float(gaussian_radius(jnp.float32(2), jnp.float32(18), 0.3)) == pytest.approx(
       (-12 + np.sqrt(264.96)) / 2, rel=1e-6)
+  # The recipe's 0.7 (the authors' default) on 10 x 10: (1, 20, 30 / 1.7), (4, 40, 30),
+  # (2.8, -28, -30) give 19.07, 36.73, (-28 + sqrt(784 + 336)) / 2 = 2.733.
+  assert float(gaussian_radius(jnp.float32(10), jnp.float32(10))) == pytest.approx(
+      (-28 + np.sqrt(1120)) / 2, rel=1e-6)
 
 
-def numpy_targets(boxes, labels, num_classes, out_hw, ratio):
+def numpy_targets(boxes, labels, num_classes, out_hw, ratio, o=0.7):
   """The authors' sampler for one image, written out in float64: int() cells, ceil'd sizes,
   their radius, gaussian2D windows (with its eps cut) maxed into each class's map."""
   h, w = out_hw
@@ -173,7 +177,6 @@ def numpy_targets(boxes, labels, num_classes, out_hw, ratio):
     pts = {'tl': (x1 * rx, y1 * ry), 'br': (x2 * rx, y2 * ry),
            'ct': ((x1 + x2) / 2 * rx, (y1 + y2) / 2 * ry)}
     bw, bh = np.ceil((x2 - x1) * rx), np.ceil((y2 - y1) * ry)
-    o = 0.3
     r = min((bh + bw + np.sqrt((bh + bw) ** 2 - 4 * bw * bh * (1 - o) / (1 + o))) / 2,
             (2 * (bh + bw) + np.sqrt(4 * (bh + bw) ** 2 - 16 * (1 - o) * bw * bh)) / 2,
             (-2 * o * (bh + bw) + np.sqrt(4 * o * o * (bh + bw) ** 2

@@ -208,7 +208,7 @@ def test_ctrl_c_in_training_is_one_line_and_exit_130(seg_root, tmp_path):
 @pytest.mark.parametrize('name, variant, images, steps', [
     ('pose_coco', 'demo', 400, 250), ('cls_imagenet', 'demo', 400, 160),
     ('face_300w', 'demo', 480, 500), ('det_coco_faster_rcnn', 'tracking_demo', 768, 1344),
-    ('pose_posetrack', 'demo', 1932, 1320)])
+    ('pose_posetrack', 'demo', 1932, 1320), ('det_coco_centernet', 'demo', 320, 720)])
 def test_demo_boundaries_fall_on_the_stated_steps(name, variant, images, steps):
   """Boundaries are epochs; on each demo's data they land on the step its docstring states."""
   from hrnet_jax.train import optim

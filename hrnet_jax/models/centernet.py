@@ -5,8 +5,8 @@ branch the heads for heatmaps, embeddings and offsets. HRNetV2 feeds them in the
 (no HRNet variant was released; the backbone side is ours).
 
 `conv` and `norm` are the model's factories (layers.make_conv / make_norm); every
-"convolution" of the authors is conv 3x3 -> BN -> ReLU (`ConvBN`), their intermediate width
-128.
+"convolution" of the authors is conv 3x3 -> BN -> ReLU (`ConvBN`), their width inside the
+pooling modules 128 (`pool_channels`).
 """
 
 from __future__ import annotations
@@ -45,15 +45,16 @@ class CornerPool(nn.Module):
   features: int
   first: Pool
   second: Pool
+  pool_channels: int = POOL_CHANNELS
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    unit = lambda name: ConvBN(self.conv, self.norm, POOL_CHANNELS, name=name)
+    unit = lambda name: ConvBN(self.conv, self.norm, self.pool_channels, name=name)
     look1 = self.second(unit('look_conv1')(x))
-    pool1 = self.first(conv3x3(self.conv, POOL_CHANNELS, name='P1_look_conv')(
+    pool1 = self.first(conv3x3(self.conv, self.pool_channels, name='P1_look_conv')(
         unit('p1_conv1')(x) + look1))
     look2 = self.first(unit('look_conv2')(x))
-    pool2 = self.second(conv3x3(self.conv, POOL_CHANNELS, name='P2_look_conv')(
+    pool2 = self.second(conv3x3(self.conv, self.pool_channels, name='P2_look_conv')(
         unit('p2_conv1')(x) + look2))
     return _merge(self.conv, self.norm, self.features, x, pool1 + pool2)
 
@@ -65,21 +66,25 @@ class CenterPool(nn.Module):
   conv: ModuleDef
   norm: ModuleDef
   features: int
+  pool_channels: int = POOL_CHANNELS
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    unit = lambda name: ConvBN(self.conv, self.norm, POOL_CHANNELS, name=name)
+    unit = lambda name: ConvBN(self.conv, self.norm, self.pool_channels, name=name)
     pool1 = ops.column_max(unit('p1_conv1')(x))
     pool2 = ops.row_max(unit('p2_conv1')(x))
     return _merge(self.conv, self.norm, self.features, x, pool1 + pool2)
 
 
-def top_left_pool(conv: ModuleDef, norm: ModuleDef, features: int, name: str) -> CornerPool:
-  return CornerPool(conv, norm, features, ops.top_pool, ops.left_pool, name=name)
+def top_left_pool(conv: ModuleDef, norm: ModuleDef, features: int, name: str,
+                  pool_channels: int = POOL_CHANNELS) -> CornerPool:
+  return CornerPool(conv, norm, features, ops.top_pool, ops.left_pool, pool_channels, name=name)
 
 
-def bottom_right_pool(conv: ModuleDef, norm: ModuleDef, features: int, name: str) -> CornerPool:
-  return CornerPool(conv, norm, features, ops.bottom_pool, ops.right_pool, name=name)
+def bottom_right_pool(conv: ModuleDef, norm: ModuleDef, features: int, name: str,
+                      pool_channels: int = POOL_CHANNELS) -> CornerPool:
+  return CornerPool(conv, norm, features, ops.bottom_pool, ops.right_pool, pool_channels,
+                    name=name)
 
 
 class KeypointHead(nn.Module):
@@ -108,10 +113,12 @@ class CenterNetHead(nn.Module):
 
   Ours, as no HRNet variant was released: the `cnv` layer reads the concatenated streams (15x
   the width in channels) where the authors' reads the hourglass output (256), and the heads'
-  hidden width is the authors' 256 (their `curr_dim`)."""
+  hidden width is the authors' 256 (their `curr_dim`). `pool_channels` below the authors' 128
+  only for small runs (the demo)."""
   num_classes: int = 80
   cnv_channels: int = 256
   head_channels: int = 256
+  pool_channels: int = POOL_CHANNELS
   bn_momentum: float = 0.9
   align_corners: bool = False
   dtype: Dtype = jnp.float32
@@ -123,9 +130,10 @@ class CenterNetHead(nn.Module):
     norm = make_norm(train, self.bn_momentum, self.dtype, self.param_dtype)
     cnv = ConvBN(conv, norm, self.cnv_channels, name='cnv')(
         concat_streams(streams, self.align_corners))
-    branches = {'tl': top_left_pool(conv, norm, self.cnv_channels, name='tl_cnv')(cnv),
-                'br': bottom_right_pool(conv, norm, self.cnv_channels, name='br_cnv')(cnv),
-                'ct': CenterPool(conv, norm, self.cnv_channels, name='ct_cnv')(cnv)}
+    p = self.pool_channels
+    branches = {'tl': top_left_pool(conv, norm, self.cnv_channels, 'tl_cnv', p)(cnv),
+                'br': bottom_right_pool(conv, norm, self.cnv_channels, 'br_cnv', p)(cnv),
+                'ct': CenterPool(conv, norm, self.cnv_channels, p, name='ct_cnv')(cnv)}
     out = {}
     for b, y in branches.items():
       head = lambda n, what, bias=0.0: KeypointHead(conv, self.head_channels, n, bias,

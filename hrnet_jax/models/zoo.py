@@ -80,7 +80,7 @@ TASKS: dict[str, dict[str, Any]] = {
     # centernet.py; never released for HRNet): the authors' 256 channels in the branches and
     # heads; nearest fusion, as the ImageNet backbones it starts from.
     'centernet': dict(upsample='nearest', align_corners=False, bn_momentum=0.9, num_classes=80,
-                      cnv_channels=256, head_channels=256),
+                      cnv_channels=256, head_channels=256, pool_channels=128),
 }
 TWO_STAGE_TASKS = ('faster_rcnn', 'cascade_rcnn', 'mask_rcnn', 'cascade_mask_rcnn', 'htc',
                    'htc_without_semantic')
@@ -219,7 +219,8 @@ def create_model(arch: str, **overrides: Any) -> HRNetModel:
     head = rcnn.TwoStageHead(**{k: c[k] for k in TWO_STAGE_FIELDS}, **dt)
   elif task == 'centernet':
     head = centernet.CenterNetHead(c['num_classes'], c['cnv_channels'], c['head_channels'],
-                                   c['bn_momentum'], c['align_corners'], **dt)
+                                   c['pool_channels'], c['bn_momentum'], c['align_corners'],
+                                   **dt)
   elif task == 'fcos':
     head = heads.FCOS(c['num_classes'], c['out_channels'], c['num_levels'], c['neck_stride'],
                       c['stacked_convs'], c['gn_groups'], c['centerness_on_reg'], **dt)

@@ -168,6 +168,13 @@ class Task:
     del batch
     return {}
 
+  def augment(self, images: Array, batch: dict[str, Array]) -> Array:
+    """Inside the jitted training step, before normalization: the batch's images (uint8, or
+    floats in [0, 255]) with noise the transform drew the numbers of (CenterNet's colour noise,
+    which leaves uint8). Default: unchanged."""
+    del batch
+    return images
+
   def loss(self, outputs: Any, batch: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
     """*Required.* (scalar loss, extra scalars to log) of the model's outputs (cast to at least
     float32 by the trainer) on a training batch."""

@@ -60,7 +60,7 @@ def micro_batches(x: jax.Array, k: int) -> jax.Array:
 def train_step(state: TrainState, batch: dict, *, model: Any, tx: optax.GradientTransformation,
                loss_fn: Any, schedule: Any, mean: tuple, std: tuple, dtype: Any,
                rng: jax.Array, accum_steps: int = 1,
-               inputs_fn: Any = None) -> tuple[TrainState, dict]:
+               inputs_fn: Any = None, augment_fn: Any = None) -> tuple[TrainState, dict]:
   """One optimizer step on a global batch. Pure: the dropout key is derived from the step.
 
   The model's float outputs reach `loss_fn` in at least float32. With `accum_steps` k > 1 the batch
@@ -68,11 +68,13 @@ def train_step(state: TrainState, batch: dict, *, model: Any, tx: optax.Gradient
   BatchNorm then normalizes with each micro-batch's statistics (as k smaller batches would) and
   updates its running statistics k times. `inputs_fn(batch)`: what the model takes besides the
   images (Task.model_inputs: a two-stage detector's ground truth); random streams 'dropout' and
-  'sample' (a detector's training samples) come from the step's key."""
+  'sample' (a detector's training samples) come from the step's key. `augment_fn(images,
+  batch)` (Task.augment) runs on the images before normalization."""
   loss_dtype = jnp.promote_types(dtype, jnp.float32)
 
   def compute_loss(params, batch_stats, micro, key):
-    images = transforms.normalize(micro['image'], mean, std, dtype)
+    images = augment_fn(micro['image'], micro) if augment_fn else micro['image']
+    images = transforms.normalize(images, mean, std, dtype)
     inputs = inputs_fn(micro) if inputs_fn else {}
     rngs = {'dropout': key, 'sample': jax.random.fold_in(key, 1)}
     outputs, updates = model.apply({'params': params, 'batch_stats': batch_stats}, images,
@@ -170,7 +172,7 @@ def make_train_step(config: Any, task: Task, mesh: jax.sharding.Mesh,
       train_step, model=task.create_model(dtype), tx=tx, loss_fn=task.loss, schedule=schedule,
       mean=tuple(config.data.mean), std=tuple(config.data.std), dtype=dtype,
       rng=jax.random.key(config.seed + 1), accum_steps=int(config.get('grad_accum_steps', 1)),
-      inputs_fn=task.model_inputs)
+      inputs_fn=task.model_inputs, augment_fn=task.augment)
   jitted = jax.jit(step, in_shardings=(state_sharding, parallel.batch_sharding(mesh)),
                    out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=(0,))
   return parallel.CompiledTogether(jitted, 'train step')

@@ -2,7 +2,7 @@
 DetectionTask; canvas.py: resized, padded images and boxes; metric.py: COCO box AP; draw.py:
 pictures) and one module per framework, chosen by the arch (`fcos_w32` -> fcos.FCOS,
 `faster_rcnn_w32`, `cascade_rcnn_w32`, `mask_rcnn_w32`, `cascade_mask_rcnn_w32`, `htc_w32`,
-`htc_without_semantic_w32` -> rcnn.TwoStage)."""
+`htc_without_semantic_w32` -> rcnn.TwoStage, `centernet_w48` -> keypoint_triplets.CenterNet)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from hrnet_jax.models import zoo
 from hrnet_jax.tasks.detection.task import DetectionTask
 
 # The arch's task part (zoo.split_arch) -> 'module.Class' of its framework (imported on use).
-FRAMEWORKS = {'fcos': 'fcos.FCOS', **{family: 'rcnn.TwoStage' for family in zoo.TWO_STAGE_TASKS}}
+FRAMEWORKS = {'fcos': 'fcos.FCOS', 'centernet': 'keypoint_triplets.CenterNet',
+              **{family: 'rcnn.TwoStage' for family in zoo.TWO_STAGE_TASKS}}
 
 
 def framework_class(arch: str) -> type[DetectionTask]:

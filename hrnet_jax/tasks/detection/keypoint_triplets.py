@@ -17,12 +17,22 @@ published derivation divides), so two of the three bounds come out larger than t
 
 from __future__ import annotations
 
+import functools
+from typing import Any, Callable, Sequence
+
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hrnet_jax.errors import ConfigError
+from hrnet_jax.tasks.detection import canvas, metric
+from hrnet_jax.tasks.detection.task import DetectionTask
+
 Array = jax.Array
-GAUSSIAN_IOU = 0.3  # the authors' `gaussian_iou`: corners within this overlap of the box
+# The authors' `gaussian_iou`: a corner pair anywhere within the radius still gives a box of at
+# least this IoU with the object. 0.7 is their dataset default, which no CenterNet config overrides.
+GAUSSIAN_IOU = 0.7
 CORNER_DELTA, CENTER_DELTA = 6.0, 5.0  # sigma = diameter / delta
 
 
@@ -222,3 +232,342 @@ def center_check(detections: np.ndarray, centres: np.ndarray) -> np.ndarray:
   dets[:, 4] = np.where(found, (2 * dets[:, 4] + centres[first, 3]) / 3, -1)
   dets = dets[found]
   return dets[np.argsort(-dets[:, 4], kind='stable')]
+
+
+# --- Soft-NMS and the final detections (host, as the authors' test) ----------------------------
+
+SOFT_NMS_SIGMA, SOFT_NMS_THRESHOLD = 0.5, 0.001  # the authors' soft_nms defaults
+NMS_METHODS = ('nms', 'linear_soft_nms', 'exp_soft_nms')  # their `nms_algorithm` values
+
+
+def soft_nms(boxes: np.ndarray, method: str = 'exp_soft_nms', iou_threshold: float = 0.5,
+             sigma: float = SOFT_NMS_SIGMA, threshold: float = SOFT_NMS_THRESHOLD) -> np.ndarray:
+  """The authors' soft-NMS of one class's boxes (N, 5: x1, y1, x2, y2, score), returning the
+  whole array as their test reads it afterwards (it ignores the routine's kept count).
+
+  In order: the best remaining box is swapped into the next place; every box after it that
+  overlaps it (inclusive-pixel IoU, widths x2 - x1 + 1) has its score multiplied by
+  exp(-IoU^2 / sigma) (`exp_soft_nms`), by 1 - IoU above `iou_threshold` (`linear_soft_nms`)
+  or by 0 above it (`nms`); a box falling below `threshold` is overwritten by the last active
+  row, which stays where it was as well, and the active count shrinks. So the returned rows
+  are the selected boxes (best first, scores as selected) followed by the rows past the active
+  count: copies of moved boxes with the score they had then, and boxes discarded last. All in
+  float32 as theirs."""
+  if method not in NMS_METHODS:
+    raise ValueError(f'soft_nms: method expected one of {NMS_METHODS}, got {method!r}')
+  b = np.array(boxes[:, :5], np.float32)
+  n = len(b)
+  one, nt, sig, thr = (np.float32(v) for v in (1.0, iou_threshold, sigma, threshold))
+  i = 0
+  while i < n:
+    best = i + int(np.argmax(b[i:n, 4]))  # the first of equal scores, as their strict '<'
+    b[[i, best]] = b[[best, i]]
+    tx1, ty1, tx2, ty2 = b[i, :4]
+    top_area = (tx2 - tx1 + one) * (ty2 - ty1 + one)
+    pos = i + 1
+    while pos < n:
+      rest = b[pos:n]
+      iw = np.minimum(tx2, rest[:, 2]) - np.maximum(tx1, rest[:, 0]) + one
+      ih = np.minimum(ty2, rest[:, 3]) - np.maximum(ty1, rest[:, 1]) + one
+      hit = (iw > 0) & (ih > 0)
+      area = (rest[:, 2] - rest[:, 0] + one) * (rest[:, 3] - rest[:, 1] + one)
+      with np.errstate(divide='ignore', invalid='ignore'):
+        ov = iw * ih / (top_area + area - iw * ih)
+      if method == 'exp_soft_nms':
+        weight = np.exp((-(ov * ov) / sig).astype(np.float64)).astype(np.float32)
+      elif method == 'linear_soft_nms':
+        weight = np.where(ov > nt, one - ov, one)
+      else:
+        weight = np.where(ov > nt, np.float32(0), one)
+      scores = np.where(hit, weight * rest[:, 4], rest[:, 4])
+      low = hit & (scores < thr)
+      if not low.any():
+        b[pos:n, 4] = scores
+        break
+      k = int(np.argmax(low))
+      b[pos:pos + k + 1, 4] = scores[:k + 1]
+      b[pos + k] = b[n - 1]  # the last active row copied over it (itself when it is the last)
+      n -= 1
+      pos += k  # the copied row is looked at next
+    i += 1
+  return b
+
+
+def final_detections(detections: np.ndarray, centres: np.ndarray, num_classes: int,
+                     method: str = 'exp_soft_nms', iou_threshold: float = 0.5,
+                     max_per_image: int = 100) -> np.ndarray:
+  """One image's detections as the authors' test finishes them (image pixels): the centre check,
+  per class soft-NMS (every row it returns), then when there are more than `max_per_image` rows
+  those scoring at least the `max_per_image`-th best (ties kept). Returns (M, 6): x1, y1, x2, y2,
+  score, class, class by class."""
+  kept = center_check(detections, centres)
+  per_class = []
+  for c in range(num_classes):
+    rows = soft_nms(kept[kept[:, 7] == c], method, iou_threshold)
+    per_class.append(np.concatenate([rows, np.full((len(rows), 1), c, np.float32)], 1))
+  out = np.concatenate(per_class) if per_class else np.zeros((0, 6), np.float32)
+  if len(out) > max_per_image:
+    kth = len(out) - max_per_image
+    out = out[out[:, 4] >= np.partition(out[:, 4], kth)[kth]]
+  return out
+
+
+# --- Data: the authors' training crop and test canvas (host) ----------------------------------
+
+# Their COCO colour statistics (BGR in [0, 1] there; RGB in [0, 255] here): the lighting noise's
+# eigenvalues and eigenvectors (rows B, G, R; columns the eigenvectors).
+LIGHTING_EIGVAL = np.array([0.2141788, 0.01817699, 0.00341571], np.float32)
+LIGHTING_EIGVEC = np.array([[-0.58752847, -0.69563484, 0.41340352],
+                            [-0.5832747, 0.00994535, -0.81221408],
+                            [-0.56089297, 0.71832671, 0.41158938]], np.float32)
+JITTER, LIGHTING_STD = 0.4, 0.1  # brightness / contrast / saturation factors 1 +- 0.4
+
+
+def _border(border: int, size: int) -> int:
+  """The authors' crop-centre margin: `border` halved until it leaves room in `size`."""
+  i = 1
+  while size - border // i <= border // i:
+    i *= 2
+  return border // i
+
+
+def _paste_centred(image: np.ndarray, cx: int, cy: int, out_hw: tuple[int, int]) -> tuple:
+  """The authors' crop: the `out_hw` window centred on (cx, cy) of `image` (half-sides floored,
+  so an odd side loses its last row or column), pasted into black; returns the crop and where
+  the image's (0, 0) lands in it (x, y)."""
+  oh, ow = out_hw
+  h, w = image.shape[:2]
+  x0, x1 = max(cx - ow // 2, 0), min(cx + ow // 2, w)
+  y0, y1 = max(cy - oh // 2, 0), min(cy + oh // 2, h)
+  left, top = ow // 2 - (cx - x0), oh // 2 - (cy - y0)
+  out = np.zeros((oh, ow, 3), np.uint8)
+  out[top:top + y1 - y0, left:left + x1 - x0] = image[y0:y1, x0:x1]
+  return out, left - x0, top - y0
+
+
+def train_sample(sample: dict, rng: np.random.Generator, *, input_size: int,
+                 scales: Sequence[float], border: int, flip: bool, color: bool,
+                 max_boxes: int) -> dict:
+  """The authors' training sample: a square window of `input_size` x a random scale, centred at
+  a random point at least `_border` from the image's sides, pasted into black, resized to
+  `input_size` (bilinear), boxes clipped to [0, size - 1] and dropped when empty, mirrored
+  half the time (x -> size - x - 1, theirs), and the colour noise's random numbers (applied on
+  the device: `color_noise`)."""
+  image = sample['image']
+  h, w = image.shape[:2]
+  side = int(input_size * scales[int(rng.integers(len(scales)))])
+  bw, bh = _border(border, w), _border(border, h)
+  cx, cy = int(rng.integers(bw, w - bw)), int(rng.integers(bh, h - bh))
+  crop, dx, dy = _paste_centred(image, cx, cy, (side, side))
+  out = cv2.resize(crop, (input_size, input_size), interpolation=cv2.INTER_LINEAR)
+  r = np.float32(input_size / side)
+  boxes = (np.asarray(sample['boxes'], np.float32).reshape(-1, 4)
+           + np.array([dx, dy, dx, dy], np.float32)) * r
+  boxes = np.clip(boxes, 0, input_size - 1)
+  keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+  boxes, labels = boxes[keep], np.asarray(sample['labels'], np.int32)[keep]
+  if flip and rng.random() < 0.5:
+    out = out[:, ::-1]
+    boxes = np.stack([input_size - boxes[:, 2] - 1, boxes[:, 1], input_size - boxes[:, 0] - 1,
+                      boxes[:, 3]], axis=1)
+  noise = np.zeros(7, np.float32)  # order of the three jitters (a permutation), factors, lighting
+  if color:
+    noise[:3] = rng.permutation(3)
+    noise[3:6] = 1 + rng.uniform(-JITTER, JITTER, 3)
+    noise[6:] = 1.0  # with lighting (a flag the device reads)
+  lighting = rng.normal(0, LIGHTING_STD, 3).astype(np.float32) if color else np.zeros(3,
+                                                                                    np.float32)
+  result = {'image': np.ascontiguousarray(out), 'boxes': boxes, 'labels': labels,
+            'image_id': np.int64(sample['image_id']), 'color_noise': noise,
+            'lighting': lighting}
+  return canvas.pad_boxes(result, max_boxes)
+
+
+def color_noise(images: Array, noise: Array, lighting: Array) -> Array:
+  """The authors' colour noise on (B, H, W, 3) RGB images in [0, 255] (floats), per image in the
+  drawn order: brightness x a; contrast a x + (1 - a) x the grey mean; saturation a x +
+  (1 - a) x grey, grey (BT.601, OpenCV's) and its mean taken before any of them; then the
+  lighting noise eigvec (eigval * alpha) (x 255, RGB). `noise` (B, 7): order, three factors
+  (brightness, contrast, saturation), a flag (0: no noise at all); `lighting` (B, 3)."""
+  x = images.astype(jnp.float32)
+  grey = x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
+  mean = jnp.mean(grey, axis=(1, 2))[:, None, None, None]
+  grey = grey[..., None]
+  a = noise[:, 3:6][:, None, None, None, :]
+  ops = (lambda y: y * a[..., 0], lambda y: a[..., 1] * y + (1 - a[..., 1]) * mean,
+         lambda y: a[..., 2] * y + (1 - a[..., 2]) * grey)
+  y = x
+  for step in range(3):
+    which = noise[:, step][:, None, None, None]
+    y = jnp.select([which == 0, which == 1], [ops[0](y), ops[1](y)], ops[2](y))
+  bgr = jnp.einsum('ij,bj->bi', jnp.asarray(LIGHTING_EIGVEC),
+                   jnp.asarray(LIGHTING_EIGVAL) * lighting)
+  y = y + 255.0 * bgr[:, ::-1][:, None, None, :]
+  on = noise[:, 6][:, None, None, None] > 0
+  return jnp.where(on, y, x)
+
+
+def eval_canvas_hw(h: int, w: int) -> tuple[int, int]:
+  """The authors' test input for an h x w image: each side OR 127 (the next 128k - 1)."""
+  return h | 127, w | 127
+
+
+def eval_sample(sample: dict) -> dict:
+  """The authors' test input: the image centred (`_paste_centred` on its middle) in black on
+  its canvas; `offset_xy` where its (0, 0) lies there, `orig_hw` its size."""
+  image = sample['image']
+  h, w = image.shape[:2]
+  out, dx, dy = _paste_centred(image, w // 2, h // 2, eval_canvas_hw(h, w))
+  return {'image': out, 'offset_xy': np.array([dx, dy], np.float32),
+          'orig_hw': np.array([h, w], np.int32), 'image_id': np.int64(sample['image_id'])}
+
+
+# --- The task ---------------------------------------------------------------------------------
+
+
+def rescale_triplets(dets: Array, centres: Array, map_w: int, ratio: tuple[float, float],
+                     offset_xy: Array, orig_hw: Array) -> tuple[Array, Array]:
+  """One image's decoded pairs and centres of the image and of its mirror (first and second
+  halves) in output cells -> image pixels, as the authors' test: mirrored x -> map_w - x (their
+  formula, no - 1); / ratio (cells per input pixel), minus where the image lies on its canvas;
+  a pair with a side more than 5 pixels beyond the image loses its score (-1); all clipped to
+  the image."""
+  ry, rx = ratio
+  h, w = orig_hw[0].astype(jnp.float32), orig_hw[1].astype(jnp.float32)
+  n, k = dets.shape[0] // 2, centres.shape[0] // 2
+  mirrored = jnp.arange(dets.shape[0]) >= n
+  x1 = jnp.where(mirrored, map_w - dets[:, 2], dets[:, 0]) / rx - offset_xy[0]
+  x2 = jnp.where(mirrored, map_w - dets[:, 0], dets[:, 2]) / rx - offset_xy[0]
+  y1, y2 = dets[:, 1] / ry - offset_xy[1], dets[:, 3] / ry - offset_xy[1]
+  outside = (x1 <= -5) | (x2 >= w + 5) | (y1 <= -5) | (y2 >= h + 5)
+  score = jnp.where(outside, -1.0, dets[:, 4])
+  boxes = [jnp.clip(x1, 0, w), jnp.clip(y1, 0, h), jnp.clip(x2, 0, w), jnp.clip(y2, 0, h)]
+  dets = jnp.concatenate([jnp.stack(boxes + [score], 1), dets[:, 5:]], axis=1)
+  cx = jnp.where(jnp.arange(centres.shape[0]) >= k, map_w - centres[:, 0], centres[:, 0])
+  cx = jnp.clip(cx / rx - offset_xy[0], 0, w)
+  cy = jnp.clip(centres[:, 1] / ry - offset_xy[1], 0, h)
+  return dets, jnp.concatenate([cx[:, None], cy[:, None], centres[:, 2:]], axis=1)
+
+
+class CenterNetMetric(metric.CocoBoxMetric):
+  """COCO box AP of CenterNet's detections, finished on the host from the eval outputs' pairs
+  and centres (`final_detections`); results rounded as the authors' (coordinates and scores
+  to 2 decimals), class by class."""
+
+  def __init__(self, finish: Callable[[np.ndarray, np.ndarray], np.ndarray], *args: Any,
+               **kwargs: Any):
+    super().__init__(*args, **kwargs)
+    self.finish = finish
+
+  def update(self, outputs: dict) -> None:
+    for i in np.flatnonzero(np.asarray(outputs['valid'])):
+      dets = self.finish(np.asarray(outputs['pairs'][i]), np.asarray(outputs['centres'][i]))
+      image_id = int(outputs['image_id'][i])
+      index = int(outputs['index'][i])
+      self.rows[index] = [
+          {'image_id': image_id, 'category_id': self.category_ids[int(d[5])],
+           'bbox': [round(float(d[0]), 2), round(float(d[1]), 2),
+                    round(float(d[2] - d[0]), 2), round(float(d[3] - d[1]), 2)],
+           'score': round(float(d[4]), 2)} for d in dets]
+      self.image_ids[index] = image_id
+    self._result = None
+
+
+class CenterNet(DetectionTask):
+  """CenterNet keypoint triplets (`centernet_*` archs); reads config.model/data/eval. Training
+  samples are the authors' random square crops at `data.input_size`; evaluation their test:
+  the image centred on a canvas of sides | 127, the image and its mirror through the model,
+  pairs decoded and rescaled on the device, then the centre check, soft-NMS and the 100 best on
+  the host (the metric)."""
+
+  def __init__(self, config: Any, classes: tuple[Sequence[int], Sequence[str]] | None = None):
+    if not config.model.arch.startswith('centernet_'):
+      raise ConfigError(f'config.model.arch: CenterNet needs a centernet_* arch, got '
+                        f'{config.model.arch!r}')
+    super().__init__(config, classes)
+    method = str(config.eval.nms_method)
+    if method not in NMS_METHODS:
+      raise ConfigError(f'config.eval.nms_method: expected one of {NMS_METHODS}, got '
+                        f'{method!r}')
+
+  # --- Data -----------------------------------------------------------------------------------
+
+  def canvases(self, source: Any, train: bool) -> list[tuple[int, int]]:
+    if train:
+      side = int(self.config.data.input_size)
+      return [(side, side)] * len(source)
+    return [eval_canvas_hw(int(h), int(w)) for h, w in zip(source.heights, source.widths)]
+
+  def train_transform(self) -> Callable:
+    d = self.config.data
+    return functools.partial(train_sample, input_size=int(d.input_size),
+                             scales=tuple(float(s) for s in d.rand_scales),
+                             border=int(d.border), flip=bool(d.flip), color=bool(d.color),
+                             max_boxes=int(d.max_boxes))
+
+  def eval_transform(self) -> Callable:
+    return eval_sample
+
+  def augment(self, images: Array, batch: dict) -> Array:
+    return color_noise(images, batch['color_noise'], batch['lighting'])
+
+  # --- Training -------------------------------------------------------------------------------
+
+  def loss(self, outputs: Any, batch: dict) -> tuple[Array, dict]:
+    size = int(self.config.data.input_size)
+    out_hw = outputs['tl_heat'].shape[1:3]
+    ratio = (out_hw[0] / size, out_hw[1] / size)
+    targets = jax.vmap(lambda b, l, v: centernet_targets(
+        b, l, v, outputs['tl_heat'].shape[-1], out_hw, ratio))(
+            batch['boxes'], batch['labels'], batch['box_valid'])
+    parts = centernet_loss(outputs, targets)
+    return parts.pop('loss'), parts
+
+  # --- Evaluation -----------------------------------------------------------------------------
+
+  def eval_outputs(self, apply_fn: Callable, images: Array, batch: dict) -> dict:
+    """The image and its mirror through the model, each decoded (`decode_triplets`), rescaled
+    to the image (`rescale_triplets`): `pairs` (B, 2 x num_dets, 8) and `centres` (B, 2k, 4)."""
+    e = self.config.eval
+    b, in_h, in_w = images.shape[:3]
+    out = apply_fn(jnp.concatenate([images, images[:, :, ::-1]]))
+    map_h, map_w = out['tl_heat'].shape[1:3]
+    decode = functools.partial(decode_triplets, k=int(e.top_k),
+                               ae_threshold=float(e.ae_threshold), kernel=int(e.nms_kernel),
+                               num_dets=int(e.num_dets))
+    dets, centres = jax.vmap(decode)(out)
+    pair = lambda x: jnp.concatenate([x[:b], x[b:]], axis=1)
+    rescale = functools.partial(rescale_triplets, map_w=map_w,
+                                ratio=(map_h / in_h, map_w / in_w))
+    dets, centres = jax.vmap(rescale)(pair(dets), pair(centres), offset_xy=batch['offset_xy'],
+                                      orig_hw=batch['orig_hw'])
+    return {'pairs': dets, 'centres': centres, 'image_id': batch['image_id']}
+
+  def final(self, pairs: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """One image's detections from its pairs and centres (`final_detections`, config.eval)."""
+    e = self.config.eval
+    return final_detections(pairs, centres, len(self.class_names), str(e.nms_method),
+                            float(e.nms_iou), int(e.max_per_img))
+
+  def new_metric(self, source: Any) -> CenterNetMetric:
+    from hrnet_jax.data.sources.coco_detection import CocoDetection
+    annotations = source.annotation_file if isinstance(source, CocoDetection) else None
+    return CenterNetMetric(self.final, self.category_ids, annotations, source.split)
+
+  def protocol(self) -> str:
+    e = self.config.eval
+    return (f'image centred on a canvas of sides | 127 and mirrored; top {e.top_k} corners and '
+            f'centres per map (3x3 peaks), pairs of one class with embeddings within '
+            f'{e.ae_threshold}, kept when a centre of their class lies in the central third '
+            f'(fifth above 150x150 px); {e.nms_method} (IoU {e.nms_iou}) per class; '
+            f'{e.max_per_img} boxes per image')
+
+  # --- predict.py -----------------------------------------------------------------------------
+
+  def prediction(self, samples: list[dict], outputs: dict) -> dict:
+    dets = self.final(np.asarray(outputs['pairs'][0]), np.asarray(outputs['centres'][0]))
+    dets = dets[np.argsort(-dets[:, 4], kind='stable')]
+    return {'detections': [
+        {'box': [float(d[0]), float(d[1]), float(d[2] - d[0]), float(d[3] - d[1])],
+         'score': float(d[4]), 'class_id': int(d[5]),
+         'class': self.class_names[int(d[5])]} for d in dets]}
