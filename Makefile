@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .PHONY: demo pose-demo posetrack-demo posetrack-detector-demo face-demo cls-demo det-demo faster-rcnn-demo cascade-rcnn-demo \
-	mask-rcnn-demo cascade-mask-rcnn-demo htc-demo test test-all clean
+	mask-rcnn-demo cascade-mask-rcnn-demo htc-demo centernet-demo test test-all clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,9 @@ cascade-mask-rcnn-demo: $(VENV)/.core
 
 htc-demo: $(VENV)/.core
 	$(PY) train.py --config configs/det_coco_htc.py:demo --workdir runs/htc_demo
+
+centernet-demo: $(VENV)/.core
+	$(PY) train.py --config configs/det_coco_centernet.py:demo --workdir runs/centernet_demo
 
 # Two pytest workers: XLA compiles each program on one thread, so two share 2 cores well.
 # TEST_WORKERS=0 runs in one process.

@@ -1,12 +1,14 @@
 """Detection figures on this machine: a detector recipe's train step (FCOS: targets, losses,
 backward, SGD with clipping; Faster / Cascade R-CNN: anchors, proposals, samples, RoIAlign,
-losses, backward) and eval step (network + decoding + NMS) at a canvas of the recipe: compile
-time and seconds per step; with --torch also the network's forward next to the PyTorch
-reference (mmdetection's layout) with the same weights, in turns (the two-stage forward
-includes the proposals and the box heads).
+losses, backward; CenterNet: colour noise, targets, losses, backward, Adam) and eval step
+(network + decoding + NMS; CenterNet: the image and its mirror, decoding and rescaling, the
+host's centre check and soft-NMS not included) at a canvas of the recipe: compile time and
+seconds per step; with --torch also the network's forward next to the PyTorch reference
+(mmdetection's layout) with the same weights, in turns (the two-stage forward includes the
+proposals and the box heads; CenterNet has no PyTorch release to compare with).
 
-  python benchmarks/det_figures.py [--arch fcos_w32 | faster_rcnn_w32 | cascade_rcnn_w32]
-      [--batch 1] [--size 800 1344] [--steps 2] [--torch]
+  python benchmarks/det_figures.py [--arch fcos_w32 | faster_rcnn_w32 | cascade_rcnn_w32 |
+      centernet_w48] [--batch 1] [--size 800 1344] [--steps 2] [--torch]
 """
 
 import argparse
@@ -23,7 +25,7 @@ from benchmarks import common  # noqa: E402
 
 
 RECIPES = {'fcos': 'det_coco_fcos', 'faster_rcnn': 'det_coco_faster_rcnn',
-           'cascade_rcnn': 'det_coco_cascade_rcnn'}
+           'cascade_rcnn': 'det_coco_cascade_rcnn', 'centernet': 'det_coco_centernet'}
 
 
 def recipe(arch: str, size: tuple[int, int]):
@@ -34,6 +36,8 @@ def recipe(arch: str, size: tuple[int, int]):
     raise SystemExit(f'--arch {arch}: expected one of the families {sorted(RECIPES)}')
   c = importlib.import_module(f'configs.{RECIPES[family]}').get_config(f'arch={arch}')
   c.data.buckets = (tuple(size),)
+  if family == 'centernet':
+    c.data.input_size = tuple(size)  # square: its training window
   return c, detection_task(c)  # the 80 COCO classes are built in: no dataset needed
 
 
@@ -44,10 +48,14 @@ def train_batch(rng: np.random.Generator, batch: int, size: tuple[int, int], max
   xy = rng.uniform(0, [w - 40, h - 40], (batch, max_boxes, 2))
   wh = rng.uniform(16, 400, (batch, max_boxes, 2))
   b = np.concatenate([xy, np.minimum(xy + wh, [w, h])], -1).astype(np.float32)
+  noise = np.concatenate([np.tile(rng.permutation(3), (batch, 1)),
+                          rng.uniform(0.6, 1.4, (batch, 3)), np.ones((batch, 1))], 1)
   return {'image': common.random_images(rng, (batch, h, w, 3)), 'boxes': b,
           'image_hw': np.array([[h, w]] * batch, np.int32),
           'labels': rng.integers(0, 80, (batch, max_boxes)).astype(np.int32),
-          'box_valid': np.arange(max_boxes)[None].repeat(batch, 0) < boxes}
+          'box_valid': np.arange(max_boxes)[None].repeat(batch, 0) < boxes,
+          'color_noise': noise.astype(np.float32),  # CenterNet's (the others ignore these)
+          'lighting': rng.normal(0, 0.1, (batch, 3)).astype(np.float32)}
 
 
 def eval_step_time(c, task, batch: int, size: tuple[int, int], steps: int) -> tuple[float, float]:
@@ -63,6 +71,7 @@ def eval_step_time(c, task, batch: int, size: tuple[int, int], steps: int) -> tu
   data = {'image': common.random_images(rng, (batch, h, w, 3)),
           'image_hw': np.array([[h, w]] * batch, np.int32),
           'scale_xy': np.ones((batch, 2), np.float32),
+          'offset_xy': np.zeros((batch, 2), np.float32), 'scale': np.ones(batch, np.float32),
           'image_id': np.arange(batch, dtype=np.int64), 'index': np.arange(batch, dtype=np.int32),
           'valid': np.ones(batch, np.int32)}
   t = time.perf_counter()
@@ -129,7 +138,7 @@ def main():
   args = p.parse_args()
   size = tuple(args.size)
   print(common.header())
-  if args.torch:
+  if args.torch and not args.arch.startswith('centernet_'):
     t = forward_vs_torch(args.arch, args.batch, size)
     print(f'{args.arch} forward, batch {args.batch} at {size[0]}x{size[1]} (medians): JAX '
           f'{t["jax"]:.2f} s, PyTorch NCHW {t["torch"]:.2f} s, channels_last '

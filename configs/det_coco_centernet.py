@@ -16,8 +16,10 @@ exp soft-NMS per class (IoU 0.5, sigma 0.5), 100 boxes per image, COCOeval bbox.
       --config.init_from=hrnetv2_w48_imagenet_pretrained.pth
   python eval.py --config configs/det_coco_centernet.py --checkpoint runs/centernet_w48 \\
       --config.data.root=/data/coco
-Variants: `:arch=centernet_w32` / `centernet_w18`; `:demo` (the embedded shapes-and-people
-scenes at 255x255: `make centernet-demo`); `:runlocal` (a tiny model, 6 steps).
+Variants: `:arch=centernet_w32` / `centernet_w18`; `:multi_scale` (the authors' multi-scale
+test: the image at 0.6, 1, 1.2, 1.5 and 1.8, the boxes of each class merged by the soft-NMS
+with weight exponent 10); `:demo` (the embedded shapes-and-people scenes at 255x255: `make
+centernet-demo`); `:runlocal` (a tiny model, 6 steps).
 """
 
 from configs import common
@@ -29,7 +31,7 @@ TRAIN2017_IMAGES = 118287
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, arch='', demo=False, runlocal=False)
+  args = common.parse_arg(arg, arch='', demo=False, runlocal=False, multi_scale=False)
   demo = args.demo or args.runlocal
   c = common.base_config('detection', args.arch or ('centernet_w18_small_v1' if demo
                                                     else 'centernet_w48'))
@@ -38,7 +40,7 @@ def get_config(arg=None):
                              'arch')
   common.coco_detection_data(c)
   c.data.mean, c.data.std = CENTERNET_MEAN, CENTERNET_STD
-  c.data.input_size = 511  # the training window's side (output maps (511 + 1) / 4 = 128)
+  c.data.input_size = (511, 511)  # the training window (output maps (511 + 1) / 4 = 128)
   c.data.rand_scales = tuple(round(0.6 + 0.1 * i, 1) for i in range(8))  # 0.6 .. 1.3
   c.data.border = 128  # crop centres at least this far from the sides (halved on small images)
   c.data.color = True  # colour jitter and lighting noise
@@ -60,13 +62,19 @@ def get_config(arg=None):
   c.eval.nms_method = 'exp_soft_nms'  # or 'linear_soft_nms', 'nms'
   c.eval.nms_iou = 0.5  # linear_soft_nms / nms only (exp: sigma 0.5)
   c.eval.max_per_img = 100
+  c.eval.test_scales = (1.0,)  # the original resolution
+  c.eval.merge_bbox = False  # the merging soft-NMS (the multi-scale test's)
+  c.eval.weight_exp = 8.0  # its weight exponent
+  if args.multi_scale:  # the authors' CenterNet-52-multi_scale test
+    c.eval.test_scales = (0.6, 1.0, 1.2, 1.5, 1.8)
+    c.eval.merge_bbox, c.eval.weight_exp = True, 10.0
   c.eval.show_score = 0.3
   c.checkpoint.every_steps = 5000
 
   if demo:
     common.detection_demo_data(c)
     c.data.mean, c.data.std = CENTERNET_MEAN, CENTERNET_STD
-    c.data.input_size = 255  # maps of 64 x 64
+    c.data.input_size = (255, 255)  # maps of 64 x 64
     c.model.overrides.update(cnv_channels=32, head_channels=32, pool_channels=32)
     c.optimizer.name = 'adam'
     c.optimizer.lr = 1e-3

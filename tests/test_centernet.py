@@ -116,13 +116,20 @@ def torch_keypoint_head(x, p):
 def test_head_equals_a_torch_forward_of_the_branches():
   """The whole head on four random streams: the streams resized bilinearly to stride 4 and
   concatenated, the cnv layer, the three branches and their eight outputs, against the same in
-  PyTorch; the heatmaps' last biases start at -2.19."""
+  PyTorch; the heatmaps' last biases start at -2.19, the kernels at PyTorch's default
+  (U(+-1 / sqrt(fan_in)), the authors'), so the heatmaps start near probability 0.1."""
   rng = np.random.default_rng(5)
   streams = tuple(rng.normal(size=(1, 16 >> i, 12 >> i, 4 << i)).astype(np.float32)
                   for i in range(4))
   head = centernet.CenterNetHead(num_classes=5, cnv_channels=16, head_channels=8)
   variables = head.init(jax.random.key(0), tuple(map(jnp.asarray, streams)))
   assert np.all(np.asarray(variables['params']['ct_heat']['1']['bias']) == np.float32(-2.19))
+  kernel = np.asarray(variables['params']['tl_heat']['1']['kernel'])  # fan_in 8
+  assert np.abs(kernel).max() <= 1 / np.sqrt(8) and kernel.std() > 0.8 / np.sqrt(3 * 8)
+  start = jax.jit(head.apply)(variables, tuple(map(jnp.asarray, streams)))
+  for name in ('tl_heat', 'br_heat', 'ct_heat'):
+    logits = np.asarray(start[name])
+    assert abs(logits.mean() + 2.19) < 0.3 and logits.std() < 0.5, (name, logits.std())
   variables = randomized(variables, 6)
   got = jax.jit(head.apply)(variables, tuple(map(jnp.asarray, streams)))
   p, s = variables['params'], variables['batch_stats']

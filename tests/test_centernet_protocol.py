@@ -12,8 +12,9 @@ import pytest
 from hrnet_jax.tasks.detection import keypoint_triplets as kt
 
 
-def loop_soft_nms(boxes, method, nt=0.5, sigma=0.5, threshold=0.001):
-  """The authors' Cython soft-NMS, element by element in float32 (their `cdef float`s)."""
+def loop_soft_nms(boxes, method, nt=0.5, sigma=0.5, threshold=0.001, weight_exp=None):
+  """The authors' Cython soft-NMS (with `weight_exp`: their soft_nms_merge), element by element
+  in float32 (their `cdef float`s); only the first five columns move."""
   b = np.array(boxes, np.float32)
   f = np.float32
   n = len(b)
@@ -22,10 +23,13 @@ def loop_soft_nms(boxes, method, nt=0.5, sigma=0.5, threshold=0.001):
     for pos in range(i + 1, n):
       if b[maxpos, 4] < b[pos, 4]:
         maxpos = pos
-    top = b[maxpos].copy()
-    b[maxpos] = b[i]
-    b[i] = top
+    top = b[maxpos, :5].copy()
+    b[maxpos, :5] = b[i, :5]
+    b[i, :5] = top
     tx1, ty1, tx2, ty2 = b[i, :4]
+    if weight_exp is not None:
+      mx1, my1, mx2, my2 = tx1 * b[i, 5], ty1 * b[i, 5], tx2 * b[i, 6], ty2 * b[i, 6]
+      mts, mbs = b[i, 5], b[i, 6]
     pos = i + 1
     while pos < n:
       x1, y1, x2, y2 = b[pos, :4]
@@ -42,12 +46,22 @@ def loop_soft_nms(boxes, method, nt=0.5, sigma=0.5, threshold=0.001):
             weight = f(np.exp(float(-(ov * ov) / f(sigma))))
           else:
             weight = f(0) if ov > f(nt) else f(1)
+          if weight_exp is not None:
+            mw = f((f(1) - weight) ** f(weight_exp))
+            mx1 = f(mx1 + b[pos, 0] * b[pos, 5] * mw)
+            my1 = f(my1 + b[pos, 1] * b[pos, 5] * mw)
+            mx2 = f(mx2 + b[pos, 2] * b[pos, 6] * mw)
+            my2 = f(my2 + b[pos, 3] * b[pos, 6] * mw)
+            mts = f(mts + b[pos, 5] * mw)
+            mbs = f(mbs + b[pos, 6] * mw)
           b[pos, 4] = f(weight * b[pos, 4])
           if b[pos, 4] < f(threshold):
-            b[pos] = b[n - 1]
+            b[pos, :5] = b[n - 1, :5]
             n -= 1
             pos -= 1
       pos += 1
+    if weight_exp is not None:
+      b[i, :4] = mx1 / mts, my1 / mts, mx2 / mbs, my2 / mbs
   return b
 
 
@@ -62,14 +76,18 @@ def overlapping_boxes(rng, n):
 
 
 @pytest.mark.parametrize('method', kt.NMS_METHODS)
-def test_soft_nms_equals_the_authors_loop(method):
+@pytest.mark.parametrize('weight_exp', [None, 10.0])
+def test_soft_nms_equals_the_authors_loop(method, weight_exp):
   rng = np.random.default_rng(3)
   for trial in range(6):
     boxes = overlapping_boxes(rng, 25)
-    want = loop_soft_nms(boxes, method, nt=0.3, threshold=0.05)
-    got = kt.soft_nms(boxes, method, iou_threshold=0.3, threshold=0.05)
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
-  assert len(np.unique(got, axis=0)) < len(got)  # ghost rows: discarded boxes' copies
+    if weight_exp:  # the corner scores the merge weighs the boxes by
+      boxes = np.concatenate([boxes, rng.uniform(0.1, 1, (25, 2)).astype(np.float32)], 1)
+    want = loop_soft_nms(boxes, method, nt=0.3, threshold=0.05, weight_exp=weight_exp)
+    got = kt.soft_nms(boxes, method, iou_threshold=0.3, threshold=0.05, weight_exp=weight_exp)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=0)
+  if not weight_exp:  # ghost rows: discarded boxes' copies (merging moves the selected ones)
+    assert len(np.unique(got, axis=0)) < len(got)
 
 
 def test_soft_nms_by_hand():
@@ -192,7 +210,14 @@ def test_eval_sample_centres_the_image_on_its_canvas():
   out = kt.eval_sample({'image': image, 'image_id': 3})
   # Centre (3, 2) at (63, 63): the image's (0, 0) lands at (60, 61).
   np.testing.assert_array_equal(out['offset_xy'], [60, 61])
-  np.testing.assert_array_equal(out['orig_hw'], [5, 6])
+  np.testing.assert_array_equal(out['image_hw'], [5, 6])
+  assert out['scale'] == 1
+  half = kt.eval_sample({'image': coordinate_image(100, 60), 'image_id': 3, 'test_scale': 0.5})
+  np.testing.assert_array_equal(half['image_hw'], [50, 30])  # int(side x scale), resized
+  assert half['image'].shape == (127, 127, 3) and half['scale'] == 0.5
+  np.testing.assert_array_equal(half['offset_xy'], [63 - 15, 63 - 25])
+  np.testing.assert_array_equal(half['image'][38:88, 48:78],
+                                cv2.resize(coordinate_image(100, 60), (30, 50)))
   np.testing.assert_array_equal(out['image'][61:66, 60:66], image)
   assert out['image'].sum() == image.sum()
 
@@ -254,3 +279,95 @@ def test_rescale_triplets_by_hand():
   np.testing.assert_array_equal(np.asarray(got_d)[:, 5:], dets[:, 5:])
   np.testing.assert_allclose(np.asarray(got_c), [[40, 59, 1, 0.9], [100, 0, 0, 0.2],
                                                  [36, 59, 2, 0.8], [100, 0, 1, 0.1]], atol=1e-5)
+
+
+# --- The whole test protocol on outputs that are the ground truth ---------------------------
+
+
+def perfect_outputs(boxes, labels, num_classes, canvas_hw):
+  """The two model outputs (the canvas and its mirror) a perfect network would give for
+  `boxes` (canvas pixels): logit 10 at each object's corner and centre cells of its class
+  (-10 elsewhere), the offsets flooring drops, embedding 2 j + 5 for object j (0 elsewhere). In
+  the mirror the top-left corner is the top-right one's image, x -> map_w - x (the authors'
+  inverse of their flip)."""
+  H, W = canvas_hw
+  h, w = (H + 1) // 4, (W + 1) // 4
+  rx, ry = w / W, h / H
+  out = {f'{k}_heat': np.full((2, h, w, num_classes), -10.0, np.float32)
+         for k in ('tl', 'br', 'ct')}
+  out.update({f'{k}_regr': np.zeros((2, h, w, 2), np.float32) for k in ('tl', 'br', 'ct')})
+  out.update({f'{k}_tag': np.zeros((2, h, w, 1), np.float32) for k in ('tl', 'br')})
+  for j, ((x1, y1, x2, y2), c) in enumerate(zip(boxes, labels)):
+    points = {'tl': (x1 * rx, x2 * rx, y1 * ry), 'br': (x2 * rx, x1 * rx, y2 * ry),
+              'ct': ((x1 + x2) / 2 * rx, (x1 + x2) / 2 * rx, (y1 + y2) / 2 * ry)}
+    for k, (x, x_other, y) in points.items():
+      for m, px in enumerate((x, w - x_other)):  # the canvas; the mirror
+        cx, cy = int(np.floor(px)), int(np.floor(y))
+        assert 0 <= cx < w and 0 <= cy < h and out[f'{k}_heat'][m, cy, cx].max() < 0
+        out[f'{k}_heat'][m, cy, cx, c] = 10.0
+        out[f'{k}_regr'][m, cy, cx] = (px - cx, y - cy)
+        if k != 'ct':
+          out[f'{k}_tag'][m, cy, cx] = 2 * j + 5
+  return out
+
+
+@pytest.mark.parametrize('variant', ['runlocal', 'runlocal,multi_scale'])
+def test_perfect_outputs_come_back_as_the_ground_truth(det_demo_root, variant):
+  """The eval step's decode and rescale, then the centre check, soft-NMS and the 100 best, on
+  outputs that hold the ground truth on each val image's canvas: every object comes back as
+  a box within 0.01 pixel of its own, of its class, found twice (canvas and mirror: the copy
+  scored at least exp(-1 / 0.5) lower by the soft-NMS); the metric scores AP 1.0. Multi-scale:
+  each image at five scales (items fed in reverse), merged back to its boxes, AP 1.0."""
+  from conftest import recipe
+  from hrnet_jax.tasks import get_task
+  task = get_task(recipe('det_coco_centernet', det_demo_root, variant))
+  src = task.source('val')
+  scales = getattr(src, 'scales', (1.0,))
+  metric = task.new_metric(src)
+  step = jax.jit(lambda out, images, batch: task.eval_outputs(lambda x: out, images, batch))
+  for j in reversed(range(len(src))):
+    s = src[j]
+    e = task.eval_transform()(s)
+    boxes = s['boxes'] * e['scale'] + np.tile(e['offset_xy'], 2)
+    out = perfect_outputs(boxes, s['labels'], len(task.class_names), e['image'].shape[:2])
+    batch = {k: jnp.asarray(e[k])[None] for k in ('offset_xy', 'image_hw', 'scale', 'image_id')}
+    got = jax.device_get(step(out, jnp.asarray(e['image'])[None], batch))
+    pairs = got['pairs'][0]
+    for box in s['boxes']:  # at every scale, back in the image's pixels (the clip to the
+      # resized image's int(side x scale), then / scale, moves a side by up to 1 / scale)
+      assert (np.abs(pairs[pairs[:, 4] > 0.99, :4] - box).max(1) <= 1 / e['scale']).sum() == 2
+    if len(scales) == 1:
+      dets = task.final(got['pairs'][0], got['centres'][0])
+      for box, c in zip(s['boxes'], s['labels']):
+        twins = dets[np.abs(dets[:, :4] - box).max(1) < 0.01]
+        assert len(twins) == 2 and np.all(twins[:, 5] == c)
+        first, copy = sorted(twins[:, 4], reverse=True)
+        assert first > 0.9 and copy <= first * np.exp(-2) * (1 + 1e-3)
+    got.update(valid=np.ones(1, np.int32), index=np.asarray([j]))
+    metric.update(got)
+  r = metric.result()
+  assert r['AP'] == pytest.approx(1.0) and r['num_images'] == len(src) // len(scales)
+
+
+def test_multi_scale_metric_finishes_each_image_once_all_its_scales_came():
+  """Items j = image x 3 + scale arrive in any order; each image is finished once, from its
+  scored pairs of every scale in scale order and the centres of scale 1 (index 1 here)."""
+  calls = []
+  finish = lambda pairs, centres: calls.append((pairs, centres)) or np.zeros((0, 6))
+  metric = kt.CenterNetMetric(finish, [1, 2], None, 'val', num_scales=3, centre_scale=1)
+  def item(j):
+    pairs = np.full((4, 8), j, np.float32)
+    pairs[j % 2, 4] = -1  # no box: left out
+    return {'pairs': pairs[None], 'centres': np.full((1, 2, 4), 10 * j, np.float32),
+            'image_id': np.asarray([100 + j // 3]), 'index': np.asarray([j]),
+            'valid': np.ones(1, np.int32)}
+  for j in (5, 0, 3, 1, 4):
+    metric.update(item(j))
+  assert len(calls) == 1  # image 1 (items 3, 4, 5)
+  with pytest.raises(RuntimeError, match='1 image'):
+    metric.result()
+  metric.update(item(2))
+  pairs, centres = calls[1]  # image 0
+  np.testing.assert_array_equal(pairs[:, 0], [0, 0, 0, 1, 1, 1, 2, 2, 2])
+  assert np.all(centres == 10) and np.all(calls[0][1] == 40)
+  assert metric.result()['num_images'] == 2 and metric.image_ids == {1: 101, 0: 100}

@@ -4,6 +4,7 @@ person detector feeding top-down pose in predict.py and eval.py."""
 import json
 
 import cv2
+import jax
 import numpy as np
 import pytest
 
@@ -159,3 +160,60 @@ def test_a_legacy_release_evaluates_with_the_switch(det_demo_root, tmp_path):
   assert results['num_images'] == 8 and 0.0 <= results['AP'] <= 1.0
   with pytest.raises(ConversionError, match='set config.model.overrides.legacy=True'):
     evaluate_checkpoint.run(recipe('det_coco_faster_rcnn', det_demo_root), str(path))
+
+
+def fixed_centernet_outputs(variables: dict) -> dict:
+  """`variables` with the last layer of every CenterNet output zeroed to a constant: heatmaps
+  at logit 2 for the first class (person) and -10 for the others, embeddings 0, offsets of
+  (10, 12) cells for the top-left corners, (30, 40) for the bottom-right ones and (20, 26) for
+  the centres: the same boxes, all people, on any image (ties ranked by cell)."""
+  head = variables['params']['head']
+  fill = {'tl_regr': [10, 12], 'br_regr': [30, 40], 'ct_regr': [20, 26]}
+  for name, layer in head.items():
+    if name.endswith(('_heat', '_tag', '_regr')):
+      out = layer['1']['bias'].shape[0]
+      value = [2.0] + [-10.0] * (out - 1) if name.endswith('_heat') else fill.get(name, [0.0])
+      layer['1'] = {'kernel': np.zeros_like(layer['1']['kernel']),
+                    'bias': np.asarray(value, np.float32)}
+  return variables
+
+
+def test_centernet_trains_predicts_and_finds_people(det_demo_root, tmp_path):
+  """CenterNet end to end on the demo: the runlocal training (colour noise on the device) and
+  its evaluation (canvas, mirror, centre check, soft-NMS, COCOeval); then, with outputs fixed
+  to boxes of people (`fixed_centernet_outputs`), predict.py's boxes on a picture, best first
+  inside the image, and its person boxes as a detector's (predict.py's and eval.py's)."""
+  from hrnet_jax import convert
+  from hrnet_jax.tasks import get_task
+  from hrnet_jax.train import checkpoint
+  from hrnet_jax.train.loop import train_and_evaluate
+  c = recipe('det_coco_centernet', det_demo_root)
+  run = tmp_path / 'run'
+  results = train_and_evaluate(c, str(run))
+  assert results['num_images'] == 8 and 0.0 <= results['AP'] <= 1.0
+  task = get_task(c)
+  variables, _ = checkpoint.load_model_variables(str(run), task)
+  fixed = tmp_path / 'fixed'
+  convert.write_variables(fixed_centernet_outputs(jax.device_get(variables)), fixed,
+                          {'arch': c.model.arch, 'overrides': task.model_kwargs})
+  src = CocoDetection(det_demo_root, 'val')
+  path = det_demo_root / 'images' / 'val' / src.file_names[0]
+  outcome = predict.run(c, str(fixed), [str(path)], tmp_path / 'out')
+  dets = outcome.records[0]['detections']
+  h, w = cv2.imread(str(path)).shape[:2]
+  assert not outcome.failed and 0 < len(dets) <= 100
+  assert [d['score'] for d in dets] == sorted((d['score'] for d in dets), reverse=True)
+  for d in dets:
+    x, y, bw, bh = d['box']
+    assert 0 <= x <= x + bw <= w + 0.01 and 0 <= y <= y + bh <= h + 0.01
+    assert d['class'] == 'person' and d['class_id'] == 0
+  detector = predict.PersonDetector(c, str(fixed), threshold=0.0)
+  boxes, scores = detector.boxes(cv2.imread(str(path))[..., ::-1])
+  assert scores == [d['score'] for d in dets]
+  np.testing.assert_allclose(boxes, np.asarray([d['box'] for d in dets]), atol=1e-4)
+  # The person boxes top-down pose evaluation reads (the evaluator over a COCO file's images).
+  n = evaluate_checkpoint.detect_people(c, str(fixed), src.annotation_file,
+                                        det_demo_root / 'images' / 'val', tmp_path / 'p.json')
+  found = json.loads((tmp_path / 'p.json').read_text())
+  assert n == len(found) > 0 and all(b['category_id'] == 1 for b in found)
+  assert {b['image_id'] for b in found} <= set(int(i) for i in src.image_ids)

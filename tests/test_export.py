@@ -18,7 +18,8 @@ from hrnet_jax.tasks import get_task
 # Two modules in stage 3 and two blocks per branch: scanned groups that the export unstacks.
 SHAPE = dict(num_modules=(1, 2, 1), num_blocks=2)
 RECIPES = {'pose': 'pose_coco', 'seg': 'seg_cityscapes', 'face': 'face_wflw',
-           'cls': 'cls_imagenet', 'seg_ocr': 'seg_cityscapes_ocr', 'det': 'det_coco_fcos'}
+           'cls': 'cls_imagenet', 'seg_ocr': 'seg_cityscapes_ocr', 'det': 'det_coco_fcos',
+           'centernet': 'det_coco_centernet'}
 
 
 def tiny(name: str, path):
@@ -39,7 +40,8 @@ def models(tmp_path_factory):
 def test_stablehlo_of_every_task_matches_the_model_through_its_own_path(models, tmp_path):
   """Raw outputs (OCR: both heads) and post-processed ones, with a symbolic batch."""
   for task, post in (('pose', True), ('seg', True), ('face', False), ('cls', True),
-                     ('seg_ocr', False), ('det', True), ('det', False)):
+                     ('seg_ocr', False), ('det', True), ('det', False), ('centernet', True),
+                     ('centernet', False)):
     c, ckpt = models[task]
     out = tmp_path / f'{task}_{post}.stablehlo'
     report = export.export(c, ckpt, 'stablehlo', out, batch=None, preprocess=True,
@@ -49,7 +51,11 @@ def test_stablehlo_of_every_task_matches_the_model_through_its_own_path(models, 
     expected = {'pose': ['keypoints', 'scores'], 'seg': ['labels'], 'face': ['heatmaps'],
                 'cls': ['top_ids', 'top_probs'], 'seg_ocr': ['aux_logits', 'logits'],
                 'det': (['boxes', 'labels', 'scores', 'valid'] if post else
-                        ['centerness', 'distances', 'logits'])}[task]
+                        ['centerness', 'distances', 'logits']),
+                'centernet': (['centres', 'pairs'] if post else
+                              sorted(f'{b}_{k}' for b in ('tl', 'br', 'ct')
+                                     for k in ('heat', 'tag', 'regr') if (b, k) != ('ct', 'tag')))
+                }[task]
     assert names == expected, task
 
 

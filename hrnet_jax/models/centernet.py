@@ -11,12 +11,14 @@ pooling modules 128 (`pool_channels`).
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from hrnet_jax import ops
+from hrnet_jax.models import initializers
 from hrnet_jax.models.backbone import Streams
 from hrnet_jax.models.heads import concat_streams
 from hrnet_jax.models.layers import (Array, ConvBN, Dtype, ModuleDef, conv1x1, conv3x3, make_conv,
@@ -126,7 +128,12 @@ class CenterNetHead(nn.Module):
 
   @nn.compact
   def __call__(self, streams: Streams, train: bool = False) -> dict[str, Array]:
-    conv = make_conv(self.dtype, self.param_dtype)
+    # PyTorch's default init, as the authors' branches have (biases: zero here, theirs drawn):
+    # the zoo's He fan-out init gives a 1-channel 1x1 output a weight std of sqrt(2), logits
+    # spread over tens of units at the start, and the focal loss's clipped probabilities no
+    # gradient at many positive cells.
+    conv = functools.partial(make_conv(self.dtype, self.param_dtype),
+                             kernel_init=initializers.torch_default)
     norm = make_norm(train, self.bn_momentum, self.dtype, self.param_dtype)
     cnv = ConvBN(conv, norm, self.cnv_channels, name='cnv')(
         concat_streams(streams, self.align_corners))

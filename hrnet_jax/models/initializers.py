@@ -87,3 +87,6 @@ def variance_scaling(scale: float, mode: str, distribution: str) -> Initializer:
 he_normal_fan_out = variance_scaling(2.0, 'fan_out', 'normal')  # the convolutions' init
 lecun_normal = variance_scaling(1.0, 'fan_in', 'truncated_normal')  # nn.Dense's default
 xavier_uniform = variance_scaling(1.0, 'fan_avg', 'uniform')
+# PyTorch's default for nn.Conv2d / nn.Linear weights (kaiming_uniform with a = sqrt(5)):
+# U(-b, b), b = 1 / sqrt(fan_in).
+torch_default = variance_scaling(1.0 / 3, 'fan_in', 'uniform')

@@ -241,9 +241,11 @@ NMS_METHODS = ('nms', 'linear_soft_nms', 'exp_soft_nms')  # their `nms_algorithm
 
 
 def soft_nms(boxes: np.ndarray, method: str = 'exp_soft_nms', iou_threshold: float = 0.5,
-             sigma: float = SOFT_NMS_SIGMA, threshold: float = SOFT_NMS_THRESHOLD) -> np.ndarray:
-  """The authors' soft-NMS of one class's boxes (N, 5: x1, y1, x2, y2, score), returning the
-  whole array as their test reads it afterwards (it ignores the routine's kept count).
+             sigma: float = SOFT_NMS_SIGMA, threshold: float = SOFT_NMS_THRESHOLD,
+             weight_exp: float | None = None) -> np.ndarray:
+  """The authors' soft-NMS of one class's boxes (N, 5: x1, y1, x2, y2, score; with
+  `weight_exp`, N x 7: and the top-left and bottom-right corner scores), returning the whole
+  array as their test reads it afterwards (it ignores the routine's kept count).
 
   In order: the best remaining box is swapped into the next place; every box after it that
   overlaps it (inclusive-pixel IoU, widths x2 - x1 + 1) has its score multiplied by
@@ -251,18 +253,26 @@ def soft_nms(boxes: np.ndarray, method: str = 'exp_soft_nms', iou_threshold: flo
   or by 0 above it (`nms`); a box falling below `threshold` is overwritten by the last active
   row, which stays where it was as well, and the active count shrinks. So the returned rows
   are the selected boxes (best first, scores as selected) followed by the rows past the active
-  count: copies of moved boxes with the score they had then, and boxes discarded last. All in
-  float32 as theirs."""
+  count: copies of moved boxes with the score they had then, and boxes discarded last. Only
+  the first five columns move (theirs). With `weight_exp` (their `soft_nms_merge`, the
+  multi-scale test) each selected box becomes the average of itself and the boxes it
+  overlaps, weighted by (1 - weight)^weight_exp times the corner scores (x1, y1 by the
+  top-left one, x2, y2 by the bottom-right one), the corner scores read in place, which
+  after a swap are the row's previous box's. All in float32 as theirs."""
   if method not in NMS_METHODS:
     raise ValueError(f'soft_nms: method expected one of {NMS_METHODS}, got {method!r}')
-  b = np.array(boxes[:, :5], np.float32)
+  merge = weight_exp is not None
+  b = np.array(boxes[:, :7] if merge else boxes[:, :5], np.float32)
   n = len(b)
   one, nt, sig, thr = (np.float32(v) for v in (1.0, iou_threshold, sigma, threshold))
   i = 0
   while i < n:
     best = i + int(np.argmax(b[i:n, 4]))  # the first of equal scores, as their strict '<'
-    b[[i, best]] = b[[best, i]]
+    b[[i, best], :5] = b[[best, i], :5]
     tx1, ty1, tx2, ty2 = b[i, :4]
+    if merge:  # sums of x1, y1 (weights: top-left scores), x2, y2 (bottom-right), weights
+      sums = np.array([tx1 * b[i, 5], ty1 * b[i, 5], tx2 * b[i, 6], ty2 * b[i, 6], b[i, 5],
+                       b[i, 6]], np.float32)
     top_area = (tx2 - tx1 + one) * (ty2 - ty1 + one)
     pos = i + 1
     while pos < n:
@@ -281,29 +291,45 @@ def soft_nms(boxes: np.ndarray, method: str = 'exp_soft_nms', iou_threshold: flo
         weight = np.where(ov > nt, np.float32(0), one)
       scores = np.where(hit, weight * rest[:, 4], rest[:, 4])
       low = hit & (scores < thr)
-      if not low.any():
-        b[pos:n, 4] = scores
-        break
-      k = int(np.argmax(low))
+      k = int(np.argmax(low)) if low.any() else len(rest) - 1  # the last row looked at
+      if merge:
+        sums = _merge_sums(sums, rest[:k + 1][hit[:k + 1]], weight[:k + 1][hit[:k + 1]],
+                           np.float32(weight_exp))
       b[pos:pos + k + 1, 4] = scores[:k + 1]
-      b[pos + k] = b[n - 1]  # the last active row copied over it (itself when it is the last)
+      if not low.any():
+        break
+      b[pos + k, :5] = b[n - 1, :5]  # the last active row copied over it (itself if the last)
       n -= 1
       pos += k  # the copied row is looked at next
+    if merge:
+      b[i, :4] = sums[:4] / sums[[4, 4, 5, 5]]
     i += 1
   return b
 
 
+def _merge_sums(sums: np.ndarray, rows: np.ndarray, weight: np.ndarray,
+                weight_exp: np.float32) -> np.ndarray:
+  """`soft_nms`'s merging sums plus those of the overlapping `rows` (N x 7), added one row
+  after another in float32 (their order)."""
+  mw = (np.float32(1) - weight) ** weight_exp
+  terms = np.stack([rows[:, 0] * rows[:, 5] * mw, rows[:, 1] * rows[:, 5] * mw,
+                    rows[:, 2] * rows[:, 6] * mw, rows[:, 3] * rows[:, 6] * mw,
+                    rows[:, 5] * mw, rows[:, 6] * mw], 1)
+  return np.add.accumulate(np.concatenate([sums[None], terms]), axis=0, dtype=np.float32)[-1]
+
+
 def final_detections(detections: np.ndarray, centres: np.ndarray, num_classes: int,
                      method: str = 'exp_soft_nms', iou_threshold: float = 0.5,
-                     max_per_image: int = 100) -> np.ndarray:
+                     max_per_image: int = 100, weight_exp: float | None = None) -> np.ndarray:
   """One image's detections as the authors' test finishes them (image pixels): the centre check,
-  per class soft-NMS (every row it returns), then when there are more than `max_per_image` rows
-  those scoring at least the `max_per_image`-th best (ties kept). Returns (M, 6): x1, y1, x2, y2,
-  score, class, class by class."""
+  per class soft-NMS (every row it returns; with `weight_exp` the merging one), then when there
+  are more than `max_per_image` rows those scoring at least the `max_per_image`-th best (ties
+  kept). Returns (M, 6): x1, y1, x2, y2, score, class, class by class."""
   kept = center_check(detections, centres)
   per_class = []
   for c in range(num_classes):
-    rows = soft_nms(kept[kept[:, 7] == c], method, iou_threshold)
+    rows = soft_nms(kept[kept[:, 7] == c, :7], method, iou_threshold,
+                    weight_exp=weight_exp)[:, :5]
     per_class.append(np.concatenate([rows, np.full((len(rows), 1), c, np.float32)], 1))
   out = np.concatenate(per_class) if per_class else np.zeros((0, 6), np.float32)
   if len(out) > max_per_image:
@@ -413,27 +439,56 @@ def eval_canvas_hw(h: int, w: int) -> tuple[int, int]:
 
 
 def eval_sample(sample: dict) -> dict:
-  """The authors' test input: the image centred (`_paste_centred` on its middle) in black on
-  its canvas; `offset_xy` where its (0, 0) lies there, `orig_hw` its size."""
+  """The authors' test input: the image resized by its `test_scale` (1 when absent; bilinear,
+  sides int(side x scale)) and centred (`_paste_centred` on its middle) in black on its canvas;
+  `offset_xy` where its (0, 0) lies there, `image_hw` its (resized) size, `scale`."""
   image = sample['image']
+  scale = float(sample.get('test_scale', 1.0))
+  if scale != 1.0:
+    h, w = image.shape[:2]
+    image = cv2.resize(image, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_LINEAR)
   h, w = image.shape[:2]
   out, dx, dy = _paste_centred(image, w // 2, h // 2, eval_canvas_hw(h, w))
   return {'image': out, 'offset_xy': np.array([dx, dy], np.float32),
-          'orig_hw': np.array([h, w], np.int32), 'image_id': np.int64(sample['image_id'])}
+          'image_hw': np.array([h, w], np.int32), 'scale': np.float32(scale),
+          'image_id': np.int64(sample['image_id'])}
+
+
+class MultiScaleSource:
+  """An evaluation split seen once per test scale (the authors' multi-scale test): item j is
+  image j // S at scale `scales[j % S]` (its `test_scale`); `heights` and `widths` per item are
+  the resized image's (they choose its canvas)."""
+
+  def __init__(self, source: Any, scales: Sequence[float]):
+    self.source, self.scales = source, tuple(float(s) for s in scales)
+    self.split = source.split
+    self.heights = np.asarray([int(h * s) for h in source.heights for s in self.scales])
+    self.widths = np.asarray([int(w * s) for w in source.widths for s in self.scales])
+
+  def __len__(self) -> int:
+    return len(self.source) * len(self.scales)
+
+  def __getitem__(self, j: int) -> dict:
+    sample = dict(self.source[int(j) // len(self.scales)])
+    sample['test_scale'] = self.scales[int(j) % len(self.scales)]
+    return sample
+
+  def describe(self) -> str:
+    return f'{self.source.describe()}, each at the test scales {list(self.scales)}'
 
 
 # --- The task ---------------------------------------------------------------------------------
 
 
 def rescale_triplets(dets: Array, centres: Array, map_w: int, ratio: tuple[float, float],
-                     offset_xy: Array, orig_hw: Array) -> tuple[Array, Array]:
+                     offset_xy: Array, image_hw: Array) -> tuple[Array, Array]:
   """One image's decoded pairs and centres of the image and of its mirror (first and second
   halves) in output cells -> image pixels, as the authors' test: mirrored x -> map_w - x (their
   formula, no - 1); / ratio (cells per input pixel), minus where the image lies on its canvas;
   a pair with a side more than 5 pixels beyond the image loses its score (-1); all clipped to
   the image."""
   ry, rx = ratio
-  h, w = orig_hw[0].astype(jnp.float32), orig_hw[1].astype(jnp.float32)
+  h, w = image_hw[0].astype(jnp.float32), image_hw[1].astype(jnp.float32)
   n, k = dets.shape[0] // 2, centres.shape[0] // 2
   mirrored = jnp.arange(dets.shape[0]) >= n
   x1 = jnp.where(mirrored, map_w - dets[:, 2], dets[:, 0]) / rx - offset_xy[0]
@@ -451,26 +506,47 @@ def rescale_triplets(dets: Array, centres: Array, map_w: int, ratio: tuple[float
 
 class CenterNetMetric(metric.CocoBoxMetric):
   """COCO box AP of CenterNet's detections, finished on the host from the eval outputs' pairs
-  and centres (`final_detections`); results rounded as the authors' (coordinates and scores
-  to 2 decimals), class by class."""
+  and centres (`finish`: `final_detections`); results rounded as the authors' (coordinates and
+  scores to 2 decimals), class by class. With `num_scales` S > 1 (a `MultiScaleSource`) item j
+  is image j // S at scale j % S: an image is finished when all its scales have come, from
+  the pairs of every scale (in scale order) and the centres of scale `centre_scale` (the
+  authors' take them at scale 1 only)."""
 
   def __init__(self, finish: Callable[[np.ndarray, np.ndarray], np.ndarray], *args: Any,
-               **kwargs: Any):
+               num_scales: int = 1, centre_scale: int = 0, **kwargs: Any):
     super().__init__(*args, **kwargs)
     self.finish = finish
+    self.num_scales, self.centre_scale = num_scales, centre_scale
+    self.partial: dict[int, dict[int, np.ndarray]] = {}  # image -> scale -> its scored pairs
+    self.centres: dict[int, np.ndarray] = {}
 
   def update(self, outputs: dict) -> None:
     for i in np.flatnonzero(np.asarray(outputs['valid'])):
-      dets = self.finish(np.asarray(outputs['pairs'][i]), np.asarray(outputs['centres'][i]))
-      image_id = int(outputs['image_id'][i])
-      index = int(outputs['index'][i])
-      self.rows[index] = [
-          {'image_id': image_id, 'category_id': self.category_ids[int(d[5])],
-           'bbox': [round(float(d[0]), 2), round(float(d[1]), 2),
-                    round(float(d[2] - d[0]), 2), round(float(d[3] - d[1]), 2)],
-           'score': round(float(d[4]), 2)} for d in dets]
-      self.image_ids[index] = image_id
+      image, scale = divmod(int(outputs['index'][i]), self.num_scales)
+      pairs = np.asarray(outputs['pairs'][i])
+      self.partial.setdefault(image, {})[scale] = pairs[pairs[:, 4] > -1]  # the rest: no box
+      if scale == self.centre_scale:
+        self.centres[image] = np.asarray(outputs['centres'][i])
+      if len(self.partial[image]) == self.num_scales:
+        parts = self.partial.pop(image)
+        pairs = np.concatenate([parts[k] for k in range(self.num_scales)])
+        self._add(image, int(outputs['image_id'][i]),
+                  self.finish(pairs, self.centres.pop(image)))
     self._result = None
+
+  def _add(self, image: int, image_id: int, dets: np.ndarray) -> None:
+    self.rows[image] = [
+        {'image_id': image_id, 'category_id': self.category_ids[int(d[5])],
+         'bbox': [round(float(d[0]), 2), round(float(d[1]), 2),
+                  round(float(d[2] - d[0]), 2), round(float(d[3] - d[1]), 2)],
+         'score': round(float(d[4]), 2)} for d in dets]
+    self.image_ids[image] = image_id
+
+  def result(self) -> dict[str, Any]:
+    if self.partial:
+      raise RuntimeError(f'CenterNetMetric: {len(self.partial)} image(s) lack some of their '
+                         f'{self.num_scales} test scales')
+    return super().result()
 
 
 class CenterNet(DetectionTask):
@@ -489,18 +565,35 @@ class CenterNet(DetectionTask):
     if method not in NMS_METHODS:
       raise ConfigError(f'config.eval.nms_method: expected one of {NMS_METHODS}, got '
                         f'{method!r}')
+    h, w = (int(v) for v in config.data.input_size)
+    if h != w:
+      raise ConfigError(f'config.data.input_size={tuple(config.data.input_size)}: CenterNet '
+                        'trains on square windows (the authors\' 511 x 511)')
+    self.input_side = h
+    self.test_scales = tuple(float(v) for v in config.eval.test_scales)
+    if 1.0 not in self.test_scales or min(self.test_scales) <= 0:
+      raise ConfigError(f'config.eval.test_scales={self.test_scales}: expected positive scales '
+                        'including 1 (the centres are taken at scale 1, as the authors do)')
 
   # --- Data -----------------------------------------------------------------------------------
 
+  def source(self, split: str) -> Any:
+    """The split; an evaluation split once per test scale when there are several
+    (`MultiScaleSource`)."""
+    src = super().source(split)
+    if split == self.config.data.train_split or len(self.test_scales) == 1:
+      return src
+    return MultiScaleSource(src, self.test_scales)
+
   def canvases(self, source: Any, train: bool) -> list[tuple[int, int]]:
     if train:
-      side = int(self.config.data.input_size)
+      side = self.input_side
       return [(side, side)] * len(source)
     return [eval_canvas_hw(int(h), int(w)) for h, w in zip(source.heights, source.widths)]
 
   def train_transform(self) -> Callable:
     d = self.config.data
-    return functools.partial(train_sample, input_size=int(d.input_size),
+    return functools.partial(train_sample, input_size=self.input_side,
                              scales=tuple(float(s) for s in d.rand_scales),
                              border=int(d.border), flip=bool(d.flip), color=bool(d.color),
                              max_boxes=int(d.max_boxes))
@@ -514,7 +607,7 @@ class CenterNet(DetectionTask):
   # --- Training -------------------------------------------------------------------------------
 
   def loss(self, outputs: Any, batch: dict) -> tuple[Array, dict]:
-    size = int(self.config.data.input_size)
+    size = self.input_side
     out_hw = outputs['tl_heat'].shape[1:3]
     ratio = (out_hw[0] / size, out_hw[1] / size)
     targets = jax.vmap(lambda b, l, v: centernet_targets(
@@ -527,7 +620,8 @@ class CenterNet(DetectionTask):
 
   def eval_outputs(self, apply_fn: Callable, images: Array, batch: dict) -> dict:
     """The image and its mirror through the model, each decoded (`decode_triplets`), rescaled
-    to the image (`rescale_triplets`): `pairs` (B, 2 x num_dets, 8) and `centres` (B, 2k, 4)."""
+    to the image (`rescale_triplets`, then / its test scale): `pairs` (B, 2 x num_dets, 8) and
+    `centres` (B, 2k, 4)."""
     e = self.config.eval
     b, in_h, in_w = images.shape[:3]
     out = apply_fn(jnp.concatenate([images, images[:, :, ::-1]]))
@@ -540,32 +634,65 @@ class CenterNet(DetectionTask):
     rescale = functools.partial(rescale_triplets, map_w=map_w,
                                 ratio=(map_h / in_h, map_w / in_w))
     dets, centres = jax.vmap(rescale)(pair(dets), pair(centres), offset_xy=batch['offset_xy'],
-                                      orig_hw=batch['orig_hw'])
+                                      image_hw=batch['image_hw'])
+    scale = batch['scale'][:, None, None]
+    dets = jnp.concatenate([dets[..., :4] / scale, dets[..., 4:]], axis=-1)
+    centres = jnp.concatenate([centres[..., :2] / scale, centres[..., 2:]], axis=-1)
     return {'pairs': dets, 'centres': centres, 'image_id': batch['image_id']}
 
-  def final(self, pairs: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """One image's detections from its pairs and centres (`final_detections`, config.eval)."""
+  def final(self, pairs: np.ndarray, centres: np.ndarray, merge: bool = True) -> np.ndarray:
+    """One image's detections from its pairs and centres (`final_detections`, config.eval);
+    `merge`: with the merging soft-NMS when config.eval.merge_bbox says so."""
     e = self.config.eval
+    weight_exp = float(e.weight_exp) if merge and bool(e.merge_bbox) else None
     return final_detections(pairs, centres, len(self.class_names), str(e.nms_method),
-                            float(e.nms_iou), int(e.max_per_img))
+                            float(e.nms_iou), int(e.max_per_img), weight_exp)
 
   def new_metric(self, source: Any) -> CenterNetMetric:
     from hrnet_jax.data.sources.coco_detection import CocoDetection
-    annotations = source.annotation_file if isinstance(source, CocoDetection) else None
-    return CenterNetMetric(self.final, self.category_ids, annotations, source.split)
+    scales = source.scales if isinstance(source, MultiScaleSource) else (1.0,)
+    base = source.source if isinstance(source, MultiScaleSource) else source
+    annotations = base.annotation_file if isinstance(base, CocoDetection) else None
+    return CenterNetMetric(self.final, self.category_ids, annotations, base.split,
+                           num_scales=len(scales), centre_scale=scales.index(1.0))
 
   def protocol(self) -> str:
     e = self.config.eval
-    return (f'image centred on a canvas of sides | 127 and mirrored; top {e.top_k} corners and '
-            f'centres per map (3x3 peaks), pairs of one class with embeddings within '
+    scales = (f'at the scales {list(self.test_scales)} (centres from scale 1), '
+              if len(self.test_scales) > 1 else '')
+    merge = f', boxes merged (weight exponent {e.weight_exp})' if e.merge_bbox else ''
+    return (f'image centred on a canvas of sides | 127 and mirrored, {scales}top {e.top_k} '
+            f'corners and centres per map (3x3 peaks), pairs of one class with embeddings within '
             f'{e.ae_threshold}, kept when a centre of their class lies in the central third '
-            f'(fifth above 150x150 px); {e.nms_method} (IoU {e.nms_iou}) per class; '
+            f'(fifth above 150x150 px); {e.nms_method} (IoU {e.nms_iou}) per class{merge}; '
             f'{e.max_per_img} boxes per image')
+
+  def serving_outputs(self, outputs: dict, input_hw: tuple[int, int],
+                      postprocess: bool) -> dict[str, Array]:
+    """Raw: the eight maps at ceil(side / 4) (`{tl,br,ct}_heat` logits, `{tl,br}_tag`,
+    `{tl,br,ct}_regr`). Post-processed: each image decoded (`decode_triplets`, config.eval),
+    in input pixels: `pairs` (B, num_dets, 8: x1, y1, x2, y2, score (-1: no pair), top-left
+    and bottom-right scores, class) and `centres` (B, k, 4: x, y, class, score); no flip test.
+    The centre check and soft-NMS are sequential host work: `final_detections(pairs[n],
+    centres[n], num_classes)` in numpy finishes an image."""
+    if not postprocess:
+      return dict(outputs)
+    e = self.config.eval
+    map_h, map_w = outputs['tl_heat'].shape[1:3]
+    decode = functools.partial(decode_triplets, k=int(e.top_k),
+                               ae_threshold=float(e.ae_threshold), kernel=int(e.nms_kernel),
+                               num_dets=int(e.num_dets))
+    dets, centres = jax.vmap(decode)(outputs)
+    px = jnp.asarray([input_hw[1] / map_w, input_hw[0] / map_h], jnp.float32)  # per output cell
+    return {'pairs': jnp.concatenate([dets[..., :4] * jnp.tile(px, 2), dets[..., 4:]], -1),
+            'centres': jnp.concatenate([centres[..., :2] * px, centres[..., 2:]], -1)}
 
   # --- predict.py -----------------------------------------------------------------------------
 
   def prediction(self, samples: list[dict], outputs: dict) -> dict:
-    dets = self.final(np.asarray(outputs['pairs'][0]), np.asarray(outputs['centres'][0]))
+    """The image at scale 1 (the multi-scale test is eval.py's), best first."""
+    dets = self.final(np.asarray(outputs['pairs'][0]), np.asarray(outputs['centres'][0]),
+                      merge=False)
     dets = dets[np.argsort(-dets[:, 4], kind='stable')]
     return {'detections': [
         {'box': [float(d[0]), float(d[1]), float(d[2] - d[0]), float(d[3] - d[1])],
