@@ -152,8 +152,10 @@ def main():
   print(f'{args.arch} train step, batch {args.batch} at {size[0]}x{size[1]}: compile '
         f'{compile_s:.1f} s, {step_s:.2f} s/step ({args.batch / step_s:.2f} img/s)', flush=True)
   compile_s, step_s = eval_step_time(c, task, args.batch, size, args.steps)
-  print(f'{args.arch} eval step (network + decoding + NMS), batch {args.batch}: compile '
-        f'{compile_s:.1f} s, {step_s:.2f} s/step', flush=True)
+  what = ('the image and its mirror, decoding' if args.arch.startswith('centernet_')
+          else 'network + decoding + NMS')
+  print(f'{args.arch} eval step ({what}), batch {args.batch}: compile '
+        f'{compile_s:.1f} s, {step_s:.2f} s/step ({args.batch / step_s:.2f} img/s)', flush=True)
 
 
 if __name__ == '__main__':

@@ -328,9 +328,14 @@ def export(config: Any, checkpoint_path: str | os.PathLike, fmt: str, out: str |
   if dynamic_size and (hw[0] % 32 or hw[1] % 32):
     raise ExportError(f'--dynamic-size: --size {hw[0]} {hw[1]} (the size --verify runs) must be '
                       'multiples of 32')
-  if fmt == 'onnx' and postprocess and config.task == 'detection':
+  if fmt == 'onnx' and config.task == 'detection':
     from hrnet_jax.tasks.detection import framework_class
-    if not framework_class(config.model.arch).onnx_postprocess:
+    framework = framework_class(config.model.arch)
+    if not framework.onnx_export:
+      raise ExportError(f'--format onnx: {config.model.arch} does not convert to ONNX here (the '
+                        'converter does not finish on its corner pooling); use stablehlo or '
+                        'savedmodel')
+    if postprocess and not framework.onnx_postprocess:
       raise ExportError(f'--with-postprocess: {config.model.arch}\'s detection post-processing '
                         '(per-image NMS) does not convert to ONNX here; export the raw outputs, '
                         'or use stablehlo or savedmodel')

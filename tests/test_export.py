@@ -319,3 +319,12 @@ def test_the_two_stage_detectors_loops_convert_to_onnx():
   got = through_onnx(masks, feats, labels)[0]
   assert got.shape == (6, 28, 28)
   np.testing.assert_allclose(got, np.asarray(masks(feats, labels)), atol=1e-5)
+
+
+def test_centernet_to_onnx_is_refused_in_one_line(tmp_path):
+  """jax2onnx does not finish on the corner pooling network: a clear refusal, nothing written."""
+  c = recipe('det_coco_centernet')
+  with pytest.raises(export.ExportError, match='centernet_w18_small_v1 does not convert to ONNX '
+                                               'here.*use stablehlo or savedmodel'):
+    export.export(c, tmp_path / 'no_checkpoint', 'onnx', tmp_path / 'm.onnx')
+  assert not (tmp_path / 'm.onnx').exists()

@@ -31,6 +31,9 @@ class DetectionTask(Task):
   # Whether the post-processed export (`serving_outputs(..., postprocess=True)`) converts to
   # ONNX: it must run batched, without vmap (the converter's batching rules fail on this JAX).
   onnx_postprocess: ClassVar[bool] = False
+  # Whether the raw network converts to ONNX at all (CenterNet's does not finish: see
+  # keypoint_triplets.CenterNet).
+  onnx_export: ClassVar[bool] = True
 
   def __init__(self, config: Any, classes: tuple[Sequence[int], Sequence[str]] | None = None):
     super().__init__(config)
