@@ -25,6 +25,18 @@ def det_model(det_demo_root, tmp_path_factory):
   return c, path
 
 
+def predict_a_val_image(config, checkpoint: str, root, out) -> tuple:
+  """predict.py on the demo's first val image: (its record, path, height, width), after
+  checking that nothing failed and that there are 1 to 100 detections."""
+  src = CocoDetection(root, 'val')
+  path = root / 'images' / 'val' / src.file_names[0]
+  outcome = predict.run(config, checkpoint, [str(path)], out)
+  record = outcome.records[0]
+  assert not outcome.failed and 0 < len(record['detections']) <= 100
+  h, w = cv2.imread(str(path)).shape[:2]
+  return record, path, h, w
+
+
 def test_detection_trains_and_scores_on_the_demo(det_demo_root, tmp_path):
   from hrnet_jax.train.loop import train_and_evaluate
   c = recipe('det_coco_fcos', det_demo_root)
@@ -107,12 +119,8 @@ def test_two_stage_trains_predicts_and_finds_people(det_demo_root, pose_root, tm
   results = train_and_evaluate(c, str(run))
   assert results['num_images'] == 8 and results['num_detections'] > 0
   assert 0.0 <= results['mask_AP'] <= 1.0 and 'mask_AR100' in results
-  src = CocoDetection(det_demo_root, 'val')
-  path = det_demo_root / 'images' / 'val' / src.file_names[0]
-  outcome = predict.run(c, str(run), [str(path)], tmp_path / 'out')
-  dets = outcome.records[0]['detections']
-  h, w = cv2.imread(str(path)).shape[:2]
-  assert not outcome.failed and 0 < len(dets) <= 100
+  record, path, h, w = predict_a_val_image(c, str(run), det_demo_root, tmp_path / 'out')
+  dets = record['detections']
   for d in dets:
     x, y, bw, bh = d['box']
     assert 0 <= x <= x + bw <= w + 0.01 and 0 <= y <= y + bh <= h + 0.01 and d['score'] > least
@@ -121,7 +129,7 @@ def test_two_stage_trains_predicts_and_finds_people(det_demo_root, pose_root, tm
     ys, xs = np.nonzero(mask)  # inside its box, up to the pixel beyond it
     assert len(xs) == 0 or (xs.min() >= x - 1 and xs.max() <= x + bw + 1 and ys.min() >= y - 1
                             and ys.max() <= y + bh + 1)
-  picture = cv2.imread(str(tmp_path / 'out' / outcome.records[0]['picture']))
+  picture = cv2.imread(str(tmp_path / 'out' / record['picture']))
   assert not np.array_equal(picture, cv2.imread(str(path)))
   detector = predict.PersonDetector(c, str(run), threshold=least)
   boxes, scores = detector.boxes(cv2.imread(str(path))[..., ::-1])
@@ -196,12 +204,8 @@ def test_centernet_trains_predicts_and_finds_people(det_demo_root, tmp_path):
   fixed = tmp_path / 'fixed'
   convert.write_variables(fixed_centernet_outputs(jax.device_get(variables)), fixed,
                           {'arch': c.model.arch, 'overrides': task.model_kwargs})
-  src = CocoDetection(det_demo_root, 'val')
-  path = det_demo_root / 'images' / 'val' / src.file_names[0]
-  outcome = predict.run(c, str(fixed), [str(path)], tmp_path / 'out')
-  dets = outcome.records[0]['detections']
-  h, w = cv2.imread(str(path)).shape[:2]
-  assert not outcome.failed and 0 < len(dets) <= 100
+  record, path, h, w = predict_a_val_image(c, str(fixed), det_demo_root, tmp_path / 'out')
+  dets = record['detections']
   assert [d['score'] for d in dets] == sorted((d['score'] for d in dets), reverse=True)
   for d in dets:
     x, y, bw, bh = d['box']
@@ -212,6 +216,7 @@ def test_centernet_trains_predicts_and_finds_people(det_demo_root, tmp_path):
   assert scores == [d['score'] for d in dets]
   np.testing.assert_allclose(boxes, np.asarray([d['box'] for d in dets]), atol=1e-4)
   # The person boxes top-down pose evaluation reads (the evaluator over a COCO file's images).
+  src = CocoDetection(det_demo_root, 'val')
   n = evaluate_checkpoint.detect_people(c, str(fixed), src.annotation_file,
                                         det_demo_root / 'images' / 'val', tmp_path / 'p.json')
   found = json.loads((tmp_path / 'p.json').read_text())
