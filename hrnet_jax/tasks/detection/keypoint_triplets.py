@@ -1,5 +1,7 @@
-"""CenterNet's keypoint triplets in jit with fixed shapes: the training targets as the authors'
-sampler builds them, and their losses.
+"""CenterNet's keypoint triplets (the `CenterNet` task of `centernet_*` archs), as the authors'
+code does it: the training sample and colour noise, the targets and losses in jit with fixed
+shapes, the decoding and rescaling of the test on the device, the centre check and soft-NMS on
+the host, the multi-scale test and the COCO box metric. docs/detection.md names what is ours.
 
 Per object (boxes x1y1x2y2 in input pixels, padded to a fixed count with a `valid` mask): its
 top-left, bottom-right and centre points scaled to the output map (`ratio`, 128/511 at the
