@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from hrnet_jax import ops
 from hrnet_jax.errors import UserError
 
 FORMATS = ('onnx', 'stablehlo', 'savedmodel')
@@ -211,7 +212,8 @@ def write_savedmodel(s: Serving, path: pathlib.Path) -> None:
     return converted(module.weights, images)
 
   module.serve = serve
-  tf.saved_model.save(module, str(path), signatures={'serving_default': serve})
+  with ops.portable_top_k():  # traced here: TensorFlow cannot read lax.top_k's composite op
+    tf.saved_model.save(module, str(path), signatures={'serving_default': serve})
 
 
 WRITERS = {'onnx': write_onnx, 'stablehlo': write_stablehlo, 'savedmodel': write_savedmodel}

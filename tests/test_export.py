@@ -190,6 +190,33 @@ def test_savedmodel_serving_signature_runs_in_tensorflow(models, tmp_path, tenso
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('task', ['cls', 'det'])
+def test_savedmodel_carries_a_top_k(models, tmp_path, tensorflow, task):
+  """Post-processing with lax.top_k (the classifier's top 5, FCOS's per-level candidates and
+  NMS) in a SavedModel: traced with the sort-based top_k that TensorFlow can read, verified."""
+  c, ckpt = models[task]
+  report = export.export(c, ckpt, 'savedmodel', tmp_path / 'm', batch=None, preprocess=True,
+                         postprocess=True, check=True, log=lambda _: None)
+  assert max(report['errors'].values()) <= export.VERIFY_TOLERANCE
+
+
+def test_portable_top_k_equals_lax_top_k_with_ties():
+  """The sort inside `portable_top_k()` gives lax.top_k's values and indices, the lower index
+  first among equal values, along the last axis of a batch."""
+  from hrnet_jax import ops
+  x = np.random.default_rng(0).integers(0, 6, (3, 40)).astype(np.float32)  # many ties
+  want = jax.lax.top_k(x, 7)
+  with ops.portable_top_k():
+    got = jax.jit(lambda v: ops.top_k(v, 7))(x)
+  for g, w in zip(got, want):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+  text = jax.jit(lambda v: ops.top_k(v, 7)).lower(x).as_text()
+  with ops.portable_top_k():
+    portable = jax.jit(lambda v: ops.top_k(v, 7)).lower(x).as_text()
+  assert 'top_k' in text and 'top_k' not in portable and 'sort' in portable
+
+
+@pytest.mark.slow
 def test_the_command(models, tmp_path):
   """`--size H W`, hyphenated flags, --verify printed; an existing file: one line, exit 2."""
   c, ckpt = models['pose']

@@ -207,7 +207,7 @@ def propose(logits: Sequence[Array], deltas: Sequence[Array], anchors: Sequence[
   for lg, dl, an in zip(logits, deltas, anchors):
     s = jax.nn.sigmoid(lg.reshape(b, -1).astype(jnp.float32))
     k = min(pre_nms, s.shape[1])
-    top_s, top = jax.lax.top_k(s, k)
+    top_s, top = ops.top_k(s, k)
     d = jnp.take_along_axis(dl.reshape(b, -1, 4).astype(jnp.float32), top[..., None], axis=1)
     box = ops.decode_deltas(an[top], d, max_hw=image_hw[:, None, :], legacy=legacy)
     if legacy:
@@ -219,7 +219,7 @@ def propose(logits: Sequence[Array], deltas: Sequence[Array], anchors: Sequence[
     scores.append(jnp.where(keep, top_s, -1.0))
   boxes, scores = jnp.concatenate(boxes, axis=1), jnp.concatenate(scores, axis=1)
   k = min(num, scores.shape[1])
-  top_s, top = jax.lax.top_k(scores, k)
+  top_s, top = ops.top_k(scores, k)
   pad = num - k
   out = jnp.pad(jnp.take_along_axis(boxes, top[..., None], axis=1), ((0, 0), (0, pad), (0, 0)))
   return out, jnp.pad(top_s > -1.0, ((0, 0), (0, pad)))

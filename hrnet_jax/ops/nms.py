@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from hrnet_jax.ops.boxes import box_iou
+from hrnet_jax.ops.top_k import top_k
 
 Array = jax.Array
 
@@ -64,7 +65,7 @@ def multiclass_nms(boxes: Array, scores: Array, candidate: Array, iou_threshold:
   per_class = boxes.ndim == scores.ndim + 1
   flat = jnp.where(candidate, scores, -jnp.inf).reshape(lead + (n * num_classes,))
   k = min(max_pairs, flat.shape[-1])
-  top_scores, top = jax.lax.top_k(flat, k)
+  top_scores, top = top_k(flat, k)
   top_valid = top_scores > -jnp.inf
   top_labels = (top % num_classes).astype(jnp.int32)
   if per_class:

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hrnet_jax import ops
 from hrnet_jax.data import sources, transforms
 from hrnet_jax.tasks.base import Metric, Task, at_least_float32
 
@@ -45,7 +46,7 @@ def cross_entropy(logits: Array, labels: Array, label_smoothing: float = 0.0) ->
 def top_k(probs: Array, k: int = TOP_K) -> tuple[Array, Array]:
   """(ids, probabilities) of the k most probable classes, most probable first (k is capped at
   the number of classes)."""
-  values, ids = jax.lax.top_k(probs, min(k, probs.shape[-1]))
+  values, ids = ops.top_k(probs, min(k, probs.shape[-1]))
   return ids.astype(jnp.int32), values
 
 

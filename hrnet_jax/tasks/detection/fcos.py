@@ -18,7 +18,7 @@ import numpy as np
 
 from hrnet_jax.errors import ConfigError
 from hrnet_jax.models import zoo
-from hrnet_jax.ops import aligned_iou, distance_boxes, multiclass_nms
+from hrnet_jax.ops import aligned_iou, distance_boxes, multiclass_nms, top_k
 from hrnet_jax.tasks.base import at_least_float32
 from hrnet_jax.tasks.detection.task import DetectionTask
 
@@ -181,7 +181,7 @@ def decode(logits: Sequence[Array], dist: Sequence[Array], ctr_logits: Sequence[
     pts = jnp.asarray(pts_all[start:start + n])
     start += n
     if n > nms_pre:
-      _, top = jax.lax.top_k(jnp.max(probs * ctr[:, None], axis=1), nms_pre)
+      _, top = top_k(jnp.max(probs * ctr[:, None], axis=1), nms_pre)
       probs, ctr, d, pts = probs[top], ctr[top], d[top], pts[top]
     all_boxes.append(distance_boxes(pts, d))
     all_probs.append(probs)

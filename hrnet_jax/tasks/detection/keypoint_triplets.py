@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hrnet_jax import ops
 from hrnet_jax.errors import ConfigError
 from hrnet_jax.tasks.detection import canvas, metric
 from hrnet_jax.tasks.detection.task import DetectionTask
@@ -175,7 +176,7 @@ def _top_points(heat: Array, offsets: Array, k: int) -> tuple[Array, ...]:
   """The k best (class, cell) of a (H, W, C) map, ranked over classes and cells together:
   scores, flat cells, classes, x and y (the cell plus its predicted offset)."""
   h, w, c = heat.shape
-  scores, idx = jax.lax.top_k(heat.transpose(2, 0, 1).reshape(-1), k)  # class-major, as NCHW
+  scores, idx = ops.top_k(heat.transpose(2, 0, 1).reshape(-1), k)  # class-major, as NCHW
   cells, classes = idx % (h * w), idx // (h * w)
   off = offsets.reshape(h * w, 2)[cells]
   return scores, cells, classes, (cells % w) + off[:, 0], (cells // w) + off[:, 1]
@@ -198,7 +199,7 @@ def decode_triplets(out: dict[str, Array], k: int = TOP_K, ae_threshold: float =
             | (jnp.abs(tl_tag[:, None] - br_tag[None, :]) > ae_threshold)
             | (br[3][None, :] < tl[3][:, None]) | (br[4][None, :] < tl[4][:, None]))
   scores = jnp.where(reject, -1.0, scores).reshape(-1)
-  best, pairs = jax.lax.top_k(scores, num_dets)
+  best, pairs = ops.top_k(scores, num_dets)
   i, j = pairs // k, pairs % k
   dets = jnp.stack([tl[3][i], tl[4][i], br[3][j], br[4][j], best, tl[0][i], br[0][j],
                     tl[2][i].astype(jnp.float32)], axis=1)
