@@ -624,18 +624,22 @@ class CenterNet(DetectionTask):
 
   # --- Evaluation -----------------------------------------------------------------------------
 
+  def decode_batch(self, outputs: dict) -> tuple[Array, Array]:
+    """`decode_triplets` (config.eval's settings) of every image of a batch of outputs."""
+    e = self.config.eval
+    decode = functools.partial(decode_triplets, k=int(e.top_k),
+                               ae_threshold=float(e.ae_threshold), kernel=int(e.nms_kernel),
+                               num_dets=int(e.num_dets))
+    return jax.vmap(decode)(outputs)
+
   def eval_outputs(self, apply_fn: Callable, images: Array, batch: dict) -> dict:
     """The image and its mirror through the model, each decoded (`decode_triplets`), rescaled
     to the image (`rescale_triplets`, then / its test scale): `pairs` (B, 2 x num_dets, 8) and
     `centres` (B, 2k, 4)."""
-    e = self.config.eval
     b, in_h, in_w = images.shape[:3]
     out = apply_fn(jnp.concatenate([images, images[:, :, ::-1]]))
     map_h, map_w = out['tl_heat'].shape[1:3]
-    decode = functools.partial(decode_triplets, k=int(e.top_k),
-                               ae_threshold=float(e.ae_threshold), kernel=int(e.nms_kernel),
-                               num_dets=int(e.num_dets))
-    dets, centres = jax.vmap(decode)(out)
+    dets, centres = self.decode_batch(out)
     pair = lambda x: jnp.concatenate([x[:b], x[b:]], axis=1)
     rescale = functools.partial(rescale_triplets, map_w=map_w,
                                 ratio=(map_h / in_h, map_w / in_w))
@@ -683,12 +687,8 @@ class CenterNet(DetectionTask):
     centres[n], num_classes)` in numpy finishes an image."""
     if not postprocess:
       return dict(outputs)
-    e = self.config.eval
     map_h, map_w = outputs['tl_heat'].shape[1:3]
-    decode = functools.partial(decode_triplets, k=int(e.top_k),
-                               ae_threshold=float(e.ae_threshold), kernel=int(e.nms_kernel),
-                               num_dets=int(e.num_dets))
-    dets, centres = jax.vmap(decode)(outputs)
+    dets, centres = self.decode_batch(outputs)
     px = jnp.asarray([input_hw[1] / map_w, input_hw[0] / map_h], jnp.float32)  # per output cell
     return {'pairs': jnp.concatenate([dets[..., :4] * jnp.tile(px, 2), dets[..., 4:]], -1),
             'centres': jnp.concatenate([centres[..., :2] * px, centres[..., 2:]], -1)}
